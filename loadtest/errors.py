@@ -1,0 +1,142 @@
+"""One error tree for the whole package; every class carries its exit code.
+
+    LoadtestError                    exit 70 (a bug, unless a subclass says otherwise)
+    ├── BadInput                     exit 2  (scenario files, flags, arguments)
+    │   └── ScenarioError            exit 2  (carries the key path and the line)
+    ├── TargetUnreachable            exit 3  (no connection could be made at all)
+    ├── RunInterrupted               exit 4  (SIGINT/SIGTERM: partial results written)
+    └── ConnectionFailure            (per-request failures, mapped to error categories;
+        │                             they never end a run by themselves)
+        ├── ConnectFailed            category "connect"
+        ├── AuthFailed               category "auth"
+        ├── Disconnected             category "disconnect"
+        ├── ServerError              category "server_error"
+        ├── RequestTimeout           category "timeout"
+        └── RemoteProtocolError      category "protocol" (the peer sent something malformed)
+
+Exit codes follow DESIGN.md: 0 passed, 1 an SLO failed, 2 bad input, 3 target
+unreachable, 4 interrupted. The SLO failure is not an exception: a run that
+measured what it should have is a result, not an error.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ERROR_CATEGORIES",
+    "EXIT_BAD_INPUT",
+    "EXIT_BUG",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_SLO_FAILED",
+    "EXIT_UNREACHABLE",
+    "AuthFailed",
+    "BadInput",
+    "ConnectFailed",
+    "ConnectionFailure",
+    "Disconnected",
+    "LoadtestError",
+    "RemoteProtocolError",
+    "RequestTimeout",
+    "RunInterrupted",
+    "ScenarioError",
+    "ServerError",
+    "TargetUnreachable",
+]
+
+EXIT_OK = 0
+EXIT_SLO_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 4
+EXIT_BUG = 70
+
+#: Failure categories of DESIGN.md, in the order reports show them.
+ERROR_CATEGORIES: tuple[str, ...] = (
+    "auth",
+    "connect",
+    "disconnect",
+    "server_error",
+    "timeout",
+    "protocol",
+)
+
+
+class LoadtestError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    exit_code: int = EXIT_BUG
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadInput(LoadtestError):
+    """The user gave us something we cannot run: fix the input and retry."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ScenarioError(BadInput):
+    """A scenario file is wrong. ``where`` is ``file:line: key.path`` when known."""
+
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        super().__init__(f"{where}: {message}" if where else message)
+        self.where = where
+
+
+class TargetUnreachable(LoadtestError):
+    """No connection to the target could be made, even after bounded retries."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class RunInterrupted(LoadtestError):
+    """The run was cut short by a signal; what was measured has been written."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class ConnectionFailure(LoadtestError):
+    """A failure of one connection or one request; ``category`` names it in reports."""
+
+    category: str = "unknown"
+
+
+class ConnectFailed(ConnectionFailure):
+    category = "connect"
+
+
+class AuthFailed(ConnectionFailure):
+    category = "auth"
+
+
+class Disconnected(ConnectionFailure):
+    category = "disconnect"
+
+
+class ServerError(ConnectionFailure):
+    """The server sent an ``error`` event."""
+
+    category = "server_error"
+
+
+class RequestTimeout(ConnectionFailure):
+    category = "timeout"
+
+
+class RemoteProtocolError(ConnectionFailure):
+    """The peer sent a frame we cannot understand. ``frame`` is the raw frame, truncated."""
+
+    category = "protocol"
+    MAX_FRAME_CHARS = 200
+
+    def __init__(self, message: str, *, frame: str | bytes = "") -> None:
+        text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
+        if len(text) > self.MAX_FRAME_CHARS:
+            text = text[: self.MAX_FRAME_CHARS] + f"…(+{len(text) - self.MAX_FRAME_CHARS} chars)"
+        self.frame = text
+        super().__init__(f"{message}: {text!r}" if text else message)

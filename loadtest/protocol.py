@@ -1,0 +1,273 @@
+"""Sans-I/O codec of the chat proxy protocol v2 (PROTOCOL.md).
+
+No sockets, no asyncio, no clock: the I/O layer feeds text frames in and writes
+the strings this module encodes. Every frame is one JSON object
+``{"event": NAME, "data": {...}}``.
+
+Decoding is strict about the events we understand (wrong types raise
+:class:`~loadtest.errors.RemoteProtocolError` carrying the frame) and lenient about
+the ones we do not: an unknown event becomes :class:`UnknownEvent`, so a new server
+feature is counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from loadtest.errors import RemoteProtocolError
+
+__all__ = [
+    "AuthComplete",
+    "ConvMessage",
+    "ErrorEvent",
+    "Message",
+    "Pong",
+    "ServerEvent",
+    "SetModelComplete",
+    "UnknownEvent",
+    "decode_client_frame",
+    "decode_server_frame",
+    "encode_gen",
+    "encode_ping",
+    "encode_set_model",
+    "GenRequest",
+    "Ping",
+    "SetModel",
+    "ClientEvent",
+    "encode_server_event",
+]
+
+
+# --------------------------------------------------------------------------- server events
+
+
+@dataclass(frozen=True, slots=True)
+class AuthComplete:
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetModelComplete:
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConvMessage:
+    conversation_id: str
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    output: str
+    stop: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownEvent:
+    name: str
+    data: Any = None
+
+
+ServerEvent = AuthComplete | SetModelComplete | ConvMessage | Message | Pong | ErrorEvent | UnknownEvent
+
+
+# --------------------------------------------------------------------------- client events
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SetModel:
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenRequest:
+    """A ``gen``: ``prompt`` plus optional fields; ``extra`` passes through unchanged."""
+
+    prompt: str
+    temperature: float | None = None
+    enable_web_search: bool | None = None
+    web_search: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ClientEvent = Ping | SetModel | GenRequest
+
+
+# --------------------------------------------------------------------------- encoding
+
+_PING: Final = json.dumps({"event": "ping"})
+
+
+def encode_ping() -> str:
+    return _PING
+
+
+def encode_set_model(model: str) -> str:
+    return json.dumps({"event": "set-model", "data": {"model": model}})
+
+
+def gen_payload(req: GenRequest) -> dict[str, Any]:
+    """The ``data`` object of a ``gen``; extra fields never override the typed ones."""
+    data: dict[str, Any] = dict(req.extra)
+    data["prompt"] = req.prompt
+    if req.temperature is not None:
+        data["temperature"] = req.temperature
+    if req.enable_web_search is not None:
+        data["enableWebSearch"] = req.enable_web_search
+    if req.web_search is not None:
+        data["webSearch"] = req.web_search
+    if req.tools is not None:
+        data["tools"] = req.tools
+    return data
+
+
+def encode_gen(req: GenRequest) -> str:
+    return json.dumps({"event": "gen", "data": gen_payload(req)}, ensure_ascii=False)
+
+
+def encode_server_event(name: str, data: Any = None) -> str:
+    """Encode a server frame (used by the mock and by tests)."""
+    frame: dict[str, Any] = {"event": name}
+    if data is not None:
+        frame["data"] = data
+    return json.dumps(frame, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _parse(frame: str | bytes) -> tuple[str, Any]:
+    try:
+        obj = json.loads(frame)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise RemoteProtocolError("frame is not JSON", frame=frame) from exc
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("frame is not a JSON object", frame=frame)
+    name = obj.get("event")
+    if not isinstance(name, str):
+        raise RemoteProtocolError("frame has no string 'event'", frame=frame)
+    return name, obj.get("data")
+
+
+def _data_obj(data: Any, frame: str | bytes, name: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise RemoteProtocolError(f"'{name}' frame has no 'data' object", frame=frame)
+    return data
+
+
+def _field(data: dict[str, Any], key: str, kind: type, frame: str | bytes, name: str) -> Any:
+    value = data.get(key)
+    # bool is an int subclass: refuse it where a number or string is expected.
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise RemoteProtocolError(
+            f"'{name}' frame has {key}={value!r}, expected {kind.__name__}", frame=frame
+        )
+    return value
+
+
+def decode_server_frame(frame: str | bytes) -> ServerEvent:
+    """Decode one server text frame.
+
+    Raises :class:`RemoteProtocolError` for malformed frames (not JSON, not an
+    object, no ``event``, wrong field types on a known event). Never raises
+    anything else.
+    """
+    name, data = _parse(frame)
+    if name == "message":
+        d = _data_obj(data, frame, name)
+        output = d.get("output", "")
+        if output is None:
+            output = ""
+        if not isinstance(output, str):
+            raise RemoteProtocolError(
+                f"'message' frame has output={output!r}, expected str", frame=frame
+            )
+        stop = d.get("stop", False)
+        if not isinstance(stop, bool):
+            raise RemoteProtocolError(
+                f"'message' frame has stop={stop!r}, expected bool", frame=frame
+            )
+        return Message(output=output, stop=stop)
+    if name == "conv-message":
+        d = _data_obj(data, frame, name)
+        conv = d.get("conversationId")
+        msg = d.get("messageId")
+        for key, value in (("conversationId", conv), ("messageId", msg)):
+            if not isinstance(value, (str, int)) or isinstance(value, bool):
+                raise RemoteProtocolError(
+                    f"'conv-message' frame has {key}={value!r}, expected str", frame=frame
+                )
+        return ConvMessage(conversation_id=str(conv), message_id=str(msg))
+    if name == "error":
+        if isinstance(data, dict):
+            err = data.get("error")
+            if isinstance(err, str):
+                return ErrorEvent(error=err)
+            if err is not None:
+                return ErrorEvent(error=json.dumps(err)[:500])
+        if isinstance(data, str):
+            return ErrorEvent(error=data)
+        raise RemoteProtocolError("'error' frame has no 'error' string", frame=frame)
+    if name == "auth-connect-complete":
+        return AuthComplete(data)
+    if name == "set-model-complete":
+        return SetModelComplete(data)
+    if name == "pong":
+        return Pong(data)
+    return UnknownEvent(name=name, data=data)
+
+
+def decode_client_frame(frame: str | bytes) -> ClientEvent:
+    """Decode one client frame (the mock's side). Raises RemoteProtocolError if malformed."""
+    name, data = _parse(frame)
+    if name == "ping":
+        return Ping()
+    if name == "set-model":
+        d = _data_obj(data, frame, name)
+        return SetModel(model=_field(d, "model", str, frame, name))
+    if name == "gen":
+        d = dict(_data_obj(data, frame, name))
+        prompt = _field(d, "prompt", str, frame, name)
+        temperature = d.pop("temperature", None)
+        if temperature is not None and (
+            isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+        ):
+            raise RemoteProtocolError("'gen' temperature must be a number", frame=frame)
+        ews = d.pop("enableWebSearch", None)
+        if ews is not None and not isinstance(ews, bool):
+            raise RemoteProtocolError("'gen' enableWebSearch must be a bool", frame=frame)
+        ws = d.pop("webSearch", None)
+        if ws is not None and not isinstance(ws, dict):
+            raise RemoteProtocolError("'gen' webSearch must be an object", frame=frame)
+        tools = d.pop("tools", None)
+        if tools is not None and not isinstance(tools, list):
+            raise RemoteProtocolError("'gen' tools must be a list", frame=frame)
+        d.pop("prompt")
+        return GenRequest(
+            prompt=prompt,
+            temperature=None if temperature is None else float(temperature),
+            enable_web_search=ews,
+            web_search=ws,
+            tools=tools,
+            extra=d,
+        )
+    raise RemoteProtocolError(f"unknown client event {name!r}", frame=frame)
