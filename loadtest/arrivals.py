@@ -1,0 +1,420 @@
+"""Seeded schedules of intended send offsets for open-loop load. Pure: no I/O, no clock.
+
+A schedule is a sequence of :class:`Arrival` s, each with ``offset_s``, the time after the run
+start at which a request is *meant* to be sent. The scheduler sleeps until
+``start + offset_s``; latencies are measured from that intended time (wrk2's model), so a
+stalled server cannot hide behind a stalled generator.
+
+Rate profiles (k6's ``constant-arrival-rate`` / ``ramping-arrival-rate``)
+------------------------------------------------------------------------
+:class:`RateProfile` is either a constant ``rate_per_s`` for ``duration_s``, or a list of
+:class:`Stage` s: each stage ramps *linearly* from the previous stage's target (the first one
+from ``start``, default 0 as in k6) to its own ``target`` over its ``duration_s``. A stage of
+duration 0 is a step. The same profile drives the closed-loop user count
+(:meth:`RateProfile.value_at`).
+
+Arrival kinds (GuideLLM / aiperf arrival models)
+------------------------------------------------
+``constant``  evenly spaced: arrival *n* is where the expected count reaches *n*, so at a
+              constant rate it is exactly ``n / rate`` (the first one at 0).
+``poisson``   exponential inter-arrival times (coefficient of variation 1).
+``gamma``     gamma inter-arrival times with shape ``burstiness``: CV = 1/sqrt(burstiness);
+              1 is Poisson, below 1 burstier, above 1 more regular.
+
+Non-constant rates use time rescaling: a unit-rate process is generated in "expected count"
+space (the integral of the rate) and each point is mapped through
+:meth:`RateProfile.inverse_cumulative`, so ramps work for every kind and the *n*-th arrival is
+computed from the profile, never by adding up previous offsets.
+
+Trace replay format (JSON Lines)
+--------------------------------
+One arrival per line, in time order::
+
+    # comments and blank lines are ignored
+    {"t": 0.0, "prompt": "Explain artificial intelligence"}
+    {"t": 0.125, "prompt_chars": 300}
+    {"t_ms": 250}
+
+- ``t``: offset in seconds from the run start, or ``t_ms`` in milliseconds (exactly one of
+  them). A finite number >= 0, never smaller than the previous line's (a trace is a recording:
+  an out-of-order line is refused, not sorted).
+- ``prompt`` (optional): the prompt text to send.
+- ``prompt_chars`` (optional): an integer >= 0, the prompt length to synthesize when no
+  ``prompt`` is given; if both are given they must agree.
+- ``null`` counts as absent for ``prompt`` and ``prompt_chars``; any other key is an error.
+
+Every error names the file and line: ``trace.jsonl:7: unknown key 'ts' ...``.
+Replay speed is a factor: ``speed=2`` plays the trace twice as fast.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import math
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loadtest.errors import BadInput
+
+__all__ = [
+    "ARRIVAL_KINDS",
+    "Arrival",
+    "RateProfile",
+    "Stage",
+    "paced_starts",
+    "parse_trace",
+    "schedule",
+    "trace_schedule",
+]
+
+#: the values ``schedule(kind=...)`` accepts
+ARRIVAL_KINDS: tuple[str, ...] = ("constant", "poisson", "gamma")
+
+_TRACE_KEYS = ("t", "t_ms", "prompt", "prompt_chars")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """Ramp linearly from the previous target to ``target`` over ``duration_s`` (k6 stage)."""
+
+    duration_s: float
+    target: float
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One intended send: ``offset_s`` after the run start; ``index`` counts from 0."""
+
+    index: int
+    offset_s: float
+    prompt: str | None = None
+    prompt_chars: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    # One stage of positive duration: value goes v0 -> v1 over [t0, t0 + d];
+    # c0 is the cumulative integral at t0.
+    t0: float
+    d: float
+    v0: float
+    v1: float
+    c0: float
+
+    @property
+    def slope(self) -> float:
+        return (self.v1 - self.v0) / self.d
+
+    @property
+    def area(self) -> float:
+        return (self.v0 + self.v1) / 2 * self.d
+
+
+def _finite_nonneg(value: float, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadInput(f"{what} must be a finite number, got {value!r}")
+    if value < 0:
+        raise BadInput(f"{what} must be >= 0, got {value!r}")
+    return float(value)
+
+
+class RateProfile:
+    """A piecewise-linear rate (or user count) over ``[0, duration_s]``.
+
+    Build with ``RateProfile(rate_per_s=..., duration_s=...)`` for a constant rate, or
+    ``RateProfile(stages=[...], start=0.0)`` for k6-style stages. Invalid values raise
+    :class:`BadInput`. Instances are immutable.
+    """
+
+    __slots__ = ("_ends", "_segments", "_stage_starts", "_stages", "_start", "_total")
+
+    def __init__(
+        self,
+        *,
+        rate_per_s: float | None = None,
+        duration_s: float | None = None,
+        stages: Sequence[Stage] | None = None,
+        start: float | None = None,
+    ) -> None:
+        if stages is not None:
+            if rate_per_s is not None or duration_s is not None:
+                raise BadInput("give either rate_per_s and duration_s, or stages, not both")
+            if not stages:
+                raise BadInput("a staged profile needs at least one stage")
+            start_v = 0.0 if start is None else _finite_nonneg(start, "start")
+            stage_t = tuple(stages)
+        else:
+            if rate_per_s is None or duration_s is None:
+                raise BadInput("give rate_per_s and duration_s, or a list of stages")
+            if start is not None:
+                raise BadInput("start applies only to staged profiles")
+            rate = _finite_nonneg(rate_per_s, "rate_per_s")
+            if rate == 0:
+                raise BadInput("rate_per_s must be > 0")
+            start_v = rate
+            stage_t = (Stage(duration_s=duration_s, target=rate),)
+
+        segments: list[_Segment] = []
+        t = c = 0.0
+        prev = start_v
+        for i, stage in enumerate(stage_t, 1):
+            d = _finite_nonneg(stage.duration_s, f"stage {i} duration_s")
+            v = _finite_nonneg(stage.target, f"stage {i} target")
+            if d > 0:
+                seg = _Segment(t0=t, d=d, v0=prev, v1=v, c0=c)
+                segments.append(seg)
+                t += d
+                c += seg.area
+            prev = v
+        if not segments:
+            raise BadInput("the profile's total duration must be > 0")
+        if c == 0:
+            raise BadInput("the profile is 0 throughout: give a rate or target above 0")
+        self._start = start_v
+        self._stages = stage_t
+        self._segments = tuple(segments)
+        self._stage_starts = tuple(s.t0 for s in segments)
+        self._ends = tuple(s.c0 + s.area for s in segments)  # cumulative at each segment's end
+        self._total = c
+
+    @property
+    def duration_s(self) -> float:
+        return self._segments[-1].t0 + self._segments[-1].d
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return self._stages
+
+    @property
+    def start(self) -> float:
+        return self._start
+
+    @property
+    def total(self) -> float:
+        """Expected number of arrivals over the whole profile: ``cumulative(duration_s)``."""
+        return self._total
+
+    @property
+    def peak(self) -> float:
+        """The highest value the profile reaches."""
+        return max(max(s.v0, s.v1) for s in self._segments)
+
+    def __repr__(self) -> str:
+        return f"RateProfile(stages={list(self._stages)!r}, start={self._start!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RateProfile):
+            return NotImplemented
+        return self._segments == other._segments
+
+    def __hash__(self) -> int:
+        return hash(self._segments)
+
+    def _segment_at(self, t_s: float) -> _Segment:
+        # Right-continuous: at a step (a zero-duration stage) the value after the step wins.
+        i = bisect.bisect_right(self._stage_starts, t_s) - 1
+        return self._segments[max(i, 0)]
+
+    def value_at(self, t_s: float) -> float:
+        """The rate (or user count) at ``t_s``, right-continuous at steps.
+
+        Before 0 it is the value at 0; from ``duration_s`` on, the last stage's target.
+        """
+        if t_s >= self.duration_s:
+            return float(self._stages[-1].target)
+        if t_s <= 0:
+            return self._segments[0].v0
+        seg = self._segment_at(t_s)
+        return seg.v0 + seg.slope * (t_s - seg.t0)
+
+    def cumulative(self, t_s: float) -> float:
+        """Integral of the rate over ``[0, t_s]``: the expected arrivals by ``t_s``."""
+        if t_s <= 0:
+            return 0.0
+        if t_s >= self.duration_s:
+            return self._total
+        i = bisect.bisect_right(self._stage_starts, t_s) - 1
+        seg = self._segments[i]
+        dt = t_s - seg.t0
+        # Clamped to the segment's own range: rounding must not carry a point past the
+        # segment's end (or the total, where inverse_cumulative would answer None).
+        return min(max(seg.c0 + seg.v0 * dt + seg.slope * dt * dt / 2, seg.c0), self._ends[i])
+
+    def inverse_cumulative(self, x: float) -> float | None:
+        """The latest ``t`` with ``cumulative(t) == x``; ``None`` if ``x > total``.
+
+        "Latest" matters only across stretches of zero rate: an arrival due at their start is
+        placed at their end, so the first arrival after a pause lands where the rate resumes
+        (and a profile that starts with a pause starts its arrivals after it).
+        Raises ``ValueError`` for ``x < 0``.
+        """
+        if not x >= 0:
+            raise ValueError(f"inverse_cumulative needs x >= 0, got {x!r}")
+        if x > self._total:
+            return None
+        # First segment whose end cumulative is above x (bisect_right skips flat segments
+        # that end exactly at x); x == total falls back to the end.
+        i = bisect.bisect_right(self._ends, x)
+        if i >= len(self._segments):
+            return self.duration_s
+        seg = self._segments[i]
+        r = x - seg.c0
+        if r <= 0:
+            return seg.t0
+        a = seg.slope
+        if a == 0:
+            dt = r / seg.v0  # v0 > 0: a flat zero segment has area 0 and was skipped
+        else:
+            # Root of v0*dt + a*dt^2/2 = r, in the form without cancellation
+            # (2r / (v0 + sqrt(v0^2 + 2ar)) rather than (-v0 + sqrt(...)) / a), with rates
+            # scaled by the segment's peak so that squaring cannot underflow or overflow.
+            s = max(seg.v0, seg.v1)
+            u0, rs = seg.v0 / s, r / s
+            disc = max(u0 * u0 + 2 * (a / s) * rs, 0.0)
+            den = u0 + math.sqrt(disc)
+            dt = 2 * rs / den if den > 0 else 0.0
+        return seg.t0 + min(max(dt, 0.0), seg.d)
+
+
+def schedule(kind: str, profile: RateProfile, *, seed: int, burstiness: float = 1.0) -> Iterator[Arrival]:
+    """Arrivals of ``kind`` following ``profile``, in time order, until the profile ends.
+
+    Arguments are checked at once (:class:`BadInput`), before the first arrival is drawn. The
+    same ``seed`` gives the same offsets. Offsets lie in ``[0, duration_s)``.
+    """
+    if kind not in ARRIVAL_KINDS:
+        raise BadInput(f"unknown arrival kind {kind!r}: use one of {', '.join(ARRIVAL_KINDS)}")
+    if isinstance(burstiness, bool) or not isinstance(burstiness, int | float):
+        raise BadInput(f"burstiness must be a number, got {burstiness!r}")
+    if not (math.isfinite(burstiness) and burstiness > 0):
+        raise BadInput(f"burstiness must be a finite number > 0 (1 = Poisson), got {burstiness!r}")
+    if kind != "gamma" and burstiness != 1.0:
+        raise BadInput(f"burstiness applies only to kind 'gamma', not {kind!r}")
+    if kind == "constant":
+        return _constant(profile)
+    return _renewal(profile, random.Random(seed), float(burstiness) if kind == "gamma" else None)
+
+
+def _constant(profile: RateProfile) -> Iterator[Arrival]:
+    n = 0
+    total = profile.total
+    while n < total:
+        t = profile.inverse_cumulative(float(n))
+        if t is None:  # pragma: no cover - n < total guarantees a value
+            return
+        yield Arrival(n, t)
+        n += 1
+
+
+def _renewal(profile: RateProfile, rng: random.Random, shape: float | None) -> Iterator[Arrival]:
+    # Unit-mean gaps in expected-count space: Exp(1), or Gamma(k, scale 1/k) whose
+    # CV is 1/sqrt(k). The first arrival comes one gap after 0.
+    total = profile.total
+    x = 0.0
+    n = 0
+    while True:
+        x += rng.expovariate(1.0) if shape is None else rng.gammavariate(shape, 1.0 / shape)
+        if x >= total:
+            return
+        t = profile.inverse_cumulative(x)
+        if t is None:  # pragma: no cover - x < total guarantees a value
+            return
+        yield Arrival(n, t)
+        n += 1
+
+
+def parse_trace(lines: Iterable[str], *, source: str = "trace") -> list[Arrival]:
+    """Parse a JSONL trace (format in the module docstring) into arrivals, indexed from 0.
+
+    Raises :class:`BadInput` ``"{source}:{line}: ..."`` on the first bad line, and
+    ``"{source}: ..."`` if the trace holds no arrival at all.
+    """
+    arrivals: list[Arrival] = []
+    prev_t = 0.0
+    prev_line = 0
+    for line_no, raw in enumerate(lines, 1):
+        line = raw.strip().lstrip("\ufeff")
+        if not line or line.startswith("#"):
+            continue
+        where = f"{source}:{line_no}"
+        try:
+            obj: Any = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
+        if not isinstance(obj, dict):
+            raise BadInput(f'{where}: expected a JSON object like {{"t": 0.5}}, got {type(obj).__name__}')
+        for key in obj:
+            if key not in _TRACE_KEYS:
+                raise BadInput(f"{where}: unknown key {key!r} (allowed: {', '.join(_TRACE_KEYS)})")
+        t = _trace_offset(obj, where)
+        if t < prev_t:
+            raise BadInput(
+                f"{where}: t={t:g}s is before t={prev_t:g}s on line {prev_line}; "
+                "a trace must be in time order"
+            )
+        prompt = obj.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise BadInput(f"{where}: prompt must be a string, got {prompt!r}")
+        chars = obj.get("prompt_chars")
+        if chars is not None:
+            if isinstance(chars, bool) or not isinstance(chars, int) or chars < 0:
+                raise BadInput(f"{where}: prompt_chars must be an integer >= 0, got {chars!r}")
+            if prompt is not None and chars != len(prompt):
+                raise BadInput(
+                    f"{where}: prompt_chars={chars} but the prompt has {len(prompt)} characters; "
+                    "give one of them, or make them agree"
+                )
+        arrivals.append(Arrival(len(arrivals), t, prompt, chars))
+        prev_t, prev_line = t, line_no
+    if not arrivals:
+        raise BadInput(f"{source}: the trace holds no arrivals")
+    return arrivals
+
+
+def _trace_offset(obj: dict[str, Any], where: str) -> float:
+    if "t" in obj and "t_ms" in obj:
+        raise BadInput(f'{where}: give "t" (seconds) or "t_ms" (milliseconds), not both')
+    if "t" not in obj and "t_ms" not in obj:
+        raise BadInput(f'{where}: missing "t" (seconds) or "t_ms" (milliseconds)')
+    key = "t" if "t" in obj else "t_ms"
+    value = obj[key]
+    unit = "seconds" if key == "t" else "milliseconds"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadInput(f"{where}: {key} must be a finite number of {unit}, got {value!r}")
+    if value < 0:
+        raise BadInput(f"{where}: {key} must be >= 0, got {value!r}")
+    return float(value) if key == "t" else value / 1000.0
+
+
+def trace_schedule(arrivals: list[Arrival], *, speed: float = 1.0) -> Iterator[Arrival]:
+    """Replay ``arrivals`` with offsets divided by ``speed`` (2 = twice as fast).
+
+    Checked at once: ``speed`` finite and > 0, offsets >= 0 and in time order (:class:`BadInput`).
+    """
+    if isinstance(speed, bool) or not isinstance(speed, int | float):
+        raise BadInput(f"speed must be a number, got {speed!r}")
+    if not (math.isfinite(speed) and speed > 0):
+        raise BadInput(f"speed must be a finite number > 0 (2 = twice as fast), got {speed!r}")
+    prev = 0.0
+    for a in arrivals:
+        if not (math.isfinite(a.offset_s) and a.offset_s >= prev):
+            raise BadInput(f"trace arrival {a.index}: offset {a.offset_s!r} is negative or out of order")
+        prev = a.offset_s
+    return (dataclasses.replace(a, offset_s=a.offset_s / speed) for a in arrivals)
+
+
+def paced_starts(pace_s: float, n: int, *, phase_s: float = 0.0) -> float:
+    """The ``n``-th intended start (from 0) of a paced closed-loop user: ``phase_s + n * pace_s``.
+
+    Computed from the schedule, not by adding ``pace_s`` to the previous start, so a user
+    that runs late catches up instead of drifting.
+    """
+    if not (math.isfinite(pace_s) and pace_s >= 0):
+        raise BadInput(f"pace must be a finite number of seconds >= 0, got {pace_s!r}")
+    if n < 0:
+        raise ValueError(f"paced_starts needs n >= 0, got {n}")
+    return phase_s + n * pace_s
