@@ -92,6 +92,108 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
 
 
+def _load(path: str, overrides: Any = None) -> Any:
+    import os
+
+    from loadtest.scenario import load_scenario
+
+    return load_scenario(path, overrides=overrides, environ=os.environ)
+
+
+@cli.command()
+@click.argument("scenario_file", type=click.Path(dir_okay=False))
+def validate(scenario_file: str) -> int:
+    """Check SCENARIO_FILE and print the resolved scenario (exit 2 if it is wrong)."""
+    from loadtest.scenario import dump_scenario
+
+    sc = _load(scenario_file)
+    click.echo(dump_scenario(sc), nl=False)
+    click.echo(f"# {scenario_file}: valid", err=True)
+    return 0
+
+
+@cli.command()
+@click.argument("scenario_file", type=click.Path(dir_okay=False))
+@click.option("--target", help="ws://… or wss://… URL, or 'mock' (overrides target.url).")
+@click.option("--api-key", help="API key (default: the variable named by target.api_key_env).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default reports/<name>-<time>).")
+@click.option("--duration", help="Total duration, e.g. 30s, 2m (overrides load.duration).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Closed-loop users.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open-loop arrivals per second.")
+@click.option("--requests", type=click.IntRange(min=1), help="Stop after this many gen requests.")
+@click.option("--seed", type=int, help="Seed for schedules, prompts and think times.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle (wss://).")
+@click.option("--insecure", is_flag=True, help="Skip TLS certificate verification (wss://). Not for real tests.")
+@click.option("--no-html", is_flag=True, help="Do not write report.html.")
+@click.option("-q", "--quiet", is_flag=True, help="No live progress or table; only warnings and the verdict.")
+def run(scenario_file: str, target: str | None, api_key: str | None, out: str | None, duration: str | None,
+        concurrency: int | None, rate: float | None, requests: int | None, seed: int | None,
+        ca_file: str | None, insecure: bool, no_html: bool, quiet: bool) -> int:
+    """Run SCENARIO_FILE and write a run directory. Exit 0 passed, 1 an SLO failed,
+    2 bad input, 3 target unreachable, 4 interrupted."""
+    import os
+    from pathlib import Path
+
+    from loadtest.console import LiveProgress, print_summary
+    from loadtest.errors import EXIT_INTERRUPTED, EXIT_SLO_FAILED
+    from loadtest.results import RequestCsv, default_run_dir, write_run_dir
+    from loadtest.runner import run_scenario
+    from loadtest.scenario import Overrides, dump_scenario, fingerprint, parse_duration, resolve_api_key
+    from loadtest.tlsconfig import ssl_context_for
+
+    try:
+        duration_s = None if duration is None else parse_duration(duration)
+    except (ValueError, BadInput) as exc:
+        raise click.BadParameter(str(exc), param_hint="--duration") from None
+    overrides = Overrides(target_url=target, api_key=api_key, duration_s=duration_s, concurrency=concurrency,
+                          rate_per_s=rate, requests=requests, seed=seed, out=out)
+    sc = _load(scenario_file, overrides)
+    key = resolve_api_key(sc, overrides, os.environ)
+    ssl_ctx = ssl_context_for(sc.target.url, ca_file=ca_file or sc.target.ca_file,
+                              insecure=insecure or sc.target.insecure)
+    insecure_used = (insecure or sc.target.insecure) and sc.target.url.startswith("wss://")
+    if insecure_used:
+        click.secho("WARNING: --insecure: TLS certificates are NOT verified.", fg="yellow", err=True)
+    run_dir = Path(out) if out else default_run_dir(sc.name)
+    sink = RequestCsv(run_dir, secret=key)
+    try:
+        with LiveProgress(quiet=quiet) as live:
+            result = run_scenario(sc, api_key=key, ssl_context=ssl_ctx, insecure=insecure_used,
+                                  progress=live, request_sink=sink)
+    except BaseException:
+        sink.finish()
+        raise
+    summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
+                            fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=key)
+    if not no_html:
+        try:
+            from loadtest.report import build_report
+
+            build_report([run_dir])
+        except LoadtestError as exc:
+            click.secho(f"warning: report.html not written: {exc}", fg="yellow", err=True)
+    print_summary(summary, str(run_dir), quiet=quiet)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if summary["passed"] else EXIT_SLO_FAILED
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="Output HTML (required for several runs).")
+def report(run_dirs: tuple[str, ...], out: str | None) -> int:
+    """Rebuild report.html from one run directory, or compare several in one report."""
+    from pathlib import Path
+
+    from loadtest.report import build_report
+
+    if len(run_dirs) > 1 and not out:
+        raise click.UsageError("--out FILE is required when comparing several runs")
+    path = build_report([Path(d) for d in run_dirs], Path(out) if out else None)
+    click.echo(str(path))
+    return 0
+
+
 def main() -> None:
     """Console entry point: never lets a traceback reach the user for a known error."""
     try:

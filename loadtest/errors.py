@@ -21,6 +21,8 @@ measured what it should have is a result, not an error.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "ERROR_CATEGORIES",
     "EXIT_BAD_INPUT",
@@ -41,6 +43,7 @@ __all__ = [
     "ScenarioError",
     "ServerError",
     "TargetUnreachable",
+    "redact",
 ]
 
 EXIT_OK = 0
@@ -140,3 +143,13 @@ class RemoteProtocolError(ConnectionFailure):
             text = text[: self.MAX_FRAME_CHARS] + f"…(+{len(text) - self.MAX_FRAME_CHARS} chars)"
         self.frame = text
         super().__init__(f"{message}: {text!r}" if text else message)
+
+
+_APIKEY_RE = re.compile(r"(apikey=)[^&\s'\"<>]*", re.IGNORECASE)
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Remove a secret from text: every ``apikey=…`` value and every literal occurrence."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _APIKEY_RE.sub(r"\1***", text)

@@ -277,14 +277,15 @@ class MockProcess:
                 break
         if not line.startswith("ws://"):
             err = ""
-            self.__exit__()
+            self._terminate()
             if self.proc.stderr is not None:
                 err = self.proc.stderr.read()[-2000:]
+            self.__exit__()
             raise TargetUnreachable(f"the embedded mock did not start: {err.strip() or line!r}")
         self.url = line
         return line
 
-    def __exit__(self, *exc: object) -> None:
+    def _terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -292,6 +293,14 @@ class MockProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def __exit__(self, *exc: object) -> None:
+        self._terminate()
+        # close our ends of the pipes, or they leak (ResourceWarning, an error under -W error)
+        if self.proc is not None:
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                if pipe is not None:
+                    pipe.close()
 
 
 def model_args(model: MockModel, *, seed: int = 0, api_keys: Iterable[str] = (), faults: dict[str, Any] | None = None) -> list[str]:

@@ -158,7 +158,8 @@ def encode_server_event(name: str, data: Any = None) -> str:
 def _parse(frame: str | bytes) -> tuple[str, Any]:
     try:
         obj = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+    # JSONDecodeError is a ValueError; absurdly deep nesting ("[[[[...") raises RecursionError.
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RemoteProtocolError("frame is not JSON", frame=frame) from exc
     if not isinstance(obj, dict):
         raise RemoteProtocolError("frame is not a JSON object", frame=frame)

@@ -1,0 +1,283 @@
+"""One WebSocket to the proxy: connect, auth, set-model, ping, one stream at a time.
+
+aiohttp errors are mapped once, here, to :mod:`loadtest.errors` categories
+(``raise ... from exc``), most specific first, and every message is redacted: the API
+key travels in the URL and aiohttp likes to quote URLs in its exceptions.
+
+Timing rule (DESIGN.md): ``time.perf_counter_ns()`` is read as soon as ``receive()``
+hands us a frame, before JSON decoding; never ``loop.time()`` (uvloop caches it per
+loop iteration at 1 ms resolution).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass
+from time import perf_counter_ns
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from loadtest.collector import RequestRecord
+from loadtest.errors import (
+    AuthFailed,
+    ConnectFailed,
+    ConnectionFailure,
+    Disconnected,
+    RemoteProtocolError,
+    RequestTimeout,
+    ServerError,
+    redact,
+)
+from loadtest.protocol import (
+    AuthComplete,
+    ConvMessage,
+    ErrorEvent,
+    Message,
+    Pong,
+    SetModelComplete,
+    UnknownEvent,
+    decode_server_frame,
+    encode_ping,
+    encode_set_model,
+)
+
+__all__ = ["Connection", "ConnectTimings", "RequestRecord", "make_session", "target_url"]
+
+# Close codes a server uses to say "your key is no good" (4401 is the mock's; 4403 is common).
+_AUTH_CLOSE_CODES = frozenset({4001, 4003, 4401, 4403, 1008})
+
+
+def target_url(url: str, api_key: str | None) -> str:
+    """The URL to connect to, with the key as the ``apikey`` query parameter."""
+    if not api_key:
+        return url
+    return str(URL(url).update_query(apikey=api_key))
+
+
+def make_session(*, ssl_context: ssl.SSLContext | bool | None = None) -> aiohttp.ClientSession:
+    """One ClientSession for every connection of a run; no connection cap below the users."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ssl=ssl_context if ssl_context is not None else True,
+                                     force_close=False, enable_cleanup_closed=False)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+
+
+@dataclass(slots=True)
+class ConnectTimings:
+    """Nanosecond durations of a connection's setup (0 = not applicable)."""
+
+    connect_ns: int = 0
+    auth_ns: int = 0
+    set_model_ns: int = 0
+
+
+class Connection:
+    """An authenticated WebSocket. Not safe for concurrent streams: one at a time."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, conn_id: int, secret: str | None) -> None:
+        self.ws = ws
+        self.id = conn_id
+        self._secret = secret
+        self.broken = False
+        self.requests = 0
+
+    # ------------------------------------------------------------------ setup
+
+    @classmethod
+    async def open(
+        cls,
+        session: aiohttp.ClientSession,
+        url: str,
+        *,
+        conn_id: int,
+        api_key: str | None,
+        model: str | None,
+        timeout_s: float,
+        timings: ConnectTimings,
+    ) -> Connection:
+        """Connect, wait for ``auth-connect-complete``, optionally set the model.
+
+        Raises ConnectFailed, AuthFailed, Disconnected, RemoteProtocolError or
+        RequestTimeout; fills ``timings`` as far as it got.
+        """
+        full = target_url(url, api_key)
+        t0 = perf_counter_ns()
+        try:
+            async with asyncio.timeout(timeout_s):
+                ws = await session.ws_connect(full, autoping=True, autoclose=False, max_msg_size=0,
+                                              compress=0, heartbeat=None)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status in (401, 403):
+                raise AuthFailed(f"upgrade refused with HTTP {exc.status} (key rejected)") from None
+            raise ConnectFailed(f"upgrade refused with HTTP {exc.status}") from None
+        except TimeoutError:
+            raise ConnectFailed(f"connect timed out after {timeout_s:g} s") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise ConnectFailed(redact(f"TLS certificate verification failed: {exc.certificate_error}", api_key)) from None
+        except aiohttp.ClientSSLError as exc:
+            raise ConnectFailed(redact(f"TLS error: {exc.os_error if hasattr(exc, 'os_error') else exc}", api_key)) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectFailed(redact(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}", api_key)) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ConnectFailed(redact(f"connect failed: {type(exc).__name__}: {exc}", api_key)) from None
+        t1 = perf_counter_ns()
+        timings.connect_ns = t1 - t0
+        conn = cls(ws, conn_id, api_key)
+        try:
+            async with asyncio.timeout(timeout_s):
+                ev, _ = await conn._next_event(during="auth")
+                if isinstance(ev, ErrorEvent):
+                    raise AuthFailed(conn._clean(f"server refused the key: {ev.error}"))
+                if not isinstance(ev, AuthComplete):
+                    raise AuthFailed(conn._clean(f"expected auth-connect-complete, got {type(ev).__name__}"))
+                t2 = perf_counter_ns()
+                timings.auth_ns = t2 - t1
+        except TimeoutError:
+            await conn.close()
+            raise AuthFailed(f"no auth-connect-complete within {timeout_s:g} s") from None
+        except ConnectionFailure:
+            await conn.close()
+            raise
+        if model:
+            try:
+                timings.set_model_ns = await conn.set_model(model, timeout_s)
+            except ConnectionFailure:
+                await conn.close()
+                raise
+        return conn
+
+    async def set_model(self, model: str, timeout_s: float) -> int:
+        """Send ``set-model`` and wait for ``set-model-complete``; returns the time in ns."""
+        t0 = perf_counter_ns()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._send(encode_set_model(model), during="set-model")
+                while True:
+                    ev, t = await self._next_event(during="set-model")
+                    if isinstance(ev, SetModelComplete):
+                        return t - t0
+                    if isinstance(ev, ErrorEvent):
+                        raise ServerError(self._clean(f"set-model failed: {ev.error}"))
+        except TimeoutError:
+            self.broken = True
+            raise RequestTimeout(f"no set-model-complete within {timeout_s:g} s") from None
+
+    # ------------------------------------------------------------------ frames
+
+    def _clean(self, text: str) -> str:
+        return redact(text, self._secret)
+
+    async def _next_event(self, *, during: str) -> tuple[Any, int]:
+        """The next decoded server event and its arrival time (ns)."""
+        try:
+            msg = await self.ws.receive()
+        except (aiohttp.ClientError, OSError) as exc:
+            self.broken = True
+            raise Disconnected(self._clean(f"connection lost during {during}: {type(exc).__name__}")) from None
+        t = perf_counter_ns()
+        kind = msg.type
+        if kind is aiohttp.WSMsgType.TEXT:
+            return decode_server_frame(msg.data), t
+        self.broken = True
+        if kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            code = self.ws.close_code if kind is not aiohttp.WSMsgType.CLOSE else msg.data
+            reason = msg.extra if kind is aiohttp.WSMsgType.CLOSE and msg.extra else ""
+            text = f"server closed the connection during {during} (code {code}{', ' + str(reason) if reason else ''})"
+            if during == "auth" and code in _AUTH_CLOSE_CODES:
+                raise AuthFailed(self._clean(text))
+            raise Disconnected(self._clean(text))
+        if kind is aiohttp.WSMsgType.ERROR:
+            raise Disconnected(self._clean(f"connection lost during {during}: {msg.data!r}"))
+        if kind is aiohttp.WSMsgType.BINARY:
+            raise RemoteProtocolError(f"unexpected binary frame during {during}", frame=bytes(msg.data[:200]))
+        raise Disconnected(self._clean(f"unexpected {kind.name} during {during}"))
+
+    # ------------------------------------------------------------------ operations
+
+    async def ping(self, timeout_s: float) -> int:
+        """Send ``ping``, wait for ``pong``; returns the round trip in ns."""
+        t0 = perf_counter_ns()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._send(encode_ping(), during="ping")
+                while True:
+                    ev, t = await self._next_event(during="ping")
+                    if isinstance(ev, Pong):
+                        return t - t0
+                    if isinstance(ev, ErrorEvent):
+                        raise ServerError(self._clean(f"ping answered with error: {ev.error}"))
+        except TimeoutError:
+            self.broken = True
+            raise RequestTimeout(f"no pong within {timeout_s:g} s") from None
+
+    async def _send(self, text: str, *, during: str) -> None:
+        try:
+            await self.ws.send_str(text)
+        except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+            # aiohttp raises ConnectionResetError / ClientConnectionResetError on a closed socket
+            self.broken = True
+            raise Disconnected(self._clean(f"connection lost sending {during}: {type(exc).__name__}")) from None
+
+    async def stream(self, frame: str, rec: RequestRecord, *, first_token_s: float, stream_s: float) -> None:
+        """Send one ``gen`` and read its answer to the end, filling ``rec``.
+
+        Raises a ConnectionFailure on error; ``rec`` keeps what was measured before it.
+        After a timeout, protocol error or disconnect the connection is ``broken``: a late
+        frame of the old stream must never be read as part of the next one.
+        """
+        self.requests += 1
+        rec.connection = self.id
+        rec.t_send = perf_counter_ns()
+        loop = asyncio.get_running_loop()
+        first_deadline = loop.time() + first_token_s
+        stream_deadline = loop.time() + stream_s
+        try:
+            async with asyncio.timeout_at(min(first_deadline, stream_deadline)) as cm:
+                await self._send(frame, during="gen")
+                gaps = rec.gaps_ns
+                last = 0
+                while True:
+                    ev, t = await self._next_event(during="stream")
+                    if type(ev) is Message:
+                        if ev.output:
+                            if last:
+                                gaps.append(t - last)
+                            else:
+                                rec.t_first = t
+                                cm.reschedule(stream_deadline)
+                            last = t
+                            rec.chunks += 1
+                            rec.chars += len(ev.output)
+                        if ev.stop:
+                            rec.t_stop = t
+                            rec.t_last = last
+                            return
+                    elif isinstance(ev, ConvMessage):
+                        rec.t_conv = t
+                        rec.conversation_id = ev.conversation_id
+                        rec.message_id = ev.message_id
+                    elif isinstance(ev, ErrorEvent):
+                        rec.t_last = last
+                        raise ServerError(self._clean(ev.error or "error event without message"))
+                    elif isinstance(ev, UnknownEvent):
+                        rec.unknown_events += 1
+                    # pong / auth / set-model-complete inside a stream: harmless, ignored
+        except TimeoutError:
+            self.broken = True
+            rec.t_last = rec.t_last or (rec.t_first and max(rec.t_first, rec.t_first + sum(rec.gaps_ns)))
+            if rec.t_first:
+                raise RequestTimeout(f"stream did not finish within {stream_s:g} s ({rec.chunks} chunks received)") from None
+            raise RequestTimeout(f"no first token within {min(first_token_s, stream_s):g} s") from None
+        except RemoteProtocolError:
+            self.broken = True
+            raise
+
+    async def close(self) -> None:
+        self.broken = True
+        try:
+            async with asyncio.timeout(2):
+                await self.ws.close()
+        except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError):
+            pass

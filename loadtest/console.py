@@ -1,0 +1,109 @@
+"""What the user sees while a run goes and after it: live progress, the final table.
+
+On a TTY a rich live line redraws in place; otherwise (CI logs, pipes) a plain line
+every 5 seconds. ``--quiet`` shows neither, only the verdict line.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from loadtest.runner import Progress
+
+__all__ = ["LiveProgress", "print_summary"]
+
+_PLAIN_EVERY_S = 5.0
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    return "-" if v is None else f"{v:,.1f}{unit}"
+
+
+def _line(p: Progress) -> str:
+    return (
+        f"[{p.phase:>7}] {p.elapsed_s:5.0f}/{p.total_s:.0f}s  users {p.active_sessions:>5}  "
+        f"in-flight {p.in_flight:>5}  ok {p.completed:>7,}  failed {p.failed:>5,}  errors {p.errors:>5,}  "
+        f"ttft p50 {_fmt(p.ttft_p50_ms, ' ms')}  p99 {_fmt(p.ttft_p99_ms, ' ms')}"
+    )
+
+
+class LiveProgress:
+    """A progress callback for :func:`loadtest.runner.run_scenario`; use as a context manager."""
+
+    def __init__(self, *, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._live: Live | None = None
+        self._last_plain = -_PLAIN_EVERY_S
+
+    def __enter__(self) -> LiveProgress:
+        if not self.quiet and self.tty:
+            self._live = Live(Text("starting…"), console=Console(file=self.stream), refresh_per_second=4,
+                              transient=True)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def __call__(self, p: Progress) -> None:
+        if self.quiet:
+            return
+        if self._live is not None:
+            self._live.update(Text(_line(p)))
+        elif p.elapsed_s - self._last_plain >= _PLAIN_EVERY_S:
+            self._last_plain = p.elapsed_s
+            print(_line(p), file=self.stream, flush=True)
+
+
+def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False, stream: TextIO | None = None) -> None:
+    """The final table (unless quiet) and the verdict line."""
+    out = stream or sys.stdout
+    console = Console(file=out, highlight=False, soft_wrap=True)
+    gen = summary["generator"]
+    if gen["saturated"]:
+        console.print(
+            "[bold red]WARNING: the load generator was saturated "
+            f"({'; '.join(gen['reasons'])}). Latencies include the generator's own delay; "
+            "lower the load per process or add workers.[/]"
+        )
+    if summary["requests"].get("dropped"):
+        console.print(f"[bold yellow]WARNING: {summary['requests']['dropped']} requests were dropped "
+                      "(queue full): the target did not keep up with the offered rate.[/]")
+    if summary.get("tls", {}).get("insecure"):
+        console.print("[bold yellow]WARNING: TLS certificate verification was OFF (--insecure).[/]")
+    if summary.get("interrupted"):
+        console.print("[bold yellow]Run interrupted: partial results written.[/]")
+    if not quiet:
+        req = summary["requests"]
+        tp = summary["throughput"]
+        console.print(
+            f"{summary['scenario']} → {summary['target']}  ({summary['mode']} loop, "
+            f"{summary['measure_s']:.1f} s measured)\n"
+            f"requests: {req['completed']:,} ok, {req['failed']:,} failed, {req.get('dropped', 0):,} dropped  ·  "
+            f"{tp['requests_per_s']:.1f} req/s  {tp['chunks_per_s']:.0f} chunks/s  {tp['chars_per_s']:.0f} chars/s"
+        )
+        errors = {k: v for k, v in summary["errors"].items() if v}
+        if errors:
+            console.print("errors: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+        table = Table(title="latency (ms)", show_edge=False, header_style="bold")
+        for col in ("metric", "count", "p50", "p90", "p99", "p99.9", "max"):
+            table.add_column(col, justify="right" if col != "metric" else "left")
+        for name, s in summary["latency_ms"].items():
+            table.add_row(name, f"{s['count']:,}", *(_fmt(s[k]) for k in ("p50", "p90", "p99", "p999", "max")))
+        console.print(table)
+    for name, v in summary["slo"].items():
+        value = "no data" if v["value"] is None else f"{v['value']:g}"
+        mark = "[green]pass[/]" if v["pass"] else "[bold red]FAIL[/]"
+        console.print(f"SLO {name}: {value} (limit {v['limit']:g}) {mark}")
+    verdict = "[bold green]PASSED[/]" if summary["passed"] else "[bold red]FAILED[/]"
+    console.print(f"{verdict}  run directory: {run_dir}")

@@ -1,0 +1,583 @@
+"""A self-contained HTML report, rebuilt from one run directory or compared across several.
+
+    build_report([run_dir])                      # writes run_dir/report.html
+    build_report([base, candidate], out=path)    # one comparison report, runs overlaid
+
+The page loads nothing from the network: plotly.js is inlined once, the figures follow as
+JSON, and a Content-Security-Policy forbids every fetch. Everything that comes from the run
+(target, scenario name and text, prompts, server error messages, directory names) is
+untrusted: it is HTML-escaped where it meets HTML, and the JSON inside ``<script>`` escapes
+``<``, ``>`` and ``&`` so that no string can close the script element.
+
+A run directory (docs/run-directory.md) must hold summary.json, timeseries.csv and
+scenario.yaml; a missing or unreadable one is :class:`~loadtest.errors.BadInput` naming the
+file. requests.csv and the ``<metric>.hlog`` files are optional: without them a chart falls
+back to summary.json's figures, or says "no data".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from loadtest import __version__
+from loadtest import report_charts as charts
+from loadtest.errors import ERROR_CATEGORIES, BadInput
+
+__all__ = ["build_report", "render_report"]
+
+_RUN_COLOURS = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#4b5563")
+_METRICS = ("ttft", "ttft_uncorrected", "itl", "tpot", "e2e", "e2e_uncorrected", "connect", "auth",
+            "set_model", "ping_rtt", "queue", "schedule_lag", "loop_lag")  # fmt: skip
+_TS_COLUMNS = ("t_s", "phase", "offered", "achieved", "active_sessions", "completions", "failures",
+               "dropped", "chunks", "ttft_p50_ms", "ttft_p99_ms")  # fmt: skip
+_NUM = (int, float)
+
+
+@dataclass(frozen=True)
+class _Run:
+    path: Path
+    label: str
+    summary: dict[str, Any]
+    timeseries: pd.DataFrame
+    scenario_text: str
+    spectra: dict[str, charts.Spectrum | None]
+    chunks_per_answer: dict[int, int] | None
+
+
+# ---- reading a run directory ---------------------------------------------------------------
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: missing; is {path.parent} a run directory?") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(summary, dict):
+        raise BadInput(f"{path}: expected a JSON object at the top level")
+    required = {"scenario": str, "started_at": str, "duration_s": _NUM, "requests": dict,
+                "latency_ms": dict, "passed": bool}  # fmt: skip
+    for key, kind in required.items():
+        if not isinstance(summary.get(key), kind):
+            raise BadInput(f"{path}: field {key!r} is missing or has the wrong type")
+    for key in ("errors", "error_samples", "throughput", "schedule", "generator", "slo", "tls",
+                "chunks_per_answer"):  # fmt: skip
+        if not isinstance(summary.get(key) or {}, dict):
+            raise BadInput(f"{path}: field {key!r} should be an object")
+    for metric, figures in summary["latency_ms"].items():
+        if not isinstance(figures, dict):
+            raise BadInput(f"{path}: latency_ms.{metric} should be an object")
+    return summary
+
+
+def _read_timeseries(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: missing; is {path.parent} a run directory?") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise BadInput(f"{path}: not a readable CSV file ({exc})") from exc
+    missing = [c for c in _TS_COLUMNS if c not in frame.columns]
+    if missing:
+        raise BadInput(f"{path}: missing column(s) {', '.join(missing)}")
+    for col in frame.columns:
+        if col == "phase":
+            continue
+        try:
+            frame[col] = pd.to_numeric(frame[col])
+        except (ValueError, TypeError) as exc:
+            raise BadInput(f"{path}: column {col!r} holds a non-number ({exc})") from exc
+    return frame
+
+
+def _read_chunks(path: Path, summary: dict[str, Any]) -> dict[int, int] | None:
+    """The chunks-per-answer histogram: from summary.json, else counted in requests.csv."""
+    hist = summary.get("chunks_per_answer")
+    if hist:
+        try:
+            return {int(k): int(v) for k, v in hist.items()}
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"{path / 'summary.json'}: chunks_per_answer is not {{chunks: answers}}") from exc
+    csv = path / "requests.csv"
+    if not csv.exists():
+        return None
+    try:
+        rows = pd.read_csv(csv, usecols=["phase", "outcome", "chunks"])
+        ok = rows[(rows["outcome"] == "ok") & (rows["phase"] == "measure")]
+        counts = pd.to_numeric(ok["chunks"]).astype(int).value_counts()
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, pd.errors.ParserError) as exc:
+        raise BadInput(f"{csv}: not a readable requests file ({exc})") from exc
+    return {int(k): int(v) for k, v in counts.items()} or None
+
+
+def _load_run(path: Path) -> _Run:
+    if not path.is_dir():
+        raise BadInput(f"{path}: not a run directory (no such directory)")
+    summary = _read_summary(path / "summary.json")
+    timeseries = _read_timeseries(path / "timeseries.csv")
+    try:
+        scenario_text = (path / "scenario.yaml").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput(f"{path / 'scenario.yaml'}: missing; is {path} a run directory?") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path / 'scenario.yaml'}: cannot read ({exc})") from exc
+    spectra: dict[str, charts.Spectrum | None] = {}
+    for metric in charts.SPECTRUM_METRICS:
+        hlog = path / f"{metric}.hlog"
+        total = charts.read_hlog_total(hlog) if hlog.exists() else None
+        if total is not None:
+            spectra[metric] = charts.spectrum_from_histogram(total)
+        else:
+            spectra[metric] = charts.spectrum_from_summary(summary["latency_ms"].get(metric) or {})
+    return _Run(path, path.resolve().name, summary, timeseries, scenario_text, spectra,
+                _read_chunks(path, summary))  # fmt: skip
+
+
+# ---- small formatting helpers ----------------------------------------------------------------
+
+
+def _get(d: Any, *keys: str) -> Any:
+    for key in keys:
+        d = d.get(key) if isinstance(d, dict) else None
+    return d
+
+
+def _num(v: Any, digits: int = 0) -> str:
+    if isinstance(v, bool) or not isinstance(v, _NUM):
+        return "—"
+    return f"{v:,.{digits}f}"
+
+
+def _short(v: Any) -> str:
+    """A limit or an SLO value: up to 3 decimals, no trailing zeros."""
+    text = _num(v, 3)
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _ms(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, _NUM):
+        return "—"
+    return f"{v:,.2f}" if v < 10 else f"{v:,.1f}" if v < 100 else f"{v:,.0f}"
+
+
+def _error_rate(s: dict[str, Any]) -> float | None:
+    started, failed = _get(s, "requests", "started"), _get(s, "requests", "failed")
+    return failed / started if isinstance(started, int) and isinstance(failed, int) and started else None
+
+
+def _pill(ok: bool | None, yes: str = "PASS", no: str = "FAIL") -> str:
+    if ok is None:
+        return '<span class="pill pill-none">—</span>'
+    return f'<span class="pill {"pill-pass" if ok else "pill-fail"}">{yes if ok else no}</span>'
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") -> str:
+    """``head`` and ``rows`` are HTML already (escape run strings before)."""
+    th = "".join(f"<th>{h}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+# ---- page sections ---------------------------------------------------------------------------
+
+
+def _warnings(run: _Run, prefix: str = "") -> list[str]:
+    s = run.summary
+    out = []
+    gen = s.get("generator") or {}
+    if gen.get("saturated"):
+        reasons = "; ".join(escape(str(r)) for r in gen.get("reasons") or []) or "no reason recorded"
+        out.append(("saturated", f"<b>The load generator was saturated</b> ({reasons}). It, not the target, "
+                    "may have been the bottleneck: latencies are upper bounds and the offered load was "
+                    "not applied as scheduled."))  # fmt: skip
+    dropped = _get(s, "requests", "dropped")
+    if isinstance(dropped, int) and dropped > 0:
+        out.append(("dropped", f"<b>{dropped:,} requests were dropped</b>: they were scheduled but never "
+                    "sent, so the target saw less load than the scenario asked for."))  # fmt: skip
+    if s.get("interrupted"):
+        out.append(("interrupted", "<b>The run was interrupted</b> before its planned end; the figures "
+                    "cover only the part that ran."))  # fmt: skip
+    if _get(s, "tls", "insecure"):
+        out.append(("tls-insecure", "<b>TLS certificate verification was off</b>: the identity of the "
+                    "target was not checked."))  # fmt: skip
+    clamped = [f"{escape(m)} ({f['out_of_range']:,})" for m, f in s["latency_ms"].items()
+               if isinstance(f.get("out_of_range"), int) and f["out_of_range"] > 0]  # fmt: skip
+    if clamped:
+        out.append(("out-of-range", "<b>Some values fell outside 1 µs – 1 h</b> and were clamped: "
+                    + ", ".join(clamped) + "."))  # fmt: skip
+    return [f'<li data-warning="{kind}">{prefix}{text}</li>' for kind, text in out]
+
+
+def _warning_block(items: list[str]) -> str:
+    if not items:
+        return ""
+    return f'<section class="warnings" role="alert"><ul>{"".join(items)}</ul></section>'
+
+
+def _tile(label: str, value: str, sub: str = "") -> str:
+    return (f'<div class="tile"><div class="tile-label">{label}</div><div class="tile-value">{value}</div>'
+            f'<div class="tile-sub">{sub}</div></div>')  # fmt: skip
+
+
+def _headline(run: _Run) -> str:
+    s = run.summary
+    req, tp = s["requests"], s.get("throughput") or {}
+    ttft = s["latency_ms"].get("ttft") or {}
+    rate = _error_rate(s)
+    meta = [
+        f"<span>{escape(s.get('mode') or '—')} loop</span>",
+        f"<span>started {escape(s['started_at'])}</span>",
+        f"<span>{_num(s['duration_s'], 1)} s"
+        + (f" ({_num(s.get('measure_s'), 1)} s measured)" if isinstance(s.get("measure_s"), _NUM) else "")
+        + "</span>",
+    ]
+    tiles = "".join([
+        _tile("Requests started", _num(req.get("started")),
+              f"{_num(req.get('completed'))} completed · {_num(req.get('failed'))} failed · "
+              f"{_num(req.get('dropped'))} dropped"),
+        _tile("Error rate", "—" if rate is None else f"{rate:.2%}", "failed / started"),
+        _tile("Throughput", _num(tp.get("requests_per_s"), 1), "requests / s"),
+        _tile("Chunks / s", _num(tp.get("chunks_per_s"), 0), f"{_num(tp.get('chars_per_s'), 0)} chars / s"),
+        _tile("TTFT p99", f"{_ms(ttft.get('p99'))} <small>ms</small>", f"p50 {_ms(ttft.get('p50'))} ms"),
+    ])  # fmt: skip
+    passed = s["passed"]
+    return f"""<header class="card headline {'is-pass' if passed else 'is-fail'}">
+  <div class="headline-top">
+    <div>
+      <div class="eyebrow">Load test report</div>
+      <h1>{escape(s['scenario'])}</h1>
+      <div class="meta">{''.join(meta)}</div>
+      <div class="target">target <code>{escape(str(s.get('target') or '—'))}</code></div>
+    </div>
+    <div class="verdict" data-verdict="{'pass' if passed else 'fail'}">{'PASS' if passed else 'FAIL'}
+      <span>{'all SLOs met' if passed else 'an SLO failed'}</span></div>
+  </div>
+  <div class="tiles">{tiles}</div>
+  {_slo_table([run])}
+</header>"""
+
+
+def _slo_table(runs: Sequence[_Run]) -> str:
+    names = list(dict.fromkeys(n for r in runs for n in (r.summary.get("slo") or {})))
+    if not names:
+        return '<p class="muted">No SLO was set for this run.</p>'
+    if len(runs) == 1:
+        slo = runs[0].summary["slo"]
+        rows = [[f"<code>{escape(n)}</code>", _short(_get(slo, n, "limit")), _short(_get(slo, n, "value")),
+                 _pill(_get(slo, n, "pass"))]
+                for n in names]  # fmt: skip
+        return _table(["SLO", "limit", "value", "result"], rows, "slo")
+    head = ["SLO", *(_run_head(i, r) for i, r in enumerate(runs))]
+    rows = []
+    for n in names:
+        cells = []
+        for r in runs:
+            e = _get(r.summary, "slo", n) or {}
+            cells.append(f"{_short(e.get('value'))} <span class='muted'>limit {_short(e.get('limit'))}</span> "
+                         + _pill(e.get("pass") if e else None))  # fmt: skip
+        rows.append([f"<code>{escape(n)}</code>", *cells])
+    return _table(head, rows, "slo")
+
+
+def _latency_table(run: _Run) -> str:
+    lat = run.summary["latency_ms"]
+    names = [m for m in _METRICS if m in lat] + [m for m in lat if m not in _METRICS]
+    rows = []
+    for m in names:
+        f = lat[m]
+        if not f.get("count"):
+            rows.append([f"<code>{escape(m)}</code>", "0", *(['<span class="muted">—</span>'] * 8)])
+            continue
+        rows.append([f"<code>{escape(m)}</code>", _num(f.get("count")),
+                     *(_ms(f.get(k)) for k in ("min", "mean", "p50", "p90", "p95", "p99", "p999", "max"))])  # fmt: skip
+    return _table(["metric", "count", "min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"], rows, "num")
+
+
+def _errors_table(run: _Run) -> str:
+    s = run.summary
+    errors, samples = s.get("errors") or {}, s.get("error_samples") or {}
+    cats = list(dict.fromkeys([*ERROR_CATEGORIES, *errors, *samples]))
+    failed = sum(v for v in errors.values() if isinstance(v, int) and not isinstance(v, bool))
+    rows = []
+    for cat in cats:
+        count = errors.get(cat, 0)
+        msgs = samples.get(cat) or []
+        listing = "".join(f"<li><code>{escape(str(m))}</code></li>" for m in msgs)
+        rows.append([f'<span class="dot" style="background:{charts.ERROR_COLOURS.get(cat, "#6b7280")}"></span>'
+                     f"{escape(cat)}", _num(count),
+                     f"{count / failed:.0%}" if failed and isinstance(count, int) else "—",
+                     f'<ul class="samples">{listing}</ul>' if listing else '<span class="muted">—</span>'])  # fmt: skip
+    return _table(["category", "count", "share", "sample messages"], rows, "errors")
+
+
+def _generator_table(run: _Run) -> str:
+    s = run.summary
+    gen = s.get("generator") or {}
+    lag = gen.get("loop_lag_ms") or {}
+    reasons = "; ".join(escape(str(r)) for r in gen.get("reasons") or []) or "—"
+    rows = [
+        ["event-loop lag", f"p50 {_ms(lag.get('p50'))} · p99 {_ms(lag.get('p99'))} · max {_ms(lag.get('max'))} ms"],
+        ["CPU", f"{_num(gen.get('cpu_percent'), 1)} %"],
+        ["saturated", _pill(not gen.get("saturated"), "no", "yes") + f" <span class='muted'>{reasons}</span>"],
+        ["offered / achieved rate", f"{_num(_get(s, 'schedule', 'offered_rate'), 1)} / "
+                                    f"{_num(_get(s, 'schedule', 'achieved_rate'), 1)} req/s"],
+        ["reconnects", _num(s.get("reconnects"))],
+        ["TLS verification", "off" if _get(s, "tls", "insecure") else "on"],
+    ]  # fmt: skip
+    return _table(["", ""], rows, "kv")
+
+
+def _details(run: _Run) -> str:
+    return f"""<section class="card"><h2>Latency percentiles <small>ms, measured phase</small></h2>
+  {_latency_table(run)}</section>
+<section class="grid-2">
+  <div class="card"><h2>Errors by category</h2>{_errors_table(run)}</div>
+  <div class="card"><h2>Generator health</h2>{_generator_table(run)}</div>
+</section>
+<section class="card"><h2>Scenario as run <small>scenario.yaml</small></h2>
+  <pre class="scenario">{escape(run.scenario_text)}</pre></section>"""
+
+
+def _run_head(i: int, run: _Run) -> str:
+    return f'<span class="swatch" style="background:{_RUN_COLOURS[i % len(_RUN_COLOURS)]}"></span>{escape(run.label)}'
+
+
+def _comparison_headline(runs: Sequence[_Run]) -> str:
+    def row(label: str, fn: Any) -> list[str]:
+        return [label, *(fn(r.summary) for r in runs)]
+
+    rows = [
+        row("verdict", lambda s: _pill(s["passed"])),
+        row("scenario", lambda s: escape(s["scenario"])),
+        row("started", lambda s: escape(s["started_at"])),
+        row("duration", lambda s: f"{_num(s['duration_s'], 1)} s"),
+        row("mode", lambda s: escape(str(s.get("mode") or "—"))),
+        row("target", lambda s: f"<code>{escape(str(s.get('target') or '—'))}</code>"),
+        row("requests started", lambda s: _num(_get(s, "requests", "started"))),
+        row("completed / failed / dropped", lambda s: " / ".join(
+            _num(_get(s, "requests", k)) for k in ("completed", "failed", "dropped"))),
+        row("error rate", lambda s: "—" if _error_rate(s) is None else f"{_error_rate(s):.2%}"),
+        row("requests / s", lambda s: _num(_get(s, "throughput", "requests_per_s"), 1)),
+        row("chunks / s", lambda s: _num(_get(s, "throughput", "chunks_per_s"), 0)),
+        row("chars / s", lambda s: _num(_get(s, "throughput", "chars_per_s"), 0)),
+        *(row(f"{m} p50 / p99 ms", lambda s, m=m: f"{_ms(_get(s, 'latency_ms', m, 'p50'))} / "
+                                                  f"{_ms(_get(s, 'latency_ms', m, 'p99'))}")
+          for m in charts.SPECTRUM_METRICS),
+        row("generator saturated", lambda s: _pill(not _get(s, "generator", "saturated"), "no", "yes")),
+    ]  # fmt: skip
+    head = ["", *(_run_head(i, r) for i, r in enumerate(runs))]
+    return _table(head, rows, "compare")
+
+
+# ---- the page --------------------------------------------------------------------------------
+
+
+@functools.cache
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    # Inlined in a <script>: a "</script" inside would end the element early.
+    return get_plotlyjs().replace("</script", "<\\/script")
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside <script>: no "<", ">" or "&" survives, nor JS's line terminators."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):  # fmt: skip
+        text = text.replace(ch, esc)
+    return text
+
+
+def _charts_html(runs: Sequence[_Run], figures: dict[str, dict]) -> str:
+    coloured = [(r.label, _RUN_COLOURS[i % len(_RUN_COLOURS)], r) for i, r in enumerate(runs)]
+
+    def slot(name: str, fig: dict | None, title: str) -> str:
+        if fig is None:
+            return f'<div class="chart chart-empty"><h3>{title}</h3><p>no data</p></div>'
+        div_id = f"chart-{name}"
+        figures[div_id] = fig
+        return f'<div class="chart" id="{div_id}"></div>'
+
+    spectra = "".join(
+        slot(f"spectrum-{m}", charts.spectrum_figure(m, [(lbl, c, r.spectra[m]) for lbl, c, r in coloured]),
+             f"{m} latency by percentile")
+        for m in charts.SPECTRUM_METRICS
+    )  # fmt: skip
+    over_time = "".join([
+        slot("ttft", charts.ttft_figure(coloured), "TTFT over time"),
+        slot("rate", charts.rate_figure(coloured), "Offered vs achieved rate"),
+        slot("chunks", charts.chunks_figure(coloured), "Chunks per second"),
+        slot("errors", charts.errors_figure(coloured), "Errors per second"),
+    ])  # fmt: skip
+    answers = slot("chunks-per-answer", charts.chunks_per_answer_figure(coloured), "Chunks per answer")
+    return f"""<section class="card"><h2>Latency spectrum <small>HdrHistogram percentile distribution,
+  measured phase</small></h2><div class="grid-3">{spectra}</div></section>
+<section class="card"><h2>Over time <small>one point per second</small></h2><div class="grid-2">{over_time}</div></section>
+<section class="card"><h2>Answers</h2>{answers}</section>"""
+
+
+def _page(title: str, body: str, figures: dict[str, dict]) -> str:
+    # CSP: inline script and style only, no fetch of any kind (the report must open offline).
+    csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; font-src data:"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="loadtest {__version__}">
+<title>{title}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<main>
+{body}
+<footer>Generated by loadtest {__version__} from the run directory alone; this file opens offline.</footer>
+</main>
+<script>{_plotly_js()}</script>
+<script>
+(function () {{
+  var figures = {_script_json(figures)};
+  var config = {{responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"]}};
+  Object.keys(figures).forEach(function (id) {{
+    Plotly.newPlot(id, figures[id].data, figures[id].layout, config);
+  }});
+}})();
+</script>
+</body>
+</html>
+"""
+
+
+def render_report(run_dirs: Sequence[Path]) -> str:
+    """The report's HTML: of one run, or comparing several (overlaid, side by side)."""
+    if not run_dirs:
+        raise BadInput("no run directory given")
+    runs = [_load_run(Path(d)) for d in run_dirs]
+    labels = [r.label for r in runs]
+    runs = [r if labels.count(r.label) == 1 else _Run(**{**r.__dict__, "label": f"{r.label} ({i + 1})"})
+            for i, r in enumerate(runs)]  # fmt: skip
+    figures: dict[str, dict] = {}
+    if len(runs) == 1:
+        run = runs[0]
+        body = (_headline(run) + _warning_block(_warnings(run)) + _charts_html(runs, figures) + _details(run))
+        title = f"{escape(run.summary['scenario'])} — {'PASS' if run.summary['passed'] else 'FAIL'} — loadtest"
+        return _page(title, body, figures)
+    warns = [w for r in runs for w in _warnings(r, f"<code>{escape(r.label)}</code>: ")]
+    details = "".join(
+        f'<details class="run-details"><summary>{_run_head(i, r)} — details</summary>{_details(r)}</details>'
+        for i, r in enumerate(runs)
+    )
+    body = f"""<header class="card headline">
+  <div class="eyebrow">Load test comparison</div><h1>{len(runs)} runs compared</h1>
+  {_comparison_headline(runs)}<h2>SLOs</h2>{_slo_table(runs)}
+</header>{_warning_block(warns)}{_charts_html(runs, figures)}{details}"""
+    return _page(f"Comparison of {len(runs)} runs — loadtest", body, figures)
+
+
+def build_report(run_dirs: Sequence[Path], out: Path | None = None) -> Path:
+    """Write the report and return its path.
+
+    One run directory: ``<run_dir>/report.html`` unless ``out``. Several: a comparison report
+    at ``out``, which is then required. The file is replaced atomically.
+    """
+    dirs = [Path(d) for d in run_dirs]
+    if out is None:
+        if len(dirs) != 1:
+            raise BadInput("a report comparing several runs needs an output path")
+        out = dirs[0] / "report.html"
+    out = Path(out)
+    text = render_report(dirs)
+    if not out.parent.is_dir():
+        raise BadInput(f"{out}: cannot write the report, {out.parent} is not a directory")
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise BadInput(f"{out}: cannot write the report ({exc.strerror})") from exc
+    return out
+
+
+_CSS = """
+:root { --ink:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#f5f6f8; --pass:#15803d; --fail:#b91c1c;
+  --pass-bg:#dcfce7; --fail-bg:#fee2e2; --warn:#92400e; --warn-bg:#fffbeb; --warn-line:#f59e0b; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink); font:14px/1.5 Inter, -apple-system, "Segoe UI",
+  Roboto, Helvetica, Arial, sans-serif; -webkit-font-smoothing:antialiased; }
+main { max-width:1240px; margin:0 auto; padding:28px 24px 40px; }
+h1 { font-size:28px; line-height:1.2; margin:2px 0 6px; letter-spacing:-0.02em; word-break:break-word; }
+h2 { font-size:16px; margin:0 0 14px; letter-spacing:-0.01em; }
+h2 small, h3 small { color:var(--muted); font-weight:400; font-size:13px; margin-left:6px; }
+code, pre { font-family:ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size:12.5px; }
+.card { background:#fff; border:1px solid var(--line); border-radius:14px; padding:20px 22px; margin-bottom:18px;
+  box-shadow:0 1px 2px rgba(16,24,40,.04); }
+.headline { border-top:5px solid #9ca3af; }
+.headline.is-pass { border-top-color:var(--pass); } .headline.is-fail { border-top-color:var(--fail); }
+.headline h2 { margin-top:22px; }
+.headline-top { display:flex; justify-content:space-between; gap:24px; align-items:flex-start; }
+.eyebrow { text-transform:uppercase; letter-spacing:.08em; font-size:11px; font-weight:600; color:var(--muted); }
+.meta { display:flex; flex-wrap:wrap; gap:6px 18px; color:var(--muted); }
+.target { margin-top:6px; color:var(--muted); word-break:break-all; }
+.target code { color:var(--ink); background:#f3f4f6; padding:2px 6px; border-radius:6px; }
+.verdict { font-size:34px; font-weight:800; letter-spacing:.04em; padding:10px 26px; border-radius:12px;
+  text-align:center; line-height:1.1; white-space:nowrap; }
+.verdict span { display:block; font-size:12px; font-weight:500; letter-spacing:0; margin-top:4px; }
+.is-pass .verdict { background:var(--pass-bg); color:var(--pass); }
+.is-fail .verdict { background:var(--fail-bg); color:var(--fail); }
+.tiles { display:grid; grid-template-columns:repeat(5, 1fr); gap:12px; margin:20px 0 18px; }
+.tile { border:1px solid var(--line); border-radius:10px; padding:12px 14px; background:#fafbfc; }
+.tile-label { font-size:12px; color:var(--muted); font-weight:500; }
+.tile-value { font-size:26px; font-weight:700; letter-spacing:-0.02em; font-variant-numeric:tabular-nums; }
+.tile-value small { font-size:14px; font-weight:500; color:var(--muted); }
+.tile-sub { font-size:12px; color:var(--muted); }
+.warnings { background:var(--warn-bg); border:1px solid var(--warn-line); border-left-width:5px;
+  border-radius:12px; padding:12px 18px; margin-bottom:18px; color:var(--warn); }
+.warnings ul { margin:0; padding-left:18px; } .warnings li { margin:4px 0; } .warnings li::marker { content:"⚠  "; }
+table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
+th { text-align:left; font-size:12px; font-weight:600; color:var(--muted); border-bottom:1px solid var(--line);
+  padding:6px 10px; white-space:nowrap; }
+td { padding:6px 10px; border-bottom:1px solid #f1f2f4; vertical-align:top; }
+tbody tr:hover td { background:#fafbfc; }
+table.num td:not(:first-child), table.num th:not(:first-child) { text-align:right; }
+table.kv td:first-child { color:var(--muted); width:38%; } table.kv thead { display:none; }
+table.compare td:first-child { color:var(--muted); white-space:nowrap; }
+table.slo { margin-top:4px; }
+.pill { display:inline-block; font-size:11px; font-weight:700; letter-spacing:.04em; padding:2px 9px;
+  border-radius:999px; }
+.pill-pass { background:var(--pass-bg); color:var(--pass); } .pill-fail { background:var(--fail-bg); color:var(--fail); }
+.pill-none { background:#f3f4f6; color:var(--muted); }
+.muted { color:var(--muted); }
+.dot, .swatch { display:inline-block; width:10px; height:10px; border-radius:3px; margin-right:8px; }
+.samples { margin:0; padding-left:16px; } .samples code { white-space:pre-wrap; word-break:break-word; }
+.grid-2 { display:grid; grid-template-columns:repeat(2, minmax(0, 1fr)); gap:18px; }
+.grid-3 { display:grid; grid-template-columns:repeat(3, minmax(0, 1fr)); gap:14px; }
+section.grid-2 { margin-bottom:18px; } section.grid-2 > .card { margin-bottom:0; }
+.stack > .card:last-child { margin-bottom:0; }
+.chart { min-height:340px; border:1px solid #f1f2f4; border-radius:10px; overflow:hidden; }
+.chart-empty { display:flex; flex-direction:column; align-items:center; justify-content:center; color:var(--muted); }
+.chart-empty h3 { font-size:14px; margin:0 0 4px; color:var(--ink); } .chart-empty p { margin:0; }
+pre.scenario { background:#0f172a; color:#e2e8f0; border-radius:10px; padding:14px 16px; margin:0;
+  overflow:auto; max-height:420px; white-space:pre-wrap; word-break:break-word; }
+details.run-details { background:#fff; border:1px solid var(--line); border-radius:14px; padding:12px 18px;
+  margin-bottom:14px; } details.run-details > summary { cursor:pointer; font-weight:600; }
+details.run-details[open] > summary { margin-bottom:14px; }
+footer { color:var(--muted); font-size:12px; text-align:center; margin-top:26px; }
+@media (max-width: 1000px) { .grid-3, .grid-2 { grid-template-columns:1fr; } .tiles { grid-template-columns:repeat(2, 1fr); } }
+"""

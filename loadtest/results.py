@@ -1,0 +1,217 @@
+"""The run directory (docs/run-directory.md): written atomically, read back.
+
+Every file is written to a temporary name in the same directory and moved into place
+with ``os.replace``, so a reader (or a crash) never sees half a file. ``requests.csv``
+is streamed while the run goes on (``requests.csv.partial``) so no measured request is
+held only in memory, and renamed when the run is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from loadtest.collector import RequestRecord
+from loadtest.errors import ERROR_CATEGORIES, BadInput, redact
+from loadtest.hlog import write_hlog
+from loadtest.runner import RunResult
+from loadtest.slo import evaluate
+
+__all__ = [
+    "REQUEST_COLUMNS",
+    "RequestCsv",
+    "build_summary",
+    "default_run_dir",
+    "read_summary",
+    "write_atomic",
+    "write_run_dir",
+]
+
+SCHEMA = 1
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "request_id", "user", "connection", "phase", "t_intended_s", "t_send_s", "t_conv_s",
+    "t_first_s", "t_last_s", "t_stop_s", "ttft_ms", "ttft_uncorrected_ms", "e2e_ms",
+    "e2e_uncorrected_ms", "tpot_ms", "queue_ms", "chunks", "chars", "unknown_events", "outcome",
+    "error_category", "error_message", "conversation_id", "message_id", "prompt_chars",
+)
+_NS = 1e9
+
+
+def default_run_dir(scenario_name: str, root: Path = Path("reports")) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", scenario_name) or "run"
+    path = root / f"{safe}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = root / f"{safe}-{stamp}-{n}"
+    return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run directories are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _s(t: int, t0: int) -> str:
+    return f"{(t - t0) / _NS:.6f}" if t else ""
+
+
+def _ms(a: int, b: int) -> str:
+    return f"{(a - b) / 1e6:.3f}" if a and b else ""
+
+
+class RequestCsv:
+    """Streams one row per request into ``requests.csv.partial``; ``finish()`` renames it."""
+
+    def __init__(self, run_dir: Path, *, secret: str | None = None) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / "requests.csv"
+        self._partial = run_dir / "requests.csv.partial"
+        self._f = open(self._partial, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in finish()
+        self._w = csv.writer(self._f)
+        self._w.writerow(REQUEST_COLUMNS)
+        self._secret = secret
+        self.rows = 0
+
+    def __call__(self, r: RequestRecord, t0: int) -> None:
+        start = r.t_intended or r.t_send
+        tpot = ""
+        if r.chunks > 1 and r.t_last > r.t_first:
+            tpot = f"{(r.t_last - r.t_first) / (r.chunks - 1) / 1e6:.3f}"
+        self._w.writerow((
+            r.request_id, r.user, r.connection, r.phase, _s(r.t_intended, t0), _s(r.t_send, t0),
+            _s(r.t_conv, t0), _s(r.t_first, t0), _s(r.t_last, t0), _s(r.t_stop, t0),
+            _ms(r.t_first, start), _ms(r.t_first, r.t_send), _ms(r.t_stop, start),
+            _ms(r.t_stop, r.t_send), tpot, f"{r.queue_ns / 1e6:.3f}" if r.scheduled else "",
+            r.chunks, r.chars, r.unknown_events, r.outcome, r.error_category,
+            redact(r.error_message, self._secret), r.conversation_id, r.message_id, r.prompt_chars,
+        ))
+        self.rows += 1
+
+    def finish(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self._partial, self.path)
+
+
+def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, float]) -> dict[str, Any]:
+    c = result.collector
+    sc = result.scenario
+    latency = {name: rec.summary_ms() for name, rec in c.metrics.totals.items() if rec.count}
+    measure_s = result.measure_s
+    lag = c.metrics.totals["loop_lag"].summary_ms()
+    cpu = sorted(result.cpu_percents)
+    summary: dict[str, Any] = {
+        "schema": SCHEMA,
+        "scenario": sc.name,
+        "fingerprint": fingerprint,
+        "target": result.target,
+        "started_at": result.started_at,
+        "duration_s": round(result.duration_s, 3),
+        "measure_s": round(measure_s, 3),
+        "mode": sc.load.mode,
+        "requests": {"started": c.started, "completed": c.completed, "failed": c.failed,
+                     "dropped": c.dropped, "cancelled": c.cancelled},
+        "errors": {**{k: c.errors.get(k, 0) for k in ERROR_CATEGORIES}, "unknown_events": c.unknown_events},
+        "error_samples": c.error_samples,
+        "reconnects": c.reconnects,
+        "latency_ms": latency,
+        "throughput": {
+            "requests_per_s": round(c.completed / measure_s, 3),
+            "chunks_per_s": round(c.chunks / measure_s, 3),
+            "chars_per_s": round(c.chars / measure_s, 3),
+        },
+        "schedule": {
+            "offered_rate": None if result.offered_rate is None else round(result.offered_rate, 3),
+            "achieved_rate": None if result.achieved_rate is None else round(result.achieved_rate, 3),
+        },
+        "generator": {
+            "loop_lag_ms": {"p50": lag["p50"], "p99": lag["p99"], "max": lag["max"]},
+            "cpu_percent": round(cpu[len(cpu) // 2], 1) if cpu else None,
+            "saturated": bool(result.saturation),
+            "reasons": result.saturation,
+        },
+        "chunks_per_answer": {str(k): v for k, v in sorted(c.chunks_per_answer.items())},
+        "tls": {"insecure": result.insecure},
+        "interrupted": result.interrupted,
+    }
+    summary["slo"] = evaluate(slo_limits, summary)
+    summary["passed"] = all(v["pass"] for v in summary["slo"].values())
+    return summary
+
+
+def _csv_text(columns: tuple[str, ...] | list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def write_run_dir(
+    run_dir: Path,
+    result: RunResult,
+    *,
+    requests_csv: RequestCsv,
+    scenario_yaml: str,
+    fingerprint: str,
+    slo_limits: dict[str, float],
+    secret: str | None = None,
+) -> dict[str, Any]:
+    """Write every file of the run directory; returns the summary."""
+    from loadtest.collector import TIMESERIES_COLUMNS
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    requests_csv.finish()
+    summary = build_summary(result, fingerprint=fingerprint, slo_limits=slo_limits)
+    c = result.collector
+    write_atomic(run_dir / "timeseries.csv", _csv_text(TIMESERIES_COLUMNS, c.timeseries()))
+    for name in c.metrics.totals:
+        intervals = [(s.start_s, s.end_s, s.histograms[name]) for s in c.intervals if name in s.histograms]
+        if not intervals:
+            continue
+        buf = io.StringIO()
+        write_hlog(buf, intervals, start_time_s=_epoch(result.started_at),
+                   comment=f"loadtest {summary['scenario']} {name} (microseconds)")
+        write_atomic(run_dir / f"{name}.hlog", buf.getvalue())
+    write_atomic(run_dir / "scenario.yaml", redact(scenario_yaml, secret))
+    text = json.dumps(summary, indent=2, sort_keys=False)
+    write_atomic(run_dir / "summary.json", redact(text, secret))
+    return summary
+
+
+def _epoch(iso: str) -> float:
+    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / "summary.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BadInput(f"{path}: not found (is {run_dir} a run directory?)") from None
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: not a summary object")
+    return data

@@ -1,0 +1,279 @@
+"""Run a scenario to a result: the one entry point the CLI (and tests) call.
+
+``run_scenario`` is synchronous: it starts the embedded mock in its own process when
+the target is ``mock`` (so the mock does not share the generator's CPU), runs the load
+on a uvloop event loop (loop factory, no global policy), installs SIGINT/SIGTERM
+handlers (first signal: stop starting work and give in-flight streams a grace period;
+second: stop at once), and returns a :class:`RunResult` even when interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from time import perf_counter_ns
+from typing import Any
+
+import uvloop
+
+from loadtest.arrivals import RateProfile, Stage
+from loadtest.collector import Collector, RequestRecord
+from loadtest.connection import make_session
+from loadtest.errors import AuthFailed, ConnectionFailure, TargetUnreachable, redact
+from loadtest.mock import MockProcess, model_args
+from loadtest.retry import backoff
+from loadtest.selfwatch import SelfWatch, saturation_reasons
+from loadtest.session import RunContext, run_user
+
+__all__ = ["Progress", "RunResult", "run_scenario"]
+
+_NS = 1_000_000_000
+GRACE_S = 10.0  # in-flight streams get this long to finish after the duration (or a signal)
+_PROBE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    elapsed_s: float
+    total_s: float
+    active_sessions: int
+    in_flight: int
+    completed: int
+    failed: int
+    errors: int
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    phase: str
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    scenario: Any
+    collector: Collector
+    target: str  # redacted
+    started_at: str
+    duration_s: float
+    measure_s: float
+    interrupted: bool = False
+    cpu_percents: list[float] = field(default_factory=list)
+    saturation: list[str] = field(default_factory=list)
+    offered_rate: float | None = None
+    achieved_rate: float | None = None
+    insecure: bool = False
+
+
+def _users_profile(sc: Any) -> RateProfile | None:
+    stages = sc.load.stages
+    if sc.load.mode != "closed" or not stages:
+        return None
+    return RateProfile(stages=[Stage(duration_s=s.duration_s, target=s.target) for s in stages], start=0.0)
+
+
+async def _probe(ctx: RunContext) -> None:
+    """Open one connection with bounded retries; TargetUnreachable if none succeeds."""
+    delays = backoff(base_s=0.25, cap_s=2.0)
+    last: ConnectionFailure | None = None
+    for attempt in range(_PROBE_ATTEMPTS):
+        try:
+            conn = await ctx.open_connection()
+        except AuthFailed as exc:
+            raise TargetUnreachable(
+                f"{redact(ctx.url)} refused the API key: {exc}. Check the key "
+                "(--api-key, or the variable named by target.api_key_env)."
+            ) from None
+        except ConnectionFailure as exc:
+            last = exc
+            if attempt + 1 < _PROBE_ATTEMPTS:
+                await asyncio.sleep(next(delays))
+            continue
+        await conn.close()
+        return
+    raise TargetUnreachable(
+        f"cannot reach {redact(ctx.url)} after {_PROBE_ATTEMPTS} attempts: {last}"
+    )
+
+
+async def _run(
+    sc: Any,
+    *,
+    url: str,
+    api_key: str | None,
+    ssl_context: ssl.SSLContext | bool | None,
+    progress: Callable[[Progress], None] | None,
+    request_sink: Callable[[RequestRecord, int], None] | None,
+    insecure: bool,
+) -> RunResult:
+    load = sc.load
+    duration_s = float(load.duration_s)
+    loop = asyncio.get_running_loop()
+    hard_stop = asyncio.Event()
+    signals_seen = 0
+
+    session = make_session(ssl_context=ssl_context)
+    started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t0 = perf_counter_ns()
+    collector = Collector(t0_ns=t0, warmup_s=float(load.warmup_s), request_sink=request_sink)
+    ctx = RunContext(
+        session=session, url=url, api_key=api_key, model=sc.target.model,
+        connect_s=sc.timeouts.connect_s, first_token_s=sc.timeouts.first_token_s,
+        stream_s=sc.timeouts.stream_s, collector=collector, end_ns=t0 + round(duration_s * _NS),
+        max_requests=load.requests, seed=load.seed,
+    )
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        ctx.stopping.set()
+        if signals_seen > 1:
+            hard_stop.set()
+
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+
+    watch = SelfWatch(collector.on_loop_lag)
+    try:
+        await _probe(ctx)
+        # the probe must not eat into the measured time: restart the clock here
+        t0 = perf_counter_ns()
+        collector.t0_ns = t0
+        ctx.end_ns = t0 + round(duration_s * _NS)
+        profile = _users_profile(sc)
+        if profile is not None:
+            ctx.target_users = lambda: round(profile.value_at((perf_counter_ns() - t0) / _NS))
+
+        async with asyncio.TaskGroup() as tg:
+            watch_task = tg.create_task(watch.run())
+            workers = _start_closed(tg, ctx, sc, profile)
+            ticker = tg.create_task(_ticker(ctx, duration_s, progress, workers, tg, sc, profile))
+            # wait for the end of the duration (or a signal), then the grace period
+            await ctx.sleep_until_ns(ctx.end_ns)
+            ctx.stopping.set()
+            grace_end = perf_counter_ns() + round(min(GRACE_S, sc.timeouts.stream_s) * _NS)
+            while any(not w.done() for w in workers) and perf_counter_ns() < grace_end:
+                if hard_stop.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await hard_stop.wait()
+            for w in workers:
+                w.cancel()
+            ticker.cancel()
+            watch_task.cancel()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await session.close()
+
+    t_end = perf_counter_ns()
+    collector.close_intervals(t_end, final=True)
+    total_s = (t_end - t0) / _NS
+    measure_s = max(1e-9, total_s - float(load.warmup_s))
+    lag = collector.metrics.totals["loop_lag"].summary_ms()
+    cpu = [p for at, p in watch.cpu_samples if collector.phase_of(at) == "measure"]
+    reasons = saturation_reasons(lag["p99"] if lag["count"] else None, cpu)  # type: ignore[arg-type]
+    offered = achieved = None
+    if collector.offered:
+        offered = collector.offered / measure_s
+        achieved = collector.achieved / measure_s
+    return RunResult(
+        scenario=sc, collector=collector, target=redact(url, api_key), started_at=started_at,
+        duration_s=total_s, measure_s=measure_s, interrupted=signals_seen > 0, cpu_percents=cpu,
+        saturation=reasons, offered_rate=offered, achieved_rate=achieved, insecure=insecure,
+    )
+
+
+def _start_closed(tg: asyncio.TaskGroup, ctx: RunContext, sc: Any, profile: RateProfile | None) -> list[asyncio.Task[None]]:
+    steps = list(sc.session.steps)
+    users = sc.load.concurrency if profile is None else max(1, round(profile.peak))
+    pace = sc.load.pace_s
+    if profile is not None:
+        return []  # the ticker starts users as the ramp reaches them
+    return [tg.create_task(run_user(ctx, uid, steps, pace_s=pace, users=users)) for uid in range(users)]
+
+
+async def _ticker(
+    ctx: RunContext,
+    duration_s: float,
+    progress: Callable[[Progress], None] | None,
+    workers: list[asyncio.Task[None]],
+    tg: asyncio.TaskGroup,
+    sc: Any,
+    profile: RateProfile | None,
+) -> None:
+    """Every 100 ms: gauges and the user ramp; once a second: interval snapshots, progress."""
+    c = ctx.collector
+    steps = list(sc.session.steps)
+    peak = max(1, round(profile.peak)) if profile is not None else 0
+    running: dict[int, asyncio.Task[None]] = {}
+    next_tick = c.t0_ns + _NS
+    while True:
+        now = perf_counter_ns()
+        if profile is not None and ctx.running():
+            want = round(profile.value_at((now - c.t0_ns) / _NS))
+            for uid in range(want):
+                task = running.get(uid)
+                if task is None or task.done():
+                    task = tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=peak))
+                    running[uid] = task
+                    workers.append(task)
+        c.tick(now, active_sessions=ctx.active_sessions, in_flight=ctx.in_flight)
+        if now >= next_tick:
+            next_tick += _NS
+            if progress is not None:
+                progress(_progress(ctx, now, duration_s))
+        await asyncio.sleep(0.1)
+
+
+def _progress(ctx: RunContext, now: int, duration_s: float) -> Progress:
+    c = ctx.collector
+    # rolling TTFT over the last 5 whole seconds
+    from loadtest.metrics import Recorder
+
+    r = Recorder()
+    sec = (now - c.t0_ns) // _NS
+    for s in range(max(0, sec - 5), sec + 1):
+        row = c.seconds.get(s)
+        if row is not None and row.ttft is not None:
+            r.add(row.ttft)
+    p50 = r.percentile_us(50) if r.count else None
+    p99 = r.percentile_us(99) if r.count else None
+    return Progress(
+        elapsed_s=(now - c.t0_ns) / _NS, total_s=duration_s, active_sessions=ctx.active_sessions,
+        in_flight=ctx.in_flight, completed=c.completed, failed=c.failed,
+        errors=sum(c.errors.values()),
+        ttft_p50_ms=None if p50 is None else p50 / 1000, ttft_p99_ms=None if p99 is None else p99 / 1000,
+        phase=c.phase_of(now),
+    )
+
+
+def run_scenario(
+    sc: Any,
+    *,
+    api_key: str | None = None,
+    ssl_context: ssl.SSLContext | bool | None = None,
+    insecure: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    request_sink: Callable[[RequestRecord, int], None] | None = None,
+) -> RunResult:
+    """Run ``sc`` (a validated Scenario) to completion, interruption, or an error."""
+    url = sc.target.url
+
+    def go(target: str) -> RunResult:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_run(sc, url=target, api_key=api_key, ssl_context=ssl_context,
+                                   progress=progress, request_sink=request_sink, insecure=insecure))
+
+    if url != "mock":
+        return go(url)
+    m = sc.mock
+    faults = m.faults.spec if m.faults.active else None
+    with MockProcess(model_args(m.model, seed=sc.mock_seed, faults=faults)) as mock_url:
+        return go(mock_url)

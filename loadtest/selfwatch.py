@@ -1,0 +1,67 @@
+"""The generator watches itself: event-loop lag and process CPU.
+
+Loop lag is how late a timer fires: sleep until a deadline, then read the clock; the
+overshoot is time the loop spent on other work before it could run us. A loop that is
+late by more than a few ms delays every timestamp the harness takes, so a run with
+high lag is *saturated*: its latencies describe the generator, not the target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import psutil
+
+__all__ = ["CPU_LIMIT_PERCENT", "LAG_LIMIT_MS", "SelfWatch", "saturation_reasons"]
+
+LAG_LIMIT_MS = 10.0
+CPU_LIMIT_PERCENT = 90.0
+_PERIOD_S = 0.05
+
+
+class SelfWatch:
+    """Samples loop lag every 50 ms (into ``on_lag``) and CPU once a second."""
+
+    def __init__(self, on_lag: Callable[[int, int], None]) -> None:
+        self._on_lag = on_lag
+        self._proc = psutil.Process()
+        self.cpu_samples: list[tuple[int, float]] = []  # (at_ns, percent of one core)
+        self._last_cpu = (time.perf_counter(), time.process_time())
+
+    async def run(self) -> None:
+        period_ns = round(_PERIOD_S * 1e9)
+        next_at = time.perf_counter_ns() + period_ns
+        next_cpu = time.perf_counter_ns() + 1_000_000_000
+        while True:
+            await asyncio.sleep(max(0.0, (next_at - time.perf_counter_ns()) / 1e9))
+            now = time.perf_counter_ns()
+            # uvloop wakes timers up to 1 ms early (whole-ms truncation): count no negative lag
+            self._on_lag(max(0, now - next_at), now)
+            next_at += period_ns
+            if next_at < now:  # we fell behind by more than a period: re-anchor, do not burst
+                next_at = now + period_ns
+            if now >= next_cpu:
+                self.sample_cpu(now)
+                next_cpu += 1_000_000_000
+
+    def sample_cpu(self, now_ns: int) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        dw = wall - self._last_cpu[0]
+        if dw > 0:
+            self.cpu_samples.append((now_ns, 100.0 * (cpu - self._last_cpu[1]) / dw))
+        self._last_cpu = (wall, cpu)
+
+
+def saturation_reasons(lag_p99_ms: float | None, cpu_percents: list[float]) -> list[str]:
+    """Why the generator should not be trusted for this run ([] = it kept up)."""
+    reasons = []
+    if lag_p99_ms is not None and lag_p99_ms > LAG_LIMIT_MS:
+        reasons.append(f"event-loop lag p99 {lag_p99_ms:.1f} ms > {LAG_LIMIT_MS:g} ms")
+    if cpu_percents:
+        s = sorted(cpu_percents)
+        median = s[len(s) // 2]
+        if median > CPU_LIMIT_PERCENT:
+            reasons.append(f"generator CPU median {median:.0f}% > {CPU_LIMIT_PERCENT:g}% of a core")
+    return reasons

@@ -1,0 +1,210 @@
+"""A virtual user's script (closed loop), and the run-wide context users share.
+
+A user holds one persistent connection: connect → auth → optional set-model, then its
+steps in order, again and again, until the run stops it. A failed request is recorded
+and the run goes on; a broken connection is replaced after a capped, jittered backoff
+(:func:`loadtest.retry.backoff`), counted as a reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import perf_counter_ns
+from typing import Any
+
+import aiohttp
+
+from loadtest.collector import Collector, RequestRecord
+from loadtest.connection import Connection, ConnectTimings
+from loadtest.errors import ConnectionFailure
+from loadtest.protocol import GenRequest, encode_gen
+from loadtest.retry import backoff
+
+__all__ = ["GenFactory", "RunContext", "run_user"]
+
+
+class GenFactory:
+    """Builds the ``gen`` frames of one gen step: prompt choice and optional fields, seeded."""
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+        self.prompts: tuple[str, ...] = tuple(step.prompts)
+        self._cycle = itertools.count()
+
+    def build(self, rng: random.Random, prompt: str | None = None) -> tuple[str, int]:
+        """(encoded frame, prompt length in chars)."""
+        s = self.step
+        if prompt is None:
+            if s.pick == "random":
+                prompt = rng.choice(self.prompts)
+            else:
+                prompt = self.prompts[next(self._cycle) % len(self.prompts)]
+        tools = s.tools if s.tools and (s.tools_share >= 1 or rng.random() < s.tools_share) else None
+        web = s.web_search_share >= 1 or rng.random() < s.web_search_share
+        req = GenRequest(
+            prompt=prompt,
+            temperature=s.temperature,
+            enable_web_search=s.enable_web_search if web else None,
+            web_search=s.web_search if web else None,
+            tools=list(tools) if tools else None,
+            extra=dict(s.extra or {}),
+        )
+        return encode_gen(req), len(prompt)
+
+
+@dataclass(kw_only=True)
+class RunContext:
+    """What every user and the scheduler share during one run."""
+
+    session: aiohttp.ClientSession
+    url: str
+    api_key: str | None
+    model: str | None
+    connect_s: float
+    first_token_s: float
+    stream_s: float
+    collector: Collector
+    end_ns: int
+    max_requests: int | None = None
+    seed: int = 1
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    active_sessions: int = 0
+    in_flight: int = 0
+    requests_issued: int = 0
+    target_users: Callable[[], int] | None = None
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _conn_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def running(self) -> bool:
+        return not self.stopping.is_set() and perf_counter_ns() < self.end_ns
+
+    def take_request(self) -> int | None:
+        """A fresh request id, or None when the request cap is reached."""
+        if self.max_requests is not None and self.requests_issued >= self.max_requests:
+            self.stopping.set()
+            return None
+        self.requests_issued += 1
+        return next(self._ids)
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once when the run is stopping."""
+        if seconds <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.stopping.wait()
+
+    async def sleep_until_ns(self, deadline_ns: int) -> None:
+        # re-check after waking: uvloop timers can fire up to 1 ms early
+        while (remaining := deadline_ns - perf_counter_ns()) > 0 and not self.stopping.is_set():
+            await self.sleep(remaining / 1e9)
+
+    async def open_connection(self) -> Connection:
+        timings = ConnectTimings()
+        conn = await Connection.open(
+            self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
+            model=self.model, timeout_s=self.connect_s, timings=timings,
+        )
+        self.collector.on_setup(connect_ns=timings.connect_ns, auth_ns=timings.auth_ns,
+                                set_model_ns=timings.set_model_ns, at_ns=perf_counter_ns())
+        return conn
+
+    async def gen(self, conn: Connection, frame: str, rec: RequestRecord) -> None:
+        """Run one request on ``conn`` and report it, whatever happens."""
+        self.in_flight += 1
+        try:
+            await conn.stream(frame, rec, first_token_s=self.first_token_s, stream_s=self.stream_s)
+            rec.outcome = "ok"
+        except ConnectionFailure as exc:
+            rec.outcome = "failed"
+            rec.error_category = exc.category
+            rec.error_message = str(exc)
+        except asyncio.CancelledError:
+            rec.outcome = "cancelled"
+            raise
+        finally:
+            self.in_flight -= 1
+            if not rec.t_intended:
+                rec.t_intended = rec.t_send
+            if rec.t_send:
+                self.collector.on_sent(rec)
+            self.collector.on_request(rec, perf_counter_ns())
+
+
+async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float | None = None,
+                   users: int = 1) -> None:
+    """One closed-loop virtual user; returns when the run stops it."""
+    from loadtest.scenario import GenStep, PingStep, SetModelStep, ThinkStep
+
+    rng = random.Random(ctx.seed * 1_000_003 + uid)
+    gens = {id(s): GenFactory(s) for s in steps if isinstance(s, GenStep)}
+    delays = backoff(rng=rng)
+    conn: Connection | None = None
+    paced_n = 0
+    phase_ns = round((pace_s or 0) * 1e9 * uid / max(1, users))
+    start_ns = perf_counter_ns()
+
+    def still_mine() -> bool:
+        return ctx.running() and (ctx.target_users is None or uid < ctx.target_users())
+
+    ctx.active_sessions += 1
+    try:
+        while still_mine():
+            if conn is None or conn.broken:
+                if conn is not None:
+                    await conn.close()
+                    ctx.collector.on_reconnect()
+                    conn = None
+                try:
+                    conn = await ctx.open_connection()
+                    delays = backoff(rng=rng)
+                except ConnectionFailure as exc:
+                    ctx.collector.on_failure(exc.category, str(exc), perf_counter_ns())
+                    await ctx.sleep(next(delays))
+                    continue
+            for step in steps:
+                if not still_mine() or conn.broken:
+                    break
+                if isinstance(step, GenStep):
+                    intended = 0
+                    if pace_s:
+                        intended = start_ns + phase_ns + round(paced_n * pace_s * 1e9)
+                        paced_n += 1
+                        await ctx.sleep_until_ns(intended)
+                        if not still_mine():
+                            break
+                    rid = ctx.take_request()
+                    if rid is None:
+                        break
+                    frame, plen = gens[id(step)].build(rng)
+                    rec = RequestRecord(request_id=rid, user=uid, prompt_chars=plen)
+                    if intended:
+                        rec.t_intended = intended
+                        rec.scheduled = True
+                        ctx.collector.on_offered(intended)
+                    rec.phase = ctx.collector.phase_of(intended or perf_counter_ns())
+                    await ctx.gen(conn, frame, rec)
+                elif isinstance(step, PingStep):
+                    try:
+                        rtt = await conn.ping(ctx.first_token_s)
+                        ctx.collector.on_ping(rtt, perf_counter_ns())
+                    except ConnectionFailure as exc:
+                        ctx.collector.on_failure(exc.category, str(exc), perf_counter_ns())
+                elif isinstance(step, ThinkStep):
+                    await ctx.sleep(step.sample_s(rng))
+                elif isinstance(step, SetModelStep):
+                    try:
+                        await conn.set_model(step.model, ctx.connect_s)
+                    except ConnectionFailure as exc:
+                        ctx.collector.on_failure(exc.category, str(exc), perf_counter_ns())
+            if conn is not None and conn.broken:
+                await ctx.sleep(next(delays))
+    finally:
+        ctx.active_sessions -= 1
+        if conn is not None:
+            await conn.close()
