@@ -4,7 +4,7 @@ It executes the pure plan of :mod:`loadtest.mockmodel` (latency, capacity) and
 :mod:`loadtest.faults` (misbehaviour). It is the default target of ``loadtest run``,
 the fixture of the test suite, and the peer of the benchmarks, so it must never be
 the bottleneck: frames are pre-encoded where possible and sleeps aim at absolute
-deadlines (no drift).
+deadlines (a late chunk delays the next, as a real decode step would; no early bursts).
 
 Run it in-process with :class:`MockServer` (port 0 gives a free port), or in its own
 process with :class:`MockProcess` / ``loadtest mock``.
@@ -196,6 +196,10 @@ class MockServer:
                     await _sleep_until(deadline)
                     if fault.kind and i == fault.at_chunk and await _inject(fault, ws, request):
                         return
+                    # A decode step cannot start before the previous token went out: a chunk
+                    # sent late pushes the next one back (no catch-up burst), so every gap is
+                    # >= the model's gap; the drift is only the wake-up overshoot (~µs).
+                    deadline = max(deadline, time.perf_counter())
                     await ws.send_str(_CHUNK_FRAMES[i % len(_CHUNK_FRAMES)])
                     deadline += gap_ms * model.gap_factor(self._active) / 1000.0
                 if fault.kind == "no_stop":
