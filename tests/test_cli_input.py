@@ -1,0 +1,77 @@
+"""Bad input through the real CLI: exit 2, a message naming the place, no traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+CASES = {
+    "unknown key": ("name: x\nload:\n  concurency: 5\n", ["load.concurency", ":3", "concurrency"]),
+    "bad duration": ("load:\n  duration: 10 parsecs\n", ["load.duration", ":2"]),
+    "negative number": ("load:\n  mode: open\n  rate: -5\n", ["load.rate", ":3"]),
+    "zero users": ("load:\n  concurrency: 0\n", ["load.concurrency", ":2"]),
+    "gen without prompt": ("session:\n  steps:\n    - gen: {temperature: 0.2}\n", ["session.steps", ":3", "prompt"]),
+    "broken yaml": ("load: {mode: closed\nname: [\n", ["yaml:2:5", "not valid YAML"]),
+    "not a mapping": ("- just\n- a list\n", ["mapping"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_scenario_mistakes_exit_2_with_the_place(case: str, command: str,
+                                                  write_scenario: Callable[..., Path]) -> None:
+    text, needles = CASES[case]
+    path = write_scenario(text)
+    proc = run_cli(command, str(path), "--out", str(path.parent / "out")) if command == "run" else run_cli(command, str(path))
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+    assert str(path.name) in proc.stderr
+    if command == "run":
+        assert not (path.parent / "out").exists()  # refused before anything connected or was written
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["run", "scenarios/smoke.yaml", "--concurrency", "0"], "--concurrency"),
+        (["run", "scenarios/smoke.yaml", "--rate", "-1"], "--rate"),
+        (["run", "scenarios/smoke.yaml", "--duration", "soon"], "--duration"),
+        (["run", "scenarios/smoke.yaml", "--bogus"], "--bogus"),
+        (["run", "does/not/exist.yaml"], "exist.yaml"),
+        (["run", "scenarios/smoke.yaml", "--target", "http://example.com/"], "ws://"),
+        (["mock", "--ttft-ms", "{\"dist\": \"weird\"}"], "--ttft-ms"),
+        (["mock", "--faults", "{\"explode\": 1}"], "explode"),
+        (["report"], "RUN_DIRS"),
+    ],
+)
+def test_bad_flags_exit_2(args: list[str], needle: str) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    assert needle in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_validate_prints_the_resolved_scenario() -> None:
+    proc = run_cli("validate", "scenarios/smoke.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "concurrency: 10" in proc.stdout and "name: smoke" in proc.stdout
+    assert "valid" in proc.stderr
+
+
+def test_unreachable_target_exits_3_quickly(write_scenario: Callable[..., Path]) -> None:
+    # a port on loopback that nothing listens on: connection refused, bounded retries
+    path = write_scenario("""
+        target: {url: "ws://127.0.0.1:9/v2/chat"}
+        load: {concurrency: 2, duration: 5s}
+        timeouts: {connect: 1s}
+        """)
+    proc = run_cli("run", str(path), "--out", str(path.parent / "out"), "--api-key", "k-SECRET-123", timeout=60)
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert "cannot reach ws://127.0.0.1:9/v2/chat" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "k-SECRET-123" not in proc.stderr + proc.stdout
