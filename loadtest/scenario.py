@@ -146,8 +146,12 @@ PositiveDuration = Annotated[Duration, Field(gt=0)]
 def _as_dist(value: object) -> Dist:
     try:
         return parse_dist(value, name="value")
-    except (BadInput, TypeError, ValueError, OverflowError) as exc:
+    except BadInput as exc:
         raise ValueError(str(exc).removeprefix("value ").removeprefix("value: ")) from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(
+            f"must be a finite number >= 0, or {{dist: uniform|normal|lognormal, ...}}; got {_short(value)}"
+        ) from None
 
 
 def _as_faults(value: object) -> FaultModel:
@@ -155,8 +159,10 @@ def _as_faults(value: object) -> FaultModel:
         return value
     try:
         return parse_faults(value)
-    except (BadInput, TypeError, ValueError, OverflowError) as exc:
+    except BadInput as exc:
         raise ValueError(str(exc)) from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"is not a valid fault model (see loadtest.faults); got {_short(value)}") from None
 
 
 DistField = Annotated[Dist, PlainValidator(_as_dist), PlainSerializer(lambda d: d.to_spec())]
@@ -178,7 +184,7 @@ def _json_value(value: object, what: str) -> object:
 # Models
 
 
-class _KeyError(ValueError):
+class _FieldProblem(ValueError):
     """A validation error about ``key`` under the model being validated (``loc`` + key)."""
 
     def __init__(self, key: tuple[str | int, ...], message: str) -> None:
@@ -208,7 +214,7 @@ class _Model(BaseModel):
             accepted = set(valid) | set(cls.model_fields) | set(cls._extra_keys)
             for key in data:
                 if key not in accepted:
-                    raise _KeyError((key,), _unknown_key_message(key, [*valid, *cls._extra_keys]))
+                    raise _FieldProblem((key,), _unknown_key_message(key, [*valid, *cls._extra_keys]))
         return data
 
 
@@ -237,7 +243,7 @@ class TargetConfig(_Model):
     @field_validator("api_key_env")
     @classmethod
     def _env(cls, name: str) -> str:
-        if not _ENV_NAME_RE.match(name):
+        if not _ENV_NAME_RE.fullmatch(name):
             raise ValueError(f"must be an environment variable name, got {_short(name)}")
         return name
 
@@ -324,18 +330,18 @@ class LoadConfig(_Model):
     @model_validator(mode="after")
     def _cross_check(self) -> LoadConfig:
         if self.warmup_s >= self.duration_s:
-            raise _KeyError(
+            raise _FieldProblem(
                 ("warmup",),
                 f"warmup ({format_duration(self.warmup_s)}) must be shorter than duration "
                 f"({format_duration(self.duration_s)})",
             )
         if self.connections is not None and self.connections > self.max_connections:
-            raise _KeyError(
+            raise _FieldProblem(
                 ("connections",),
                 f"connections ({self.connections}) exceeds max_connections ({self.max_connections})",
             )
         if self.stages and self.trace is not None:
-            raise _KeyError(("trace",), "give stages or trace, not both")
+            raise _FieldProblem(("trace",), "give stages or trace, not both")
         if self.mode == "closed":
             for key, value in (
                 ("rate", self.rate_per_s),
@@ -343,19 +349,21 @@ class LoadConfig(_Model):
                 ("connections", self.connections),
             ):
                 if value is not None:
-                    raise _KeyError((key,), f"{key} applies to mode: open; this load is mode: closed")
+                    raise _FieldProblem((key,), f"{key} applies to mode: open; this load is mode: closed")
             for i, stage in enumerate(self.stages):
                 if stage.target != int(stage.target):
-                    raise _KeyError(
+                    raise _FieldProblem(
                         ("stages", i, "target"), "in mode: closed a stage's target is a whole number of users"
                     )
         else:
             if self.pace_s is not None:
-                raise _KeyError(("pace",), "pace applies to mode: closed; in mode: open use rate")
+                raise _FieldProblem(("pace",), "pace applies to mode: closed; in mode: open use rate")
             if self.rate_per_s is None and not self.stages and self.trace is None:
-                raise _KeyError(("rate",), "mode: open needs a rate (arrivals per second), stages or a trace")
+                raise _FieldProblem(
+                    ("rate",), "mode: open needs a rate (arrivals per second), stages or a trace"
+                )
             if self.rate_per_s is not None and (self.stages or self.trace is not None):
-                raise _KeyError(("rate",), "give one of rate, stages or trace in mode: open")
+                raise _FieldProblem(("rate",), "give one of rate, stages or trace in mode: open")
         return self
 
     @model_validator(mode="wrap")
@@ -403,14 +411,14 @@ class PingStep(_Model):
 
 def _tool(value: object, i: int) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _KeyError(
+        raise _FieldProblem(
             ("tools", i), "a tool is a mapping {type: function, function: {name, description, parameters}}"
         )
     if value.get("type") != "function":
-        raise _KeyError(("tools", i, "type"), "a tool needs type: function")
+        raise _FieldProblem(("tools", i, "type"), "a tool needs type: function")
     fn = value.get("function")
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
-        raise _KeyError(
+        raise _FieldProblem(
             ("tools", i, "function"), "a tool needs function: {name: ..., description, parameters}"
         )
     _json_value(value, "a tool")
@@ -470,10 +478,10 @@ class GenStep(_Model):
         if self.prompt is None and self.prompt_list is None:
             raise ValueError("a gen needs a prompt: set prompt, prompts or prompts_file")
         if self.prompt is not None and self.prompt_list is not None:
-            raise _KeyError(("prompts",), "give one of prompt, prompts or prompts_file, not several")
+            raise _FieldProblem(("prompts",), "give one of prompt, prompts or prompts_file, not several")
         clash = [k for k in self.extra if k in _GEN_RESERVED]
         if clash:
-            raise _KeyError(
+            raise _FieldProblem(
                 ("extra", clash[0]), f"{clash[0]!r} has its own key in gen; extra is for other fields"
             )
         return self
@@ -531,7 +539,7 @@ class ThinkStep(_Model):
     @model_validator(mode="after")
     def _order(self) -> ThinkStep:
         if self.max_s < self.min_s:
-            raise _KeyError(
+            raise _FieldProblem(
                 ("max",), f"max ({format_duration(self.max_s)}) is below min ({format_duration(self.min_s)})"
             )
         return self
@@ -601,7 +609,7 @@ class SessionConfig(_Model):
     @model_validator(mode="after")
     def _has_traffic(self) -> SessionConfig:
         if not any(isinstance(s, (PingStep, GenStep)) for s in self.steps):
-            raise _KeyError(("steps",), "a session needs at least one gen or ping step")
+            raise _FieldProblem(("steps",), "a session needs at least one gen or ping step")
         return self
 
     @property
@@ -623,18 +631,18 @@ def _slo(value: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, limit in value.items():
         if name not in SLO_NAMES:
-            raise _KeyError((name,), _unknown_key_message(name, SLO_NAMES).replace("key", "SLO", 1))
+            raise _FieldProblem((name,), _unknown_key_message(name, SLO_NAMES).replace("key", "SLO", 1))
         if limit is None:
             continue
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
-            raise _KeyError((name,), f"an SLO limit is a number, got {_short(limit)}")
+            raise _FieldProblem((name,), f"an SLO limit is a number, got {_short(limit)}")
         try:
             limit_f = float(limit)
         except OverflowError:
             limit_f = math.inf
         if not math.isfinite(limit_f) or limit_f < 0 or (name == "error_rate" and limit_f > 1):
             bound = "between 0 and 1" if name == "error_rate" else "a finite number >= 0"
-            raise _KeyError((name,), f"{name} must be {bound}, got {_short(limit)}")
+            raise _FieldProblem((name,), f"{name} must be {bound}, got {_short(limit)}")
         out[str(name)] = limit_f
     return out
 
@@ -800,8 +808,10 @@ def _check_duplicates(root: yaml.Node, file: str) -> None:
 
 
 def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
-    loader = yaml.SafeLoader(text)
+    """(data, node tree) of a one-document YAML text; ScenarioError with the YAML's position."""
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader refuses control characters right here
         node = loader.get_single_node()
         if node is not None:
             _check_duplicates(node, file)
@@ -811,10 +821,20 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, yaml.Node | None]:
         where = f"{file}:{mark.line + 1}:{mark.column + 1}" if mark else file
         problem = exc.problem or exc.context or "not valid YAML"
         raise ScenarioError(f"not valid YAML: {problem}", where=where) from None
-    except yaml.YAMLError as exc:  # ReaderError: bytes YAML does not allow
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        char = exc.character
+        code = char if isinstance(char, int) else ord(str(char)[:1] or "?")
+        raise ScenarioError(
+            f"not valid YAML: character U+{code:04X} is not allowed", where=f"{file}:{line}"
+        ) from None
+    except yaml.YAMLError as exc:
         raise ScenarioError(f"not valid YAML: {exc}", where=file) from None
+    except RecursionError:  # PyYAML composes recursively
+        raise ScenarioError("the YAML is nested too deeply", where=file) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, node
 
 
@@ -900,7 +920,7 @@ def _message(err: Mapping[str, Any]) -> tuple[_Loc, str]:
     loc: _Loc = tuple(err["loc"])
     kind, msg, value = err["type"], str(err["msg"]), err.get("input")
     cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, _KeyError):
+    if isinstance(cause, _FieldProblem):
         return loc + cause.key, str(cause)
     if kind == "value_error":
         return loc, msg.removeprefix("Value error, ")
@@ -1004,8 +1024,9 @@ def load_scenario(
         raise
     except ValidationError as exc:
         raise _validation_error(exc, files, applied) from None
+    except RecursionError:
+        raise ScenarioError("the document is nested too deeply (or refers to itself)", where=file) from None
     except (
-        RecursionError,
         TypeError,
         ValueError,
         KeyError,
