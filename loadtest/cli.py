@@ -17,7 +17,7 @@ from loadtest.mockmodel import Dist, MockModel, parse_dist
 __all__ = ["main"]
 
 
-class DistType(click.ParamType):
+class DistType(click.ParamType):  # type: ignore[type-arg]
     """A number, or a JSON distribution such as ``{"dist":"lognormal","median":100,"p99":400}``."""
 
     name = "number|json"
@@ -32,7 +32,7 @@ class DistType(click.ParamType):
             self.fail(f"{value!r}: {exc}", param, ctx)
 
 
-class JsonType(click.ParamType):
+class JsonType(click.ParamType):  # type: ignore[type-arg]
     name = "json"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:

@@ -27,6 +27,11 @@ __all__ = ["TIMESERIES_COLUMNS", "Collector", "RequestRecord", "SecondRow"]
 _NS_PER_US = 1_000
 _NS_PER_S = 1_000_000_000
 _MAX_SAMPLES = 5
+# A per-second row keeps its histograms (~190 KB each) this long, for the live view's
+# rolling window (the last 5 s); older rows keep only the percentiles timeseries.csv
+# shows. Unfrozen, three recorders a second grew a 1-hour run by ~2 GB (bench_soak.py).
+_LIVE_ROW_S = 10
+_ROW_PERCENTILES: tuple[tuple[str, float], ...] = (("ttft", 50), ("ttft", 99), ("e2e", 99), ("loop_lag", 99))
 
 TIMESERIES_COLUMNS: tuple[str, ...] = (
     "t_s", "phase", "offered", "achieved", "active_sessions", "in_flight", "completions",
@@ -81,6 +86,19 @@ class SecondRow:
     ttft: Recorder | None = None
     e2e: Recorder | None = None
     loop_lag: Recorder | None = None
+    #: set when the row is frozen: {"ttft_p50": ms, ...}; the recorders are then dropped
+    frozen: dict[str, float | None] | None = None
+
+    def freeze(self) -> None:
+        """Keep the percentiles of this row and release its histograms."""
+        if self.frozen is None:
+            self.frozen = {f"{n}_p{p:g}": _pct_ms(getattr(self, n), p) for n, p in _ROW_PERCENTILES}
+            self.ttft = self.e2e = self.loop_lag = None
+
+    def pct_ms(self, name: str, p: float) -> float | None:
+        if self.frozen is not None:
+            return self.frozen[f"{name}_p{p:g}"]
+        return _pct_ms(getattr(self, name), p)
 
 
 def _rec(row: SecondRow, name: str) -> Recorder:
@@ -108,6 +126,7 @@ class Collector:
         self.seconds: dict[int, SecondRow] = {}
         self._sink = request_sink
         self._next_interval_s = 0
+        self._next_freeze_s = 0
         # summary counters (measured phase only)
         self.started = 0
         self.completed = 0
@@ -239,8 +258,8 @@ class Collector:
             lag_ns = rec.t_send - rec.queue_ns - rec.t_intended
             m.record("schedule_lag", max(_NS_PER_US, lag_ns) / _NS_PER_US)
             m.record("queue", max(_NS_PER_US, rec.queue_ns) / _NS_PER_US)
-        for g in rec.gaps_ns:
-            m.record("itl", g / _NS_PER_US)
+        # every gap, one value each, in one pass (same rounding and clamping as record_us)
+        m.interval("itl").record_ns_many(rec.gaps_ns)
         if rec.chunks > 1 and rec.t_last > rec.t_first:
             m.record("tpot", (rec.t_last - rec.t_first) / (rec.chunks - 1) / _NS_PER_US)
         self.chunks_per_answer[rec.chunks] += 1
@@ -253,6 +272,13 @@ class Collector:
         row.active_sessions = max(row.active_sessions, active_sessions)
         row.in_flight = max(row.in_flight, in_flight)
         self.close_intervals(now_ns)
+        # samples are recorded at "now", so a row this far behind gets no more of them
+        upto = (now_ns - self.t0_ns) // _NS_PER_S - _LIVE_ROW_S
+        while self._next_freeze_s < upto:
+            old = self.seconds.get(self._next_freeze_s)
+            if old is not None:
+                old.freeze()
+            self._next_freeze_s += 1
 
     def close_intervals(self, now_ns: int, *, final: bool = False) -> None:
         """Snapshot every whole measured second that has ended (all of them when final)."""
@@ -295,10 +321,10 @@ class Collector:
             row["unknown_events"] = r.unknown_events
             row["chunks"] = r.chunks
             row["chars"] = r.chars
-            row["ttft_p50_ms"] = _pct_ms(r.ttft, 50)
-            row["ttft_p99_ms"] = _pct_ms(r.ttft, 99)
-            row["e2e_p99_ms"] = _pct_ms(r.e2e, 99)
-            row["loop_lag_p99_ms"] = _pct_ms(r.loop_lag, 99)
+            row["ttft_p50_ms"] = r.pct_ms("ttft", 50)
+            row["ttft_p99_ms"] = r.pct_ms("ttft", 99)
+            row["e2e_p99_ms"] = r.pct_ms("e2e", 99)
+            row["loop_lag_p99_ms"] = r.pct_ms("loop_lag", 99)
             rows.append(row)
         return rows
 

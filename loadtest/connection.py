@@ -15,7 +15,7 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 from yarl import URL
@@ -40,11 +40,12 @@ from loadtest.protocol import (
     SetModelComplete,
     UnknownEvent,
     decode_server_frame,
+    decode_stream_frame,
     encode_ping,
     encode_set_model,
 )
 
-__all__ = ["Connection", "ConnectTimings", "RequestRecord", "make_session", "target_url"]
+__all__ = ["ConnectTimings", "Connection", "RequestRecord", "make_session", "target_url"]
 
 # Close codes a server uses to say "your key is no good" (4401 is the mock's; 4403 is common).
 _AUTH_CLOSE_CODES = frozenset({4001, 4003, 4401, 4403, 1008})
@@ -180,6 +181,11 @@ class Connection:
         kind = msg.type
         if kind is aiohttp.WSMsgType.TEXT:
             return decode_server_frame(msg.data), t
+        self._not_text(msg, during)
+
+    def _not_text(self, msg: aiohttp.WSMessage, during: str) -> NoReturn:
+        """Map a frame that is not TEXT (close, error, binary) to our error; always raises."""
+        kind = msg.type
         self.broken = True
         if kind in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
             code = self.ws.close_code if kind is not aiohttp.WSMsgType.CLOSE else msg.data
@@ -238,10 +244,29 @@ class Connection:
                 await self._send(frame, during="gen")
                 gaps = rec.gaps_ns
                 last = 0
+                # The hot path, once per chunk: _next_event inlined, and decode_stream_frame
+                # hands a message over as an (output, stop) tuple. The time is still read
+                # before decoding.
+                receive = self.ws.receive
+                text = aiohttp.WSMsgType.TEXT
                 while True:
-                    ev, t = await self._next_event(during="stream")
-                    if type(ev) is Message:
-                        if ev.output:
+                    try:
+                        msg = await receive()
+                    except (aiohttp.ClientError, OSError) as exc:
+                        self.broken = True
+                        raise Disconnected(self._clean(f"connection lost during stream: {type(exc).__name__}")) from None
+                    t = perf_counter_ns()
+                    if msg.type is not text:
+                        self._not_text(msg, "stream")
+                    ev = decode_stream_frame(msg.data)
+                    if type(ev) is tuple:
+                        output, stop = ev
+                    elif type(ev) is Message:  # e.g. output null: the slow path's answer
+                        output, stop = ev.output, ev.stop
+                    else:
+                        output = None
+                    if output is not None:
+                        if output:
                             if last:
                                 gaps.append(t - last)
                             else:
@@ -249,8 +274,8 @@ class Connection:
                                 cm.reschedule(stream_deadline)
                             last = t
                             rec.chunks += 1
-                            rec.chars += len(ev.output)
-                        if ev.stop:
+                            rec.chars += len(output)
+                        if stop:
                             rec.t_stop = t
                             rec.t_last = last
                             return

@@ -33,11 +33,7 @@ from loadtest.protocol import GenRequest, Ping, SetModel, decode_client_frame, e
 
 __all__ = ["MockConfig", "MockProcess", "MockServer", "serve_forever"]
 
-_WORDS = (
-    "Artificial intelligence is the study of systems that perceive, reason, learn and act; "
-    "modern models predict the next token from vast corpora, and streaming lets a client "
-    "show each piece of the answer as soon as it is ready. "
-).split()
+_WORDS = ["Artificial", "intelligence", "is", "the", "study", "of", "systems", "that", "perceive,", "reason,", "learn", "and", "act;", "modern", "models", "predict", "the", "next", "token", "from", "vast", "corpora,", "and", "streaming", "lets", "a", "client", "show", "each", "piece", "of", "the", "answer", "as", "soon", "as", "it", "is", "ready."]
 # Pre-encoded chunk frames, cycled: the hot path does no JSON work.
 _CHUNK_FRAMES = tuple(
     encode_server_event("message", {"output": w + " ", "stop": False}) for w in _WORDS
@@ -104,9 +100,8 @@ class MockServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=4096, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        bound_port = server.sockets[0].getsockname()[1]
+        # the bound port (port 0 = any free one) is only known from the listening socket
+        bound_port = self._runner.addresses[0][1]
         self.url = f"ws://{host}:{bound_port}/v2/chat"
         return self.url
 

@@ -26,9 +26,11 @@ from loadtest.collector import Collector, RequestRecord
 from loadtest.connection import make_session
 from loadtest.errors import AuthFailed, ConnectionFailure, TargetUnreachable, redact
 from loadtest.mock import MockProcess, model_args
+from loadtest.pool import Pool
 from loadtest.retry import backoff
+from loadtest.scheduler import arrivals_for, frame_maker, run_open
 from loadtest.selfwatch import SelfWatch, saturation_reasons
-from loadtest.session import RunContext, run_user
+from loadtest.session import GenFactory, RunContext, run_user
 
 __all__ = ["Progress", "RunResult", "run_scenario"]
 
@@ -139,8 +141,16 @@ async def _run(
             installed.append(sig)
 
     watch = SelfWatch(collector.on_loop_lag)
+    pool: Pool | None = None
     try:
+        if load.mode == "open":  # schedule and trace checked before any connection opens
+            arrivals = arrivals_for(load)
+            make_frame = frame_maker([GenFactory(s) for s in sc.session.steps if s.kind == "gen"],
+                                     seed=load.seed)
         await _probe(ctx)
+        if load.mode == "open":  # the initial connections open before the measured clock starts
+            pool = Pool(ctx, max_connections=load.max_connections, max_queue=load.max_queue, seed=load.seed)
+            await pool.start(load.connections or 1)
         # the probe must not eat into the measured time: restart the clock here
         t0 = perf_counter_ns()
         collector.t0_ns = t0
@@ -151,7 +161,10 @@ async def _run(
 
         async with asyncio.TaskGroup() as tg:
             watch_task = tg.create_task(watch.run())
-            workers = _start_closed(tg, ctx, sc, profile)
+            if pool is not None:
+                workers = [tg.create_task(run_open(ctx, pool, tg, arrivals, make_frame, t0_ns=t0))]
+            else:
+                workers = _start_closed(tg, ctx, sc, profile)
             ticker = tg.create_task(_ticker(ctx, duration_s, progress, workers, tg, sc, profile))
             # wait for the end of the duration (or a signal), then the grace period
             await ctx.sleep_until_ns(ctx.end_ns)
@@ -170,6 +183,8 @@ async def _run(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
+        if pool is not None:
+            await pool.close()  # idempotent; run_open closed it unless the run failed before
         await session.close()
 
     t_end = perf_counter_ns()
@@ -178,11 +193,16 @@ async def _run(
     measure_s = max(1e-9, total_s - float(load.warmup_s))
     lag = collector.metrics.totals["loop_lag"].summary_ms()
     cpu = [p for at, p in watch.cpu_samples if collector.phase_of(at) == "measure"]
-    reasons = saturation_reasons(lag["p99"] if lag["count"] else None, cpu)  # type: ignore[arg-type]
+    lag_p99 = lag["p99"]
+    reasons = saturation_reasons(float(lag_p99) if lag_p99 is not None else None, cpu)
     offered = achieved = None
     if collector.offered:
-        offered = collector.offered / measure_s
-        achieved = collector.achieved / measure_s
+        # open loop: rates over the scheduled window, not the grace period that drains it
+        window_s = measure_s
+        if pool is not None:
+            window_s = max(1e-9, min(total_s, duration_s) - float(load.warmup_s))
+        offered = collector.offered / window_s
+        achieved = collector.achieved / window_s
     return RunResult(
         scenario=sc, collector=collector, target=redact(url, api_key), started_at=started_at,
         duration_s=total_s, measure_s=measure_s, interrupted=signals_seen > 0, cpu_percents=cpu,

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from loadtest.hlog import read_hlog
-from helpers import run_cli
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
