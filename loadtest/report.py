@@ -17,13 +17,16 @@ back to summary.json's figures, or says "no data".
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
+import string
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +249,7 @@ def _headline(run: _Run) -> str:
     ]
     tiles = "".join([
         _tile("Requests started", _num(req.get("started")),
-              f"{_num(req.get('completed'))} completed · {_num(req.get('failed'))} failed · "
+              f"{_num(req.get('completed'))} ok · {_num(req.get('failed'))} failed · "
               f"{_num(req.get('dropped'))} dropped"),
         _tile("Error rate", "—" if rate is None else f"{rate:.2%}", "failed / started"),
         _tile("Throughput", _num(tp.get("requests_per_s"), 1), "requests / s"),
@@ -254,16 +257,16 @@ def _headline(run: _Run) -> str:
         _tile("TTFT p99", f"{_ms(ttft.get('p99'))} <small>ms</small>", f"p50 {_ms(ttft.get('p50'))} ms"),
     ])  # fmt: skip
     passed = s["passed"]
-    return f"""<header class="card headline {'is-pass' if passed else 'is-fail'}">
+    return f"""<header class="card headline {"is-pass" if passed else "is-fail"}">
   <div class="headline-top">
     <div>
       <div class="eyebrow">Load test report</div>
-      <h1>{escape(s['scenario'])}</h1>
-      <div class="meta">{''.join(meta)}</div>
-      <div class="target">target <code>{escape(str(s.get('target') or '—'))}</code></div>
+      <h1>{escape(s["scenario"])}</h1>
+      <div class="meta">{"".join(meta)}</div>
+      <div class="target">target <code>{escape(str(s.get("target") or "—"))}</code></div>
     </div>
-    <div class="verdict" data-verdict="{'pass' if passed else 'fail'}">{'PASS' if passed else 'FAIL'}
-      <span>{'all SLOs met' if passed else 'an SLO failed'}</span></div>
+    <div class="verdict" data-verdict="{"pass" if passed else "fail"}">{"PASS" if passed else "FAIL"}
+      <span>{"all SLOs met" if passed else "an SLO failed"}</span></div>
   </div>
   <div class="tiles">{tiles}</div>
   {_slo_table([run])}
@@ -276,7 +279,8 @@ def _slo_table(runs: Sequence[_Run]) -> str:
         return '<p class="muted">No SLO was set for this run.</p>'
     if len(runs) == 1:
         slo = runs[0].summary["slo"]
-        rows = [[f"<code>{escape(n)}</code>", _short(_get(slo, n, "limit")), _short(_get(slo, n, "value")),
+        rows = [[f"<code>{escape(n)}</code>", _short(_get(slo, n, "limit")),
+                 f'<span class="{"bad" if _get(slo, n, "pass") is False else ""}">{_short(_get(slo, n, "value"))}</span>',
                  _pill(_get(slo, n, "pass"))]
                 for n in names]  # fmt: skip
         return _table(["SLO", "limit", "value", "result"], rows, "slo")
@@ -402,65 +406,18 @@ def _script_json(value: Any) -> str:
     return text
 
 
-def _charts_html(runs: Sequence[_Run], figures: dict[str, dict]) -> str:
-    coloured = [(r.label, _RUN_COLOURS[i % len(_RUN_COLOURS)], r) for i, r in enumerate(runs)]
-
-    def slot(name: str, fig: dict | None, title: str) -> str:
-        if fig is None:
-            return f'<div class="chart chart-empty"><h3>{title}</h3><p>no data</p></div>'
-        div_id = f"chart-{name}"
-        figures[div_id] = fig
-        return f'<div class="chart" id="{div_id}"></div>'
-
-    spectra = "".join(
-        slot(f"spectrum-{m}", charts.spectrum_figure(m, [(lbl, c, r.spectra[m]) for lbl, c, r in coloured]),
-             f"{m} latency by percentile")
-        for m in charts.SPECTRUM_METRICS
-    )  # fmt: skip
-    over_time = "".join([
-        slot("ttft", charts.ttft_figure(coloured), "TTFT over time"),
-        slot("rate", charts.rate_figure(coloured), "Offered vs achieved rate"),
-        slot("chunks", charts.chunks_figure(coloured), "Chunks per second"),
-        slot("errors", charts.errors_figure(coloured), "Errors per second"),
-    ])  # fmt: skip
-    answers = slot("chunks-per-answer", charts.chunks_per_answer_figure(coloured), "Chunks per answer")
-    return f"""<section class="card"><h2>Latency spectrum <small>HdrHistogram percentile distribution,
-  measured phase</small></h2><div class="grid-3">{spectra}</div></section>
-<section class="card"><h2>Over time <small>one point per second</small></h2><div class="grid-2">{over_time}</div></section>
-<section class="card"><h2>Answers</h2>{answers}</section>"""
+@functools.cache
+def _template() -> string.Template:
+    return string.Template(
+        (resources.files("loadtest") / "templates" / "report.html").read_text(encoding="utf-8")
+    )
 
 
 def _page(title: str, body: str, figures: dict[str, dict]) -> str:
-    # CSP: inline script and style only, no fetch of any kind (the report must open offline).
-    csp = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:; font-src data:"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{csp}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="loadtest {__version__}">
-<title>{title}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<main>
-{body}
-<footer>Generated by loadtest {__version__} from the run directory alone; this file opens offline.</footer>
-</main>
-<script>{_plotly_js()}</script>
-<script>
-(function () {{
-  var figures = {_script_json(figures)};
-  var config = {{responsive: true, displaylogo: false, modeBarButtonsToRemove: ["lasso2d", "select2d"]}};
-  Object.keys(figures).forEach(function (id) {{
-    Plotly.newPlot(id, figures[id].data, figures[id].layout, config);
-  }});
-}})();
-</script>
-</body>
-</html>
-"""
+    """``title`` and ``body`` are HTML already; the template holds the CSS and the CSP."""
+    return _template().substitute(
+        version=__version__, title=title, body=body, plotly_js=_plotly_js(), figures=_script_json(figures)
+    )
 
 
 def render_report(run_dirs: Sequence[Path]) -> str:
@@ -469,13 +426,22 @@ def render_report(run_dirs: Sequence[Path]) -> str:
         raise BadInput("no run directory given")
     runs = [_load_run(Path(d)) for d in run_dirs]
     labels = [r.label for r in runs]
-    runs = [r if labels.count(r.label) == 1 else _Run(**{**r.__dict__, "label": f"{r.label} ({i + 1})"})
+    runs = [r if labels.count(r.label) == 1 else dataclasses.replace(r, label=f"{r.label} ({i + 1})")
             for i, r in enumerate(runs)]  # fmt: skip
     figures: dict[str, dict] = {}
     if len(runs) == 1:
         run = runs[0]
-        body = (_headline(run) + _warning_block(_warnings(run)) + _charts_html(runs, figures) + _details(run))
-        title = f"{escape(run.summary['scenario'])} — {'PASS' if run.summary['passed'] else 'FAIL'} — loadtest"
+        body = (
+            _headline(run)
+            + _warning_block(_warnings(run))
+            + charts.charts_section(
+                [(r.label, _RUN_COLOURS[i % len(_RUN_COLOURS)], r) for i, r in enumerate(runs)], figures
+            )
+            + _details(run)
+        )
+        title = (
+            f"{escape(run.summary['scenario'])} — {'PASS' if run.summary['passed'] else 'FAIL'} — loadtest"
+        )
         return _page(title, body, figures)
     warns = [w for r in runs for w in _warnings(r, f"<code>{escape(r.label)}</code>: ")]
     details = "".join(
@@ -485,7 +451,7 @@ def render_report(run_dirs: Sequence[Path]) -> str:
     body = f"""<header class="card headline">
   <div class="eyebrow">Load test comparison</div><h1>{len(runs)} runs compared</h1>
   {_comparison_headline(runs)}<h2>SLOs</h2>{_slo_table(runs)}
-</header>{_warning_block(warns)}{_charts_html(runs, figures)}{details}"""
+</header>{_warning_block(warns)}{charts.charts_section([(r.label, _RUN_COLOURS[i % len(_RUN_COLOURS)], r) for i, r in enumerate(runs)], figures)}{details}"""
     return _page(f"Comparison of {len(runs)} runs — loadtest", body, figures)
 
 
@@ -513,71 +479,3 @@ def build_report(run_dirs: Sequence[Path], out: Path | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise BadInput(f"{out}: cannot write the report ({exc.strerror})") from exc
     return out
-
-
-_CSS = """
-:root { --ink:#111827; --muted:#6b7280; --line:#e5e7eb; --bg:#f5f6f8; --pass:#15803d; --fail:#b91c1c;
-  --pass-bg:#dcfce7; --fail-bg:#fee2e2; --warn:#92400e; --warn-bg:#fffbeb; --warn-line:#f59e0b; }
-* { box-sizing: border-box; }
-body { margin:0; background:var(--bg); color:var(--ink); font:14px/1.5 Inter, -apple-system, "Segoe UI",
-  Roboto, Helvetica, Arial, sans-serif; -webkit-font-smoothing:antialiased; }
-main { max-width:1240px; margin:0 auto; padding:28px 24px 40px; }
-h1 { font-size:28px; line-height:1.2; margin:2px 0 6px; letter-spacing:-0.02em; word-break:break-word; }
-h2 { font-size:16px; margin:0 0 14px; letter-spacing:-0.01em; }
-h2 small, h3 small { color:var(--muted); font-weight:400; font-size:13px; margin-left:6px; }
-code, pre { font-family:ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size:12.5px; }
-.card { background:#fff; border:1px solid var(--line); border-radius:14px; padding:20px 22px; margin-bottom:18px;
-  box-shadow:0 1px 2px rgba(16,24,40,.04); }
-.headline { border-top:5px solid #9ca3af; }
-.headline.is-pass { border-top-color:var(--pass); } .headline.is-fail { border-top-color:var(--fail); }
-.headline h2 { margin-top:22px; }
-.headline-top { display:flex; justify-content:space-between; gap:24px; align-items:flex-start; }
-.eyebrow { text-transform:uppercase; letter-spacing:.08em; font-size:11px; font-weight:600; color:var(--muted); }
-.meta { display:flex; flex-wrap:wrap; gap:6px 18px; color:var(--muted); }
-.target { margin-top:6px; color:var(--muted); word-break:break-all; }
-.target code { color:var(--ink); background:#f3f4f6; padding:2px 6px; border-radius:6px; }
-.verdict { font-size:34px; font-weight:800; letter-spacing:.04em; padding:10px 26px; border-radius:12px;
-  text-align:center; line-height:1.1; white-space:nowrap; }
-.verdict span { display:block; font-size:12px; font-weight:500; letter-spacing:0; margin-top:4px; }
-.is-pass .verdict { background:var(--pass-bg); color:var(--pass); }
-.is-fail .verdict { background:var(--fail-bg); color:var(--fail); }
-.tiles { display:grid; grid-template-columns:repeat(5, 1fr); gap:12px; margin:20px 0 18px; }
-.tile { border:1px solid var(--line); border-radius:10px; padding:12px 14px; background:#fafbfc; }
-.tile-label { font-size:12px; color:var(--muted); font-weight:500; }
-.tile-value { font-size:26px; font-weight:700; letter-spacing:-0.02em; font-variant-numeric:tabular-nums; }
-.tile-value small { font-size:14px; font-weight:500; color:var(--muted); }
-.tile-sub { font-size:12px; color:var(--muted); }
-.warnings { background:var(--warn-bg); border:1px solid var(--warn-line); border-left-width:5px;
-  border-radius:12px; padding:12px 18px; margin-bottom:18px; color:var(--warn); }
-.warnings ul { margin:0; padding-left:18px; } .warnings li { margin:4px 0; } .warnings li::marker { content:"⚠  "; }
-table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
-th { text-align:left; font-size:12px; font-weight:600; color:var(--muted); border-bottom:1px solid var(--line);
-  padding:6px 10px; white-space:nowrap; }
-td { padding:6px 10px; border-bottom:1px solid #f1f2f4; vertical-align:top; }
-tbody tr:hover td { background:#fafbfc; }
-table.num td:not(:first-child), table.num th:not(:first-child) { text-align:right; }
-table.kv td:first-child { color:var(--muted); width:38%; } table.kv thead { display:none; }
-table.compare td:first-child { color:var(--muted); white-space:nowrap; }
-table.slo { margin-top:4px; }
-.pill { display:inline-block; font-size:11px; font-weight:700; letter-spacing:.04em; padding:2px 9px;
-  border-radius:999px; }
-.pill-pass { background:var(--pass-bg); color:var(--pass); } .pill-fail { background:var(--fail-bg); color:var(--fail); }
-.pill-none { background:#f3f4f6; color:var(--muted); }
-.muted { color:var(--muted); }
-.dot, .swatch { display:inline-block; width:10px; height:10px; border-radius:3px; margin-right:8px; }
-.samples { margin:0; padding-left:16px; } .samples code { white-space:pre-wrap; word-break:break-word; }
-.grid-2 { display:grid; grid-template-columns:repeat(2, minmax(0, 1fr)); gap:18px; }
-.grid-3 { display:grid; grid-template-columns:repeat(3, minmax(0, 1fr)); gap:14px; }
-section.grid-2 { margin-bottom:18px; } section.grid-2 > .card { margin-bottom:0; }
-.stack > .card:last-child { margin-bottom:0; }
-.chart { min-height:340px; border:1px solid #f1f2f4; border-radius:10px; overflow:hidden; }
-.chart-empty { display:flex; flex-direction:column; align-items:center; justify-content:center; color:var(--muted); }
-.chart-empty h3 { font-size:14px; margin:0 0 4px; color:var(--ink); } .chart-empty p { margin:0; }
-pre.scenario { background:#0f172a; color:#e2e8f0; border-radius:10px; padding:14px 16px; margin:0;
-  overflow:auto; max-height:420px; white-space:pre-wrap; word-break:break-word; }
-details.run-details { background:#fff; border:1px solid var(--line); border-radius:14px; padding:12px 18px;
-  margin-bottom:14px; } details.run-details > summary { cursor:pointer; font-weight:600; }
-details.run-details[open] > summary { margin-bottom:14px; }
-footer { color:var(--muted); font-size:12px; text-align:center; margin-top:26px; }
-@media (max-width: 1000px) { .grid-3, .grid-2 { grid-template-columns:1fr; } .tiles { grid-template-columns:repeat(2, 1fr); } }
-"""

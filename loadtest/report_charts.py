@@ -26,6 +26,7 @@ from loadtest.errors import ERROR_CATEGORIES, BadInput
 __all__ = [
     "SPECTRUM_METRICS",
     "Spectrum",
+    "charts_section",
     "read_hlog_total",
     "spectrum_from_histogram",
     "spectrum_from_summary",
@@ -226,7 +227,9 @@ def ttft_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
                                   "dash": "solid" if single else "dot"}))  # fmt: skip
     if not traces:
         return None
-    layout = _layout("TTFT p50 / p99 per second", y_title="ms", hovermode="x unified", shapes=_warmup_shape(runs))
+    layout = _layout(
+        "TTFT p50 / p99 per second", y_title="ms", hovermode="x unified", shapes=_warmup_shape(runs)
+    )
     return {"data": traces, "layout": layout}
 
 
@@ -235,8 +238,15 @@ def rate_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
     single = len(runs) == 1
     for label, colour, ts in _time_runs(runs):
         prefix = "" if single else f"{label} "
-        traces.append(_line(f"{prefix}offered", ts["t_s"], ts["offered"], "#9ca3af" if single else colour,
-                            line={"color": "#9ca3af" if single else colour, "width": 1.5, "dash": "dash"}))
+        traces.append(
+            _line(
+                f"{prefix}offered",
+                ts["t_s"],
+                ts["offered"],
+                "#9ca3af" if single else colour,
+                line={"color": "#9ca3af" if single else colour, "width": 1.5, "dash": "dash"},
+            )
+        )
         traces.append(_line(f"{prefix}achieved", ts["t_s"], ts["achieved"], "#2563eb" if single else colour))
         traces.append(_line(f"{prefix}active sessions", ts["t_s"], ts["active_sessions"],
                             "#059669" if single else colour, yaxis="y2",
@@ -316,3 +326,32 @@ def chunks_per_answer_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | Non
     layout = _layout("Chunks per answer", y_title="answers", x_title="chunks in the answer",
                      barmode="overlay", bargap=0.05, showlegend=len(runs) > 1)  # fmt: skip
     return {"data": traces, "layout": layout}
+
+
+def charts_section(coloured: Sequence[tuple[str, str, Any]], figures: dict[str, dict]) -> str:
+    """The charts' HTML: a div per chart (its figure added to ``figures`` under the div's id),
+    or a "no data" box. ``coloured`` is ``[(label, colour, run)]``; labels are escaped here."""
+
+    def slot(name: str, fig: dict | None, title: str) -> str:
+        if fig is None:
+            return f'<div class="chart chart-empty"><h3>{title}</h3><p>no data</p></div>'
+        div_id = f"chart-{name}"
+        figures[div_id] = fig
+        return f'<div class="chart" id="{div_id}"></div>'
+
+    spectra = "".join(
+        slot(f"spectrum-{m}", spectrum_figure(m, [(lbl, c, r.spectra[m]) for lbl, c, r in coloured]),
+             f"{m} latency by percentile")
+        for m in SPECTRUM_METRICS
+    )  # fmt: skip
+    over_time = "".join([
+        slot("ttft", ttft_figure(coloured), "TTFT over time"),
+        slot("rate", rate_figure(coloured), "Offered vs achieved rate"),
+        slot("chunks", chunks_figure(coloured), "Chunks per second"),
+        slot("errors", errors_figure(coloured), "Errors per second"),
+    ])  # fmt: skip
+    answers = slot("chunks-per-answer", chunks_per_answer_figure(coloured), "Chunks per answer")
+    return f"""<section class="card"><h2>Latency spectrum <small>HdrHistogram percentile distribution,
+  measured phase</small></h2><div class="grid-3">{spectra}</div></section>
+<section class="card"><h2>Over time <small>one point per second</small></h2><div class="grid-2">{over_time}</div></section>
+<section class="card"><h2>Answers</h2>{answers}</section>"""
