@@ -23,7 +23,7 @@ from loadtest.collector import RequestRecord
 from loadtest.errors import ERROR_CATEGORIES, BadInput, redact
 from loadtest.hlog import write_hlog
 from loadtest.runner import RunResult
-from loadtest.slo import evaluate
+from loadtest.slo import error_rate, evaluate
 
 __all__ = [
     "REQUEST_COLUMNS",
@@ -154,6 +154,7 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
         "tls": {"insecure": result.insecure},
         "interrupted": result.interrupted,
     }
+    summary["error_rate"] = round(error_rate(summary["requests"]), 6)
     summary["slo"] = evaluate(slo_limits, summary)
     summary["passed"] = all(v["pass"] for v in summary["slo"].values())
     return summary
