@@ -169,7 +169,11 @@ class Collector:
             self.offered += 1
 
     def on_sent(self, rec: RequestRecord) -> None:
-        self.second(rec.t_send).achieved += 1
+        row = self.second(rec.t_send)
+        row.achieved += 1
+        if not rec.scheduled:
+            # an unpaced closed loop has no schedule: what the users issued is what was offered
+            row.offered += 1
         if rec.phase == "measure":
             self.started += 1
             self.achieved += 1
