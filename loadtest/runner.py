@@ -23,7 +23,7 @@ import uvloop
 
 from loadtest.arrivals import RateProfile, Stage
 from loadtest.collector import Collector, RequestRecord
-from loadtest.connection import make_session
+from loadtest.connection import make_session, target_url
 from loadtest.errors import AuthFailed, ConnectionFailure, TargetUnreachable, redact
 from loadtest.mock import MockProcess, model_args
 from loadtest.pool import Pool
@@ -76,6 +76,11 @@ def _users_profile(sc: Any) -> RateProfile | None:
     return RateProfile(stages=[Stage(duration_s=s.duration_s, target=s.target) for s in stages], start=0.0)
 
 
+def _shown(ctx: RunContext) -> str:
+    """The URL as a user may see it: with ``apikey=***`` when a key is in use."""
+    return redact(target_url(ctx.url, ctx.api_key), ctx.api_key)
+
+
 async def _probe(ctx: RunContext) -> None:
     """Open one connection with bounded retries; TargetUnreachable if none succeeds."""
     delays = backoff(base_s=0.25, cap_s=2.0)
@@ -85,7 +90,7 @@ async def _probe(ctx: RunContext) -> None:
             conn = await ctx.open_connection()
         except AuthFailed as exc:
             raise TargetUnreachable(
-                f"{redact(ctx.url)} refused the API key: {exc}. Check the key "
+                f"{_shown(ctx)} refused the API key: {exc}. Check the key "
                 "(--api-key, or the variable named by target.api_key_env)."
             ) from None
         except ConnectionFailure as exc:
@@ -96,7 +101,7 @@ async def _probe(ctx: RunContext) -> None:
         await conn.close()
         return
     raise TargetUnreachable(
-        f"cannot reach {redact(ctx.url)} after {_PROBE_ATTEMPTS} attempts: {last}"
+        f"cannot reach {_shown(ctx)} after {_PROBE_ATTEMPTS} attempts: {last}"
     )
 
 
@@ -204,7 +209,7 @@ async def _run(
         offered = collector.offered / window_s
         achieved = collector.achieved / window_s
     return RunResult(
-        scenario=sc, collector=collector, target=redact(url, api_key), started_at=started_at,
+        scenario=sc, collector=collector, target=redact(target_url(url, api_key), api_key), started_at=started_at,
         duration_s=total_s, measure_s=measure_s, interrupted=signals_seen > 0, cpu_percents=cpu,
         saturation=reasons, offered_rate=offered, achieved_rate=achieved, insecure=insecure,
     )

@@ -171,10 +171,13 @@ async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float
                 if not still_mine() or conn.broken:
                     break
                 if isinstance(step, GenStep):
-                    intended = 0
+                    intended = queued = 0
                     if pace_s:
                         intended = start_ns + phase_ns + round(paced_n * pace_s * 1e9)
                         paced_n += 1
+                        # a user still busy past its slot waited behind its own previous
+                        # request: queue time, not schedule lag
+                        queued = max(0, perf_counter_ns() - intended)
                         await ctx.sleep_until_ns(intended)
                         if not still_mine():
                             break
@@ -186,6 +189,7 @@ async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float
                     if intended:
                         rec.t_intended = intended
                         rec.scheduled = True
+                        rec.queue_ns = queued
                         ctx.collector.on_offered(intended)
                     rec.phase = ctx.collector.phase_of(intended or perf_counter_ns())
                     await ctx.gen(conn, frame, rec)
