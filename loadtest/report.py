@@ -71,7 +71,7 @@ def _read_summary(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     if not isinstance(summary, dict):
         raise BadInput(f"{path}: expected a JSON object at the top level")
-    required = {"scenario": str, "started_at": str, "duration_s": _NUM, "requests": dict,
+    required: dict[str, Any] = {"scenario": str, "started_at": str, "duration_s": _NUM, "requests": dict,
                 "latency_ms": dict, "passed": bool}  # fmt: skip
     for key, kind in required.items():
         if not isinstance(summary.get(key), kind):
@@ -123,7 +123,7 @@ def _read_chunks(path: Path, summary: dict[str, Any]) -> dict[int, int] | None:
         counts = pd.to_numeric(ok["chunks"]).astype(int).value_counts()
     except (OSError, UnicodeDecodeError, ValueError, TypeError, pd.errors.ParserError) as exc:
         raise BadInput(f"{csv}: not a readable requests file ({exc})") from exc
-    return {int(k): int(v) for k, v in counts.items()} or None
+    return {int(str(k)): int(v) for k, v in counts.items()} or None
 
 
 def _load_run(path: Path) -> _Run:
@@ -404,7 +404,7 @@ def _plotly_js() -> str:
     from plotly.offline import get_plotlyjs
 
     # Inlined in a <script>: a "</script" inside would end the element early.
-    return get_plotlyjs().replace("</script", "<\\/script")
+    return str(get_plotlyjs()).replace("</script", "<\\/script")
 
 
 def _script_json(value: Any) -> str:
@@ -423,7 +423,7 @@ def _template() -> string.Template:
     )
 
 
-def _page(title: str, body: str, figures: dict[str, dict]) -> str:
+def _page(title: str, body: str, figures: dict[str, dict[str, Any]]) -> str:
     """``title`` and ``body`` are HTML already; the template holds the CSS and the CSP."""
     return _template().substitute(
         version=__version__, title=title, body=body, plotly_js=_plotly_js(), figures=_script_json(figures)
@@ -438,7 +438,7 @@ def render_report(run_dirs: Sequence[Path]) -> str:
     labels = [r.label for r in runs]
     runs = [r if labels.count(r.label) == 1 else dataclasses.replace(r, label=f"{r.label} ({i + 1})")
             for i, r in enumerate(runs)]  # fmt: skip
-    figures: dict[str, dict] = {}
+    figures: dict[str, dict[str, Any]] = {}
     if len(runs) == 1:
         run = runs[0]
         body = (

@@ -129,7 +129,7 @@ def spectrum_from_summary(figures: Mapping[str, Any]) -> Spectrum | None:
 # ---- figures ------------------------------------------------------------------------------
 
 
-def _layout(title: str, *, y_title: str, x_title: str = "seconds since start", **extra: Any) -> dict:
+def _layout(title: str, *, y_title: str, x_title: str = "seconds since start", **extra: Any) -> dict[str, Any]:
     layout = {
         "title": {"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15, "color": _INK}},
         "font": {"family": _FONT, "size": 12, "color": _INK},
@@ -152,7 +152,7 @@ def _pct_label(p: float) -> str:
     return f"{p:.4f}".rstrip("0").rstrip(".") + "%"
 
 
-def spectrum_figure(metric: str, series: Sequence[tuple[str, str, Spectrum | None]]) -> dict | None:
+def spectrum_figure(metric: str, series: Sequence[tuple[str, str, Spectrum | None]]) -> dict[str, Any] | None:
     """One trace per run on shared axes; ``series`` is ``[(label, colour, spectrum)]``."""
     traces = []
     max_x = 10.0
@@ -186,7 +186,7 @@ def spectrum_figure(metric: str, series: Sequence[tuple[str, str, Spectrum | Non
     return {"data": traces, "layout": layout}
 
 
-def _warmup_shape(runs: Sequence[tuple[str, str, Any]]) -> list[dict]:
+def _warmup_shape(runs: Sequence[tuple[str, str, Any]]) -> list[dict[str, Any]]:
     """Shade the warm-up seconds (of a single run: they differ between runs)."""
     if len(runs) != 1 or runs[0][2].timeseries is None:
         return []
@@ -202,7 +202,7 @@ def _warmup_shape(runs: Sequence[tuple[str, str, Any]]) -> list[dict]:
     }]  # fmt: skip
 
 
-def _line(name: str, x: Any, y: Any, colour: str, **extra: Any) -> dict:
+def _line(name: str, x: Any, y: Any, colour: str, **extra: Any) -> dict[str, Any]:
     trace = {
         "type": "scatter", "mode": "lines", "name": html.escape(name), "x": list(x),
         "y": [None if v != v else float(v) for v in y],  # NaN → gap (v != v only for NaN)
@@ -216,7 +216,7 @@ def _time_runs(runs: Sequence[tuple[str, str, Any]]) -> list[tuple[str, str, Any
     return [(label, colour, run.timeseries) for label, colour, run in runs if run.timeseries is not None]
 
 
-def ttft_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
+def ttft_figure(runs: Sequence[tuple[str, str, Any]]) -> dict[str, Any] | None:
     traces = []
     single = len(runs) == 1
     for label, colour, ts in _time_runs(runs):
@@ -233,7 +233,7 @@ def ttft_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
     return {"data": traces, "layout": layout}
 
 
-def rate_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
+def rate_figure(runs: Sequence[tuple[str, str, Any]]) -> dict[str, Any] | None:
     traces = []
     single = len(runs) == 1
     for label, colour, ts in _time_runs(runs):
@@ -266,7 +266,7 @@ def rate_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
     return {"data": traces, "layout": layout}
 
 
-def chunks_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
+def chunks_figure(runs: Sequence[tuple[str, str, Any]]) -> dict[str, Any] | None:
     traces = [
         _line(label, ts["t_s"], ts["chunks"], colour, fill="tozeroy" if len(runs) == 1 else "none",
               fillcolor="rgba(37, 99, 235, 0.08)")
@@ -279,12 +279,12 @@ def chunks_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
     return {"data": traces, "layout": layout}
 
 
-def errors_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
+def errors_figure(runs: Sequence[tuple[str, str, Any]]) -> dict[str, Any] | None:
     """Stacked failures per category (one run); total failures per run (several)."""
     timed = _time_runs(runs)
     if not timed:
         return None
-    traces = []
+    traces: list[dict[str, Any]] = []
     if len(runs) == 1:
         ts = timed[0][2]
         for cat in (*ERROR_CATEGORIES, "dropped"):
@@ -311,7 +311,7 @@ def errors_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
     return {"data": traces, "layout": layout}
 
 
-def chunks_per_answer_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | None:
+def chunks_per_answer_figure(runs: Sequence[tuple[str, str, Any]]) -> dict[str, Any] | None:
     traces = []
     for label, colour, run in runs:
         hist: Mapping[int, int] | None = run.chunks_per_answer
@@ -328,11 +328,11 @@ def chunks_per_answer_figure(runs: Sequence[tuple[str, str, Any]]) -> dict | Non
     return {"data": traces, "layout": layout}
 
 
-def charts_section(coloured: Sequence[tuple[str, str, Any]], figures: dict[str, dict]) -> str:
+def charts_section(coloured: Sequence[tuple[str, str, Any]], figures: dict[str, dict[str, Any]]) -> str:
     """The charts' HTML: a div per chart (its figure added to ``figures`` under the div's id),
     or a "no data" box. ``coloured`` is ``[(label, colour, run)]``; labels are escaped here."""
 
-    def slot(name: str, fig: dict | None, title: str) -> str:
+    def slot(name: str, fig: dict[str, Any] | None, title: str) -> str:
         if fig is None:
             return f'<div class="chart chart-empty"><h3>{title}</h3><p>no data</p></div>'
         div_id = f"chart-{name}"
