@@ -69,9 +69,13 @@ def cli() -> None:
 @click.option("--api-key", "api_keys", multiple=True, help="Accepted key (repeatable). None = accept any.")
 @click.option("--faults", type=JsonType(), default=None, help="Fault model as JSON (see README).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve wss://.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capacity: int | None,
-         gap_slowdown: float | None, api_keys: tuple[str, ...], faults: Any, seed: int) -> None:
-    """Serve the embedded mock proxy at ws://HOST:PORT/v2/chat and print that URL."""
+         gap_slowdown: float | None, api_keys: tuple[str, ...], faults: Any, seed: int,
+         tls_cert: str | None, tls_key: str | None) -> None:
+    """Serve the embedded mock proxy at ws://HOST:PORT/v2/chat (wss:// with --tls-cert)
+    and print that URL."""
     from loadtest.mock import MockConfig, serve_forever
 
     try:
@@ -84,8 +88,19 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
         )
     except BadInput as exc:
         raise click.UsageError(str(exc)) from exc
+    ssl_ctx = None
+    if tls_cert or tls_key:
+        import ssl
+
+        if not tls_cert:
+            raise click.UsageError("--tls-key needs --tls-cert")
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_ctx.load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.BadParameter(f"cannot load the certificate/key: {exc}", param_hint="--tls-cert") from None
     try:
-        _run_loop(serve_forever(config, host, port))
+        _run_loop(serve_forever(config, host, port, ssl_context=ssl_ctx))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

@@ -116,7 +116,10 @@ class Connection:
         except TimeoutError:
             raise ConnectFailed(f"connect timed out after {timeout_s:g} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:
-            raise ConnectFailed(redact(f"TLS certificate verification failed: {exc.certificate_error}", api_key)) from None
+            raise ConnectFailed(redact(
+                f"TLS certificate verification failed: {exc.certificate_error}. Trust the server's CA "
+                "with --ca-file (or target.ca_file); --insecure skips verification (not for real tests)",
+                api_key)) from None
         except aiohttp.ClientSSLError as exc:
             raise ConnectFailed(redact(f"TLS error: {exc.os_error if hasattr(exc, 'os_error') else exc}", api_key)) from None
         except aiohttp.ClientConnectorError as exc:

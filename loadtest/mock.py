@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import json
 import random
+import ssl
 import subprocess
 import sys
 import time
@@ -69,7 +70,8 @@ async def _sleep_until(deadline: float) -> None:
 
 
 class MockServer:
-    """One mock proxy. ``await start()`` returns the ``ws://`` URL; ``await stop()``."""
+    """One mock proxy. ``await start()`` returns the ``ws://`` (or, with TLS, ``wss://``) URL;
+    ``await stop()``."""
 
     def __init__(self, config: MockConfig | None = None) -> None:
         self.config = config or MockConfig()
@@ -94,15 +96,17 @@ class MockServer:
         app.router.add_get("/v2/chat", self._handle)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    ssl_context: ssl.SSLContext | None = None) -> str:
+        """Listen on ``host:port`` (0 = a free port); TLS (``wss://``) when ``ssl_context``."""
         self._t0 = time.perf_counter()
         self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, backlog=4096, reuse_address=True)
+        site = web.TCPSite(self._runner, host, port, backlog=4096, reuse_address=True, ssl_context=ssl_context)
         await site.start()
         # the bound port (port 0 = any free one) is only known from the listening socket
         bound_port = self._runner.addresses[0][1]
-        self.url = f"ws://{host}:{bound_port}/v2/chat"
+        self.url = f"{'wss' if ssl_context else 'ws'}://{host}:{bound_port}/v2/chat"
         return self.url
 
     async def stop(self) -> None:
@@ -238,10 +242,11 @@ def mock_chunk_chars(chunks: int) -> int:
     return sum(_CHUNK_CHARS[i % len(_CHUNK_CHARS)] for i in range(chunks))
 
 
-async def serve_forever(config: MockConfig, host: str, port: int, *, announce: bool = True) -> None:
+async def serve_forever(config: MockConfig, host: str, port: int, *, announce: bool = True,
+                        ssl_context: ssl.SSLContext | None = None) -> None:
     """Serve until cancelled; prints the URL on one line of stdout when ``announce``."""
     server = MockServer(config)
-    url = await server.start(host, port)
+    url = await server.start(host, port, ssl_context=ssl_context)
     if announce:
         print(url, flush=True)
     try:
@@ -272,9 +277,9 @@ class MockProcess:
         line = ""
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline().strip()
-            if line.startswith("ws://") or self.proc.poll() is not None:
+            if line.startswith(("ws://", "wss://")) or self.proc.poll() is not None:
                 break
-        if not line.startswith("ws://"):
+        if not line.startswith(("ws://", "wss://")):
             err = ""
             self._terminate()
             if self.proc.stderr is not None:
