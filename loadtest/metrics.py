@@ -154,6 +154,47 @@ class Recorder:
             v = HIGHEST_US
         self._h.record_value(v)
 
+    def record_ns_many(self, values_ns: Iterable[int]) -> None:
+        """Record integer nanosecond durations, each exactly as ``record_us(ns / 1000)`` would.
+
+        The batch form of the hot path (a request's ITL gaps, recorded at its end): the
+        bucket index is computed inline with HdrHistogram's own formula, about 4x faster
+        than one ``record_value`` call per value. A value that is not an ``int`` goes
+        through :meth:`record_us`.
+        """
+        h = self._h
+        counts = h.counts
+        unit = h.unit_magnitude
+        half_mag = h.sub_bucket_half_count_magnitude
+        # hdrh: bucket = bit_length(v | mask) - unit - (half_mag + 1);
+        # index = ((bucket + 1) << half_mag) + (v >> (bucket + unit)) - half_count
+        base = unit + half_mag + 1
+        mask = h.sub_bucket_mask
+        half = h.sub_bucket_half_count
+        lo, hi, n = h.min_value, h.max_value, 0
+        for ns in values_ns:
+            if type(ns) is not int:
+                self.record_us(ns / 1000)
+                continue
+            v = (ns + 500) // 1000  # round half-up, as record_us does for ns / 1000
+            if v < LOWEST_US:
+                self._below += 1
+                v = LOWEST_US
+            elif v > HIGHEST_US:
+                self._above += 1
+                v = HIGHEST_US
+            b = (v | mask).bit_length() - base
+            counts[((b + 1) << half_mag) + (v >> (b + unit)) - half] += 1
+            if v < lo:
+                lo = v
+            if v > hi:
+                hi = v
+            n += 1
+        if n:
+            h.total_count += n
+            h.min_value = min(h.min_value, lo)
+            h.max_value = max(h.max_value, hi)
+
     # -- counters -------------------------------------------------------------------------
 
     @property
