@@ -11,9 +11,10 @@ hide its stall, because the dispatcher never waits for a response.
 Timer accuracy (aiperf's notes; DESIGN.md): uvloop (libuv) keeps timers in whole milliseconds
 of a clock cached per loop iteration, so a sleep ends anywhere from ~1 ms early to ~1 ms late.
 The dispatcher re-reads ``perf_counter_ns`` after every wake-up and sleeps again for what is
-left; it aims its timer ``_SPIN_NS`` before the deadline and covers the rest with 0-delay
-sleeps (each one loop iteration, so I/O keeps flowing). Measured on the 2-core CI box at 100
-arrivals/s (idle machine): wake-up lateness p50 0.3 ms -> ~0 ms, for ~5 % of a core.
+left (uvloop rounds a sub-millisecond remainder to a 0 or 1 ms timer). Busy-waiting the last
+half millisecond with 0-delay sleeps was tried and dropped: on the 2-core box it took the
+generator from ~30 % to 65-95 % of a core at 1,000 arrivals/s for a p99 gain lost in the noise,
+and it would starve the connections of CPU at the rates that matter (BENCHMARKS.md).
 The work for arrival *n+1* (its ``gen`` frame) is prepared *before* sleeping, so after the
 wake-up only the record and the hand-over remain. A late dispatcher sends what is due at once
 (no skipping: every arrival is offered), yielding to the loop every few sends so the
@@ -48,7 +49,6 @@ __all__ = ["FrameMaker", "SchedulerContext", "arrivals_for", "dispatch", "frame_
 
 _NS = 1_000_000_000
 _SHORT_SLEEP_NS = 50_000_000  # below this, a plain timer; above, also wake on stop
-_SPIN_NS = 500_000  # the last half millisecond is covered by 0-delay sleeps (loop iterations)
 _BURST = 32  # a late dispatcher yields to the loop after this many back-to-back sends
 
 #: (arrival) -> (encoded gen frame, prompt length in chars)
@@ -110,18 +110,21 @@ def _synthetic_prompt(chars: int) -> str:
 
 
 async def _sleep_until(deadline_ns: int, stopping: asyncio.Event) -> bool:
-    """Sleep until ``perf_counter_ns() >= deadline_ns``; False if the run stopped first."""
+    """Sleep until ``perf_counter_ns() >= deadline_ns``; False if the run stopped first.
+
+    A deadline already reached counts as reached even if ``stopping`` is set meanwhile: the
+    runner sets it at the end of the duration, and an arrival due before the end that a busy
+    loop wakes late for must still be offered (and its lateness measured), not lost.
+    """
     while True:
         remaining = deadline_ns - perf_counter_ns()
         if remaining <= 0:
-            return not stopping.is_set()
+            return True
         if stopping.is_set():
             return False
-        if remaining <= _SPIN_NS:
-            await asyncio.sleep(0)
-        elif remaining < _SHORT_SLEEP_NS:
+        if remaining < _SHORT_SLEEP_NS:
             # the common case at any real rate: one timer, re-checked after the wake-up
-            await asyncio.sleep((remaining - _SPIN_NS) / _NS)
+            await asyncio.sleep(remaining / _NS)
         else:
             # a long gap (sparse trace, ramp from 0): also wake at once on a stop
             with contextlib.suppress(TimeoutError):
@@ -148,7 +151,9 @@ async def dispatch(
             if not await _sleep_until(deadline, stopping):
                 return False
         else:
-            if stopping.is_set():
+            # late: send at once. The runner sets ``stopping`` at the end of the duration too;
+            # only a stop before the end (signal, cap) cancels arrivals that were due in time
+            if stopping.is_set() and perf_counter_ns() < end_ns:
                 return False
             late_run += 1
             if late_run >= _BURST:
