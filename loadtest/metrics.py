@@ -89,6 +89,17 @@ def _new_hist() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
 
 
+def _free(h: HdrHistogram) -> None:
+    """Free ``h`` now rather than at the next full GC.
+
+    hdrh's histogram and its encoder (which owns the counts, ~190 KB at our range) refer to
+    each other, so a dropped histogram is garbage only the cyclic GC finds. Left to it, the
+    per-second resets of a long run pile up tens of MB between collections and the process
+    RSS ratchets up (benchmarks/bench_soak.py). Breaking the cycle frees it by refcount.
+    """
+    h.encoder = None
+
+
 def _ms(value_us: float) -> float:
     return round(value_us / 1000.0, 3)
 
@@ -239,8 +250,15 @@ class Recorder:
 
     def reset(self) -> None:
         """Forget every value and counter."""
+        _free(self._h)
         self._h = _new_hist()  # faster than hdrh's reset(), which loops in Python
         self._below = self._above = self._invalid = 0
+
+    def __del__(self) -> None:
+        # see _free (inlined: no module globals are needed at interpreter shutdown)
+        h = getattr(self, "_h", None)
+        if h is not None:
+            h.encoder = None
 
     def copy(self) -> Recorder:
         """An independent recorder with the same content."""
@@ -364,6 +382,7 @@ class Recorder:
         rec = cls()
         if decoded.get_total_count():
             rec._h.add(decoded)  # into a fresh, non-decoded histogram: same layout, exact
+        _free(decoded)
         return rec
 
     def to_dict(self) -> RecorderData:

@@ -33,3 +33,26 @@ def test_old_rows_keep_their_percentiles_but_not_their_histograms() -> None:
     assert c.timeseries() == before
     assert before[3]["ttft_p50_ms"] is not None and 13.0 <= before[3]["ttft_p50_ms"] <= 13.5
     assert before[3]["loop_lag_p99_ms"] is not None
+
+
+def test_dropped_histograms_are_freed_without_the_cyclic_gc() -> None:
+    """hdrh's histogram and its encoder form a cycle; Recorder breaks it when it lets go."""
+    import gc
+    import weakref
+
+    from loadtest.metrics import Recorder
+
+    gc.disable()
+    try:
+        r = Recorder()
+        r.record_us(5)
+        first = weakref.ref(r._h)
+        r.reset()
+        assert first() is None  # freed at once, not at the next full collection
+        second = weakref.ref(r._h)
+        del r
+        assert second() is None
+        decoded = Recorder.decode(Recorder().encode())
+        assert decoded.count == 0
+    finally:
+        gc.enable()
