@@ -242,9 +242,20 @@ def mock_chunk_chars(chunks: int) -> int:
     return sum(_CHUNK_CHARS[i % len(_CHUNK_CHARS)] for i in range(chunks))
 
 
+def _raise_nofile() -> None:
+    """One fd per connection: lift the soft RLIMIT_NOFILE (often 1024) to the hard limit."""
+    with contextlib.suppress(ImportError, ValueError, OSError):
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve_forever(config: MockConfig, host: str, port: int, *, announce: bool = True,
                         ssl_context: ssl.SSLContext | None = None) -> None:
     """Serve until cancelled; prints the URL on one line of stdout when ``announce``."""
+    _raise_nofile()
     server = MockServer(config)
     url = await server.start(host, port, ssl_context=ssl_context)
     if announce:
