@@ -28,7 +28,7 @@ from loadtest.errors import AuthFailed, ConnectionFailure, TargetUnreachable, re
 from loadtest.mock import MockProcess, model_args
 from loadtest.pool import Pool
 from loadtest.retry import backoff
-from loadtest.scheduler import arrivals_for, frame_maker, run_open
+from loadtest.scheduler import OpenLoop, arrivals_for, frame_maker
 from loadtest.selfwatch import SelfWatch, saturation_reasons
 from loadtest.session import GenFactory, RunContext, run_user
 
@@ -147,6 +147,7 @@ async def _run(
 
     watch = SelfWatch(collector.on_loop_lag)
     pool: Pool | None = None
+    open_loop: OpenLoop | None = None
     try:
         if load.mode == "open":  # schedule and trace checked before any connection opens
             arrivals = arrivals_for(load)
@@ -156,6 +157,7 @@ async def _run(
         if load.mode == "open":  # the initial connections open before the measured clock starts
             pool = Pool(ctx, max_connections=load.max_connections, max_queue=load.max_queue, seed=load.seed)
             await pool.start(load.connections or 1)
+            open_loop = OpenLoop(ctx, pool, arrivals, make_frame)
         # the probe must not eat into the measured time: restart the clock here
         t0 = perf_counter_ns()
         collector.t0_ns = t0
@@ -166,8 +168,8 @@ async def _run(
 
         async with asyncio.TaskGroup() as tg:
             watch_task = tg.create_task(watch.run())
-            if pool is not None:
-                workers = [tg.create_task(run_open(ctx, pool, tg, arrivals, make_frame, t0_ns=t0))]
+            if open_loop is not None:
+                workers = [tg.create_task(open_loop.run(tg, t0_ns=t0))]
             else:
                 workers = _start_closed(tg, ctx, sc, profile)
             ticker = tg.create_task(_ticker(ctx, duration_s, progress, workers, tg, sc, profile))
@@ -204,8 +206,9 @@ async def _run(
     if collector.offered:
         # open loop: rates over the scheduled window, not the grace period that drains it
         window_s = measure_s
-        if pool is not None:
-            window_s = max(1e-9, min(total_s, duration_s) - float(load.warmup_s))
+        if open_loop is not None:
+            end_s = (open_loop.dispatch_end_ns - t0) / _NS if open_loop.dispatch_end_ns else total_s
+            window_s = max(1e-9, min(end_s, duration_s) - float(load.warmup_s))
         offered = collector.offered / window_s
         achieved = collector.achieved / window_s
     return RunResult(

@@ -45,7 +45,7 @@ from loadtest.collector import Collector, RequestRecord
 from loadtest.errors import BadInput
 from loadtest.pool import Pool
 
-__all__ = ["FrameMaker", "SchedulerContext", "arrivals_for", "dispatch", "frame_maker", "run_open"]
+__all__ = ["FrameMaker", "OpenLoop", "SchedulerContext", "arrivals_for", "dispatch", "frame_maker"]
 
 _NS = 1_000_000_000
 _SHORT_SLEEP_NS = 50_000_000  # below this, a plain timer; above, also wake on stop
@@ -61,6 +61,8 @@ class SchedulerContext(Protocol):
     collector: Collector
     stopping: asyncio.Event
     end_ns: int
+    max_requests: int | None
+    requests_issued: int
 
     def take_request(self) -> int | None: ...
 
@@ -134,60 +136,77 @@ async def _sleep_until(deadline_ns: int, stopping: asyncio.Event) -> bool:
 
 async def dispatch(
     ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival], make_frame: FrameMaker, *, t0_ns: int
-) -> bool:
-    """Offer every arrival at ``t0_ns + offset``; True if the schedule (or the cap) ended, False if stopped."""
+) -> str:
+    """Offer every arrival at ``t0_ns + offset``.
+
+    Returns why it ended: ``"end"`` (the schedule, or the duration), ``"cap"`` (the
+    ``requests`` cap) or ``"stopped"`` (the run was stopped early).
+    """
     c = ctx.collector
     stopping = ctx.stopping
     end_ns = ctx.end_ns
     submit = pool.submit
     late_run = 0
+    cap = ctx.max_requests
     for a in arrivals:
         deadline = t0_ns + round(a.offset_s * _NS)
         if deadline >= end_ns:
-            return True
+            return "end"  # what is queued is still served
+        if cap is not None and ctx.requests_issued >= cap:
+            stopping.set()  # as a closed-loop run does: the runner moves on to the grace period
+            return "cap"
         frame, plen = make_frame(a)  # prepared before the sleep: off the timed path
         if deadline > perf_counter_ns():
             late_run = 0
             if not await _sleep_until(deadline, stopping):
-                return False
+                return "stopped"
         else:
             # late: send at once. The runner sets ``stopping`` at the end of the duration too;
             # only a stop before the end (signal, cap) cancels arrivals that were due in time
             if stopping.is_set() and perf_counter_ns() < end_ns:
-                return False
+                return "stopped"
             late_run += 1
             if late_run >= _BURST:
                 late_run = 0
                 await asyncio.sleep(0)
         rid = ctx.take_request()
         if rid is None:
-            return True
+            return "cap"
         rec = RequestRecord(request_id=rid, user=-1, phase=c.phase_of(deadline), t_intended=deadline,
                             scheduled=True, prompt_chars=plen)
         c.on_offered(deadline)
         submit(rec, frame)
-    return True
+    return "end"
 
 
-async def run_open(
-    ctx: SchedulerContext,
-    pool: Pool,
-    tg: asyncio.TaskGroup,
-    arrivals: Iterable[Arrival],
-    make_frame: FrameMaker,
-    *,
-    t0_ns: int,
-) -> None:
-    """The open-loop run: dispatch, then serve what is queued and in flight, then close the pool.
+class OpenLoop:
+    """One open-loop run: dispatch, then serve what is queued and in flight, then close the pool.
 
-    Returns once everything is reported; if cancelled (the runner's grace period ran out, or
-    a second signal), the pool is still closed and every unfinished request reported.
+    ``dispatch_end_ns`` ends the window that the offered and achieved rates cover: the end
+    of the duration, or the moment the request cap or a stop ended the schedule early.
     """
-    pool.attach(tg)
-    try:
-        completed = await dispatch(ctx, pool, arrivals, make_frame, t0_ns=t0_ns)
-        if not completed:
-            pool.cancel_queued()
-        await pool.drain()
-    finally:
-        await pool.close()
+
+    def __init__(self, ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival],
+                 make_frame: FrameMaker) -> None:
+        self.ctx, self.pool, self.arrivals, self.make_frame = ctx, pool, arrivals, make_frame
+        self.dispatch_end_ns = 0
+
+    async def run(self, tg: asyncio.TaskGroup, *, t0_ns: int) -> None:
+        """Returns once every arrival is reported; if cancelled (the runner's grace period ran
+        out, or a second signal), the pool is still closed and every unfinished request reported.
+        """
+        pool = self.pool
+        pool.attach(tg)
+        try:
+            self.dispatch_end_ns = self.ctx.end_ns
+            why = "stopped"  # if dispatch raises or is cancelled
+            try:
+                why = await dispatch(self.ctx, pool, self.arrivals, self.make_frame, t0_ns=t0_ns)
+            finally:
+                if why != "end":
+                    self.dispatch_end_ns = min(self.ctx.end_ns, perf_counter_ns())
+            if why == "stopped":
+                pool.cancel_queued()
+            await pool.drain()
+        finally:
+            await pool.close()
