@@ -25,7 +25,10 @@ from loadtest.errors import ConnectionFailure
 from loadtest.protocol import GenRequest, encode_gen
 from loadtest.retry import backoff
 
-__all__ = ["GenFactory", "RunContext", "run_user"]
+__all__ = ["CONNECT_CONCURRENCY", "GenFactory", "RunContext", "run_user"]
+
+#: handshakes in flight at once (see RunContext.open_connection)
+CONNECT_CONCURRENCY = 256
 
 
 class GenFactory:
@@ -73,6 +76,7 @@ class RunContext:
     max_requests: int | None = None
     seed: int = 1
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    connect_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONNECT_CONCURRENCY))
     active_sessions: int = 0
     in_flight: int = 0
     requests_issued: int = 0
@@ -106,10 +110,15 @@ class RunContext:
 
     async def open_connection(self) -> Connection:
         timings = ConnectTimings()
-        conn = await Connection.open(
-            self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
-            model=self.model, timeout_s=self.connect_s, timings=timings,
-        )
+        # At most CONNECT_CONCURRENCY handshakes at once: 10,000 users connecting in the
+        # same instant overflow the server's accept queue (each overflow costs a 1-15 s SYN
+        # retry) and starve every handshake of loop time. The wait for a slot is the
+        # generator's, so `connect` is timed from when the handshake starts.
+        async with self.connect_slots:
+            conn = await Connection.open(
+                self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
+                model=self.model, timeout_s=self.connect_s, timings=timings,
+            )
         self.collector.on_setup(connect_ns=timings.connect_ns, auth_ns=timings.auth_ns,
                                 set_model_ns=timings.set_model_ns, at_ns=perf_counter_ns())
         return conn
