@@ -4,13 +4,16 @@ to exit codes (DESIGN.md). No logic lives here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
-from loadtest.errors import EXIT_BAD_INPUT, BadInput, LoadtestError
+from loadtest.errors import EXIT_BAD_INPUT, BadInput, LoadtestError, TargetUnreachable
 from loadtest.faults import parse_faults
 from loadtest.mockmodel import Dist, MockModel, parse_dist
 
@@ -107,6 +110,16 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
 
 
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _load(path: str, overrides: Any = None) -> Any:
     import os
 
@@ -175,18 +188,24 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
         with LiveProgress(quiet=quiet) as live:
             result = run_scenario(sc, api_key=key, ssl_context=ssl_ctx, insecure=insecure_used,
                                   progress=live, request_sink=sink)
-    except BaseException:
-        sink.finish()
+    except TargetUnreachable:
+        sink.discard()  # nothing was measured: leave no empty run directory behind
         raise
-    summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
-                            fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=key)
-    if not no_html:
-        try:
-            from loadtest.report import build_report
+    except BaseException:
+        sink.finish()  # a bug or a hard stop: keep every request recorded so far
+        raise
+    # Signals are ignored while the run directory is written (well under a second): a
+    # second Ctrl-C here would otherwise leave a run without its summary.json.
+    with _signals_ignored():
+        summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
+                                fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=key)
+        if not no_html:
+            try:
+                from loadtest.report import build_report
 
-            build_report([run_dir])
-        except LoadtestError as exc:
-            click.secho(f"warning: report.html not written: {exc}", fg="yellow", err=True)
+                build_report([run_dir])
+            except LoadtestError as exc:
+                click.secho(f"warning: report.html not written: {exc}", fg="yellow", err=True)
     print_summary(summary, str(run_dir), quiet=quiet)
     if result.interrupted:
         return EXIT_INTERRUPTED

@@ -21,11 +21,15 @@ from loadtest.errors import RemoteProtocolError
 
 __all__ = [
     "AuthComplete",
+    "ClientEvent",
     "ConvMessage",
     "ErrorEvent",
+    "GenRequest",
     "Message",
+    "Ping",
     "Pong",
     "ServerEvent",
+    "SetModel",
     "SetModelComplete",
     "UnknownEvent",
     "decode_client_frame",
@@ -33,12 +37,8 @@ __all__ = [
     "decode_stream_frame",
     "encode_gen",
     "encode_ping",
-    "encode_set_model",
-    "GenRequest",
-    "Ping",
-    "SetModel",
-    "ClientEvent",
     "encode_server_event",
+    "encode_set_model",
 ]
 
 

@@ -81,6 +81,8 @@ class RequestCsv:
     """Streams one row per request into ``requests.csv.partial``; ``finish()`` renames it."""
 
     def __init__(self, run_dir: Path, *, secret: str | None = None) -> None:
+        self._created_dir = not run_dir.exists()
+        self._dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "requests.csv"
         self._partial = run_dir / "requests.csv.partial"
@@ -104,6 +106,15 @@ class RequestCsv:
             redact(r.error_message, self._secret), r.conversation_id, r.message_id, r.prompt_chars,
         ))
         self.rows += 1
+
+    def discard(self) -> None:
+        """Nothing was measured: remove the partial file (and the directory, if we made it)."""
+        if not self._f.closed:
+            self._f.close()
+        self._partial.unlink(missing_ok=True)
+        if self._created_dir:
+            with contextlib.suppress(OSError):
+                self._dir.rmdir()  # only if empty
 
     def finish(self) -> None:
         if not self._f.closed:

@@ -83,17 +83,17 @@ def _shown(ctx: RunContext) -> str:
 
 
 async def _probe(ctx: RunContext) -> None:
-    """Open one connection with bounded retries; TargetUnreachable if none succeeds."""
+    """Open one connection with bounded retries; TargetUnreachable if none succeeds.
+
+    An auth failure is retried too: a proxy that refuses some handshakes (overload,
+    a flaky auth backend) must not end the run on one unlucky draw; a key that is
+    really wrong fails every attempt and ends it with the auth message.
+    """
     delays = backoff(base_s=0.25, cap_s=2.0)
     last: ConnectionFailure | None = None
     for attempt in range(_PROBE_ATTEMPTS):
         try:
             conn = await ctx.open_connection()
-        except AuthFailed as exc:
-            raise TargetUnreachable(
-                f"{_shown(ctx)} refused the API key: {exc}. Check the key "
-                "(--api-key, or the variable named by target.api_key_env)."
-            ) from None
         except ConnectionFailure as exc:
             last = exc
             if attempt + 1 < _PROBE_ATTEMPTS:
@@ -101,6 +101,11 @@ async def _probe(ctx: RunContext) -> None:
             continue
         await conn.close()
         return
+    if isinstance(last, AuthFailed):
+        raise TargetUnreachable(
+            f"{_shown(ctx)} refused the API key ({_PROBE_ATTEMPTS} attempts): {last}. Check the key "
+            "(--api-key, or the variable named by target.api_key_env)."
+        )
     raise TargetUnreachable(
         f"cannot reach {_shown(ctx)} after {_PROBE_ATTEMPTS} attempts: {last}"
     )

@@ -75,3 +75,4 @@ def test_unreachable_target_exits_3_quickly(write_scenario: Callable[..., Path])
     assert "cannot reach ws://127.0.0.1:9/v2/chat" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "k-SECRET-123" not in proc.stderr + proc.stdout
+    assert not (path.parent / "out").exists()  # nothing measured: no empty run directory left behind
