@@ -11,10 +11,12 @@ hide its stall, because the dispatcher never waits for a response.
 Timer accuracy (aiperf's notes; DESIGN.md): uvloop (libuv) keeps timers in whole milliseconds
 of a clock cached per loop iteration, so a sleep ends anywhere from ~1 ms early to ~1 ms late.
 The dispatcher re-reads ``perf_counter_ns`` after every wake-up and sleeps again for what is
-left (uvloop rounds a sub-millisecond remainder to a 0 or 1 ms timer). Busy-waiting the last
-half millisecond with 0-delay sleeps was tried and dropped: on the 2-core box it took the
-generator from ~30 % to 65-95 % of a core at 1,000 arrivals/s for a p99 gain lost in the noise,
-and it would starve the connections of CPU at the rates that matter (BENCHMARKS.md).
+left. uvloop rounds a remainder under 0.5 ms to a 0 ms timer (one loop iteration), so the last
+half millisecond is spent polling the loop, which keeps reading the connections meanwhile.
+Measured on the 2-core box (BENCHMARKS.md): at 300 arrivals/s that polling costs nothing
+visible (~12 % of a core either way); at 2,000/s it keeps the generator's core busy (~100 %
+against ~35 % with a 1 ms timer floor) and buys a schedule-lag p99 of ~0.1 ms instead of
+~2.1 ms. Timing comes first, so the polling stays; the CPU figure then overstates the load.
 The work for arrival *n+1* (its ``gen`` frame) is prepared *before* sleeping, so after the
 wake-up only the record and the hand-over remain. A late dispatcher sends what is due at once
 (no skipping: every arrival is offered), yielding to the loop every few sends so the
