@@ -208,7 +208,11 @@ async def _run(
     lag = collector.metrics.totals["loop_lag"].summary_ms()
     cpu = [p for at, p in watch.cpu_samples if collector.phase_of(at) == "measure"]
     lag_p99 = lag["p99"]
-    reasons = saturation_reasons(float(lag_p99) if lag_p99 is not None else None, cpu)
+    sched_p99 = collector.metrics.totals["schedule_lag"].summary_ms()["p99"]
+    reasons = saturation_reasons(
+        float(lag_p99) if lag_p99 is not None else None, cpu,
+        schedule_lag_p99_ms=float(sched_p99) if sched_p99 is not None else None,
+    )
     offered = achieved = None
     if collector.offered:
         # open loop: rates over the scheduled window, not the grace period that drains it

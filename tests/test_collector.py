@@ -102,5 +102,8 @@ def test_slo_verdicts() -> None:
 def test_saturation_rules() -> None:
     assert saturation_reasons(2.0, [40.0, 50.0, 60.0]) == []
     assert "lag" in saturation_reasons(12.5, [])[0]
-    assert "CPU" in saturation_reasons(None, [95.0, 96.0, 20.0])[0]
-    assert saturation_reasons(None, [95.0, 20.0, 20.0]) == []  # a spike is not "stays above"
+    assert "CPU" in saturation_reasons(3.0, [95.0, 96.0, 20.0])[0]
+    assert "CPU" in saturation_reasons(0.2, [95.0, 96.0], schedule_lag_p99_ms=4.0)[0]
+    # busy but never late (open-loop timer polling): not saturated
+    assert saturation_reasons(0.2, [99.0, 99.0, 98.0], schedule_lag_p99_ms=0.1) == []
+    assert saturation_reasons(3.0, [95.0, 20.0, 20.0]) == []  # a spike is not "stays above"
