@@ -253,16 +253,20 @@ async def _ticker(
     peak = max(1, round(profile.peak)) if profile is not None else 0
     running: dict[int, asyncio.Task[None]] = {}
     next_tick = c.t0_ns + _NS
-    freeze_at = c.t0_ns + max(c.warmup_ns, 2 * _NS)
+    frozen_at = 0  # connections opened when the heap was last frozen
     while True:
         now = perf_counter_ns()
-        if freeze_at and now >= freeze_at:
+        opened = ctx.connections_opened
+        if opened >= 100 and opened >= frozen_at * 5 // 4:
             # Why: with thousands of sessions, every full (gen-2) collection walks all their
             # long-lived objects and stops the loop for up to ~1 s (bench_scale saw 13 such
-            # pauses while opening 10,000 sessions). Freezing what exists after the ramp-up
-            # takes it out of future collections; unfrozen again when the run ends.
+            # pauses while opening 10,000 sessions). Each time the number of connections has
+            # grown by a quarter, what exists is moved out of future collections (gc.freeze).
+            # Geometric steps: a run that opens N connections (reconnects included) freezes
+            # about log1.25(N/100) times, so cyclic garbage held back is bounded.
+            # Unfrozen when the run ends.
             gc.freeze()
-            freeze_at = 0
+            frozen_at = opened
         if profile is not None and ctx.running():
             want = round(profile.value_at((now - c.t0_ns) / _NS))
             for uid in range(want):

@@ -78,6 +78,7 @@ class RunContext:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     connect_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONNECT_CONCURRENCY))
     active_sessions: int = 0
+    connections_opened: int = 0
     in_flight: int = 0
     requests_issued: int = 0
     target_users: Callable[[], int] | None = None
@@ -119,6 +120,7 @@ class RunContext:
                 self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
                 model=self.model, timeout_s=self.connect_s, timings=timings,
             )
+        self.connections_opened += 1
         self.collector.on_setup(connect_ns=timings.connect_ns, auth_ns=timings.auth_ns,
                                 set_model_ns=timings.set_model_ns, at_ns=perf_counter_ns())
         return conn

@@ -211,7 +211,8 @@ def test_stall_shows_in_corrected_latency_only(write_scenario: Callable[..., Pat
     assert all(int(r["offered"]) == 100 for r in stall)
     assert min(int(r["achieved"]) for r in stall) < 60
     assert max(int(r["achieved"]) for r in stall) > 120
-    assert max(float(r["ttft_p99_ms"]) for r in stall) >= 500
+    # a second in which nothing completed (the heart of the stall) has no TTFT: ""
+    assert max(float(r["ttft_p99_ms"]) for r in stall if r["ttft_p99_ms"]) >= 500
     calm = [float(r["ttft_p99_ms"]) for r in ts if int(r["t_s"]) in (1, 2, 8, 9)]
     assert max(calm) < 100, calm
     # per request: corrected - uncorrected == t_send - t_intended
