@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.collector import RequestRecord
-from loadtest.errors import ERROR_CATEGORIES, BadInput, redact
+from loadtest.errors import ERROR_CATEGORIES, redact
 from loadtest.hlog import write_hlog
 from loadtest.runner import RunResult
 from loadtest.slo import error_rate, evaluate
@@ -30,7 +30,6 @@ __all__ = [
     "RequestCsv",
     "build_summary",
     "default_run_dir",
-    "read_summary",
     "write_atomic",
     "write_run_dir",
 ]
@@ -214,16 +213,3 @@ def write_run_dir(
 
 def _epoch(iso: str) -> float:
     return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / "summary.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"{path}: not found (is {run_dir} a run directory?)") from None
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{path}: cannot read: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadInput(f"{path}: not a summary object")
-    return data

@@ -22,25 +22,12 @@ import yaml
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
+from loadtest.errors import ERROR_CATEGORIES
+from loadtest.metrics import METRICS
+
 __all__ = ["METRICS", "RunFacts", "make_run_dir"]
 
-#: Latency metric names of the contract, in its order.
-METRICS = (
-    "ttft",
-    "ttft_uncorrected",
-    "itl",
-    "tpot",
-    "e2e",
-    "e2e_uncorrected",
-    "connect",
-    "auth",
-    "set_model",
-    "ping_rtt",
-    "queue",
-    "schedule_lag",
-    "loop_lag",
-)
-_CATEGORIES = ("auth", "connect", "disconnect", "server_error", "timeout", "protocol")
+_CATEGORIES = ERROR_CATEGORIES
 _HIGHEST_US = 3600 * 1_000_000
 _STARTED_EPOCH = 1795824000.0  # 2026-11-28T00:00:00Z
 
