@@ -69,13 +69,15 @@ def cli() -> None:
 @click.option("--capacity", type=click.IntRange(min=1), default=None, help="Streams generating at once (others queue).")
 @click.option("--gap-slowdown", type=click.FloatRange(min=0), default=None,
               help="Gap slowdown per extra active stream (default 0.005 with --capacity, else 0).")
+@click.option("--prefill-ms-per-kchar", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Extra TTFT per 1,000 prompt characters (prefill).")
 @click.option("--api-key", "api_keys", multiple=True, help="Accepted key (repeatable). None = accept any.")
 @click.option("--faults", type=JsonType(), default=None, help="Fault model as JSON (see README).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve wss://.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capacity: int | None,
-         gap_slowdown: float | None, api_keys: tuple[str, ...], faults: Any, seed: int,
+         gap_slowdown: float | None, prefill_ms_per_kchar: float, api_keys: tuple[str, ...], faults: Any, seed: int,
          tls_cert: str | None, tls_key: str | None) -> None:
     """Serve the embedded mock proxy at ws://HOST:PORT/v2/chat (wss:// with --tls-cert)
     and print that URL."""
@@ -84,7 +86,7 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
     try:
         config = MockConfig(
             model=MockModel(ttft_ms=ttft_ms, gap_ms=gap_ms, chunks=chunks, capacity=capacity,
-                            gap_slowdown=gap_slowdown),
+                            gap_slowdown=gap_slowdown, prefill_ms_per_kchar=prefill_ms_per_kchar),
             faults=parse_faults(faults),
             api_keys=frozenset(api_keys),
             seed=seed,

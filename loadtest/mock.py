@@ -174,7 +174,7 @@ class MockServer:
     async def _stream(self, ws: web.WebSocketResponse, request: web.Request, gen: GenRequest) -> None:
         self.streams_started += 1
         n = next(self._ids)
-        ttft_ms, chunks, gap_ms = self.config.model.plan(self._rng)
+        ttft_ms, chunks, gap_ms = self.config.model.plan(self._rng, len(gen.prompt))
         fault = self._faults.stream_fault(chunks)
         try:
             if fault.kind == "error_instead":
@@ -330,6 +330,8 @@ def model_args(model: MockModel, *, seed: int = 0, api_keys: Iterable[str] = (),
         args += ["--capacity", str(model.capacity)]
     if model.gap_slowdown is not None:
         args += ["--gap-slowdown", str(model.gap_slowdown)]
+    if model.prefill_ms_per_kchar:
+        args += ["--prefill-ms-per-kchar", str(model.prefill_ms_per_kchar)]
     for key in api_keys:
         args += ["--api-key", key]
     if faults:

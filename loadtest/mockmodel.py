@@ -3,7 +3,8 @@
 A stream's life in the mock (``mock.py`` only executes this plan):
 
 1. It waits for one of ``capacity`` generation slots (FIFO). Unlimited if ``None``.
-2. ``ttft`` after taking the slot, the first chunk is sent.
+2. ``ttft + prefill_ms_per_kchar * prompt_chars / 1000`` after taking the slot, the first
+   chunk is sent (prefill: a longer prompt takes longer to read before the first token).
 3. Each later chunk follows after ``gap * (1 + gap_slowdown * (active - 1))``, where
    ``active`` is the number of streams holding a slot at that moment. This is the
    continuous-batching effect: every extra stream in the batch slows each step a little.
@@ -127,6 +128,8 @@ class MockModel:
     #: fractional slowdown of every chunk gap per extra active stream; None = 0.005 when
     #: a capacity is set (batching), else 0 (an idealised server).
     gap_slowdown: float | None = None
+    #: extra TTFT per 1,000 prompt characters (prefill); 0 = prompt length does not matter
+    prefill_ms_per_kchar: float = 0.0
 
     @property
     def slowdown(self) -> float:
@@ -138,9 +141,9 @@ class MockModel:
         """Multiplier of the base gap when ``active`` streams hold slots."""
         return 1.0 + self.slowdown * max(0, active - 1)
 
-    def plan(self, rng: random.Random) -> tuple[float, int, float]:
+    def plan(self, rng: random.Random, prompt_chars: int = 0) -> tuple[float, int, float]:
         """Draw one stream's (ttft_ms, chunks, base_gap_ms). ``chunks`` >= 1."""
-        ttft = self.ttft_ms.sample(rng)
+        ttft = self.ttft_ms.sample(rng) + self.prefill_ms_per_kchar * prompt_chars / 1000
         n = max(1, round(self.chunks.sample(rng)))
         gap = self.gap_ms.sample(rng)
         return ttft, n, gap

@@ -286,6 +286,7 @@ class MockConfig(_Model):
     chunks: DistField = Dist(a=20.0)
     capacity: StrictInt | None = Field(None, ge=1)
     gap_slowdown: StrictFloat | None = Field(None, ge=0)
+    prefill_ms_per_kchar: StrictFloat = Field(0.0, ge=0)
     faults: FaultsField = FaultModel()
     #: None: the run's ``load.seed`` (see :attr:`Scenario.mock_seed`)
     seed: StrictInt | None = None
@@ -298,6 +299,7 @@ class MockConfig(_Model):
             chunks=self.chunks,
             capacity=self.capacity,
             gap_slowdown=self.gap_slowdown,
+            prefill_ms_per_kchar=self.prefill_ms_per_kchar,
         )
 
 
