@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from loadtest.errors import EXIT_BAD_INPUT, BadInput, LoadtestError, TargetUnreachable
+from loadtest.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_BUG,
+    EXIT_INTERRUPTED,
+    BadInput,
+    LoadtestError,
+    TargetUnreachable,
+)
 from loadtest.faults import parse_faults
 from loadtest.mockmodel import Dist, MockModel, parse_dist
 
@@ -45,6 +52,26 @@ class JsonType(click.ParamType):  # type: ignore[type-arg]
             return json.loads(value)
         except ValueError as exc:
             self.fail(f"not valid JSON: {exc}", param, ctx)
+
+
+class FractionType(click.ParamType):  # type: ignore[type-arg]
+    """``10%`` or ``0.1``; a bare number must be below 1 (``10`` is ambiguous: write ``10%``)."""
+
+    name = "fraction|percent"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        try:
+            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a fraction (0.1) or a percentage (10%)", param, ctx)
+        if not (number >= 0 and number != float("inf")):
+            self.fail(f"{value!r} must be >= 0 and finite", param, ctx)
+        if not text.endswith("%") and number >= 1:
+            self.fail(f"{value!r} is ambiguous: write a percentage ({text}%) or a fraction below 1", param, ctx)
+        return number
 
 
 def _run_loop(coro: Any) -> Any:
@@ -165,7 +192,7 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
     from pathlib import Path
 
     from loadtest.console import LiveProgress, print_summary
-    from loadtest.errors import EXIT_INTERRUPTED, EXIT_SLO_FAILED
+    from loadtest.errors import EXIT_SLO_FAILED
     from loadtest.results import RequestCsv, default_run_dir, write_run_dir
     from loadtest.runner import run_scenario
     from loadtest.scenario import Overrides, dump_scenario, fingerprint, parse_duration, resolve_api_key
@@ -230,19 +257,83 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> int:
     return 0
 
 
+@cli.command()
+@click.argument("baseline_dir", type=click.Path(file_okay=False))
+@click.argument("candidate_dir", type=click.Path(file_okay=False))
+@click.option("--metric", "metrics", multiple=True,
+              help="Judge only this (repeatable): ttft, itl, e2e, tpot or another latency metric "
+                   "(p50/p90/p99), ttft.p95 (one percentile), error_rate, throughput.")
+@click.option("--max-increase", type=FractionType(), default="10%", show_default=True,
+              help="Latency: relative increase that counts as a regression.")
+@click.option("--min-abs-ms", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Latency: and absolute increase (ms) that counts.")
+@click.option("--max-error-increase", type=FractionType(), default="0.005", show_default=True,
+              help="Error rate: absolute increase that counts (0.005 = 0.5 points).")
+@click.option("--max-throughput-decrease", type=FractionType(), default="10%", show_default=True,
+              help="Throughput (requests/s): relative decrease that counts.")
+@click.option("--resamples", type=click.IntRange(min=0), default=500, show_default=True,
+              help="Bootstrap resamples of the per-second histograms (0: thresholds only).")
+@click.option("--confidence", type=click.FloatRange(0.5, 1, max_open=True), default=0.95, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+@click.option("--allow-different-workload", is_flag=True, help="Compare runs whose scenario fingerprints differ.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the verdict as JSON here.")
+def compare(baseline_dir: str, candidate_dir: str, metrics: tuple[str, ...], max_increase: float,
+            min_abs_ms: float, max_error_increase: float, max_throughput_decrease: float, resamples: int,
+            confidence: float, seed: int, allow_different_workload: bool, json_out: str | None) -> int:
+    """Judge the run in CANDIDATE_DIR against BASELINE_DIR. Exit 0 no regression,
+    1 a regression, 2 bad input (e.g. runs of different scenarios)."""
+    from pathlib import Path
+
+    from loadtest.compare import Thresholds, judge, load_run, parse_checks, render_table, write_json
+
+    checks = parse_checks(metrics)
+    latency = [m for m, stat in checks if stat]
+    baseline, candidate = load_run(Path(baseline_dir), latency), load_run(Path(candidate_dir), latency)
+    thresholds = Thresholds(max_increase=max_increase, min_abs_ms=min_abs_ms, max_error_increase=max_error_increase,
+                            max_throughput_decrease=max_throughput_decrease, resamples=resamples,
+                            confidence=confidence, seed=seed)
+    verdict = judge(baseline, candidate, thresholds, checks=checks, allow_different_workload=allow_different_workload)
+    if json_out:
+        write_json(Path(json_out), verdict, baseline, candidate)
+    click.echo(render_table(verdict, baseline, candidate), nl=False)
+    return 1 if verdict.regression else 0
+
+
 def main() -> None:
     """Console entry point: never lets a traceback reach the user for a known error."""
     try:
         rv = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(4)
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(EXIT_BAD_INPUT)
     except LoadtestError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        # outside a run (a run handles its own signals and writes what it measured)
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
         raise
+    except BaseExceptionGroup as group:
+        known = [e for e in group.exceptions if isinstance(e, LoadtestError)]
+        if known and len(known) == len(group.exceptions):
+            click.echo(f"error: {known[0]}", err=True)
+            sys.exit(known[0].exit_code)
+        _internal_error(group)
+    except Exception as exc:
+        _internal_error(exc)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _internal_error(exc: BaseException) -> None:
+    """A bug: say so plainly, keep the traceback for the report, exit 70 (never 0-4)."""
+    import traceback
+
+    click.echo("loadtest: internal error (a bug, not your input). Please report it with this "
+               "traceback; files of the run directory written so far are kept.", err=True)
+    traceback.print_exception(exc, file=sys.stderr)
+    sys.exit(EXIT_BUG)
