@@ -220,6 +220,11 @@ def _warnings(run: _Run, prefix: str = "") -> list[str]:
     if isinstance(dropped, int) and dropped > 0:
         out.append(("dropped", f"<b>{dropped:,} requests were dropped</b>: they were scheduled but never "
                     "sent, so the target saw less load than the scenario asked for."))  # fmt: skip
+    cancelled = _get(s, "requests", "cancelled")
+    if isinstance(cancelled, int) and cancelled > 0:
+        out.append(("cancelled", f"<b>{cancelled:,} requests were cancelled</b>: still queued or streaming "
+                    "when the run ended (after the grace period); counted neither as successes nor as "
+                    "failures."))  # fmt: skip
     if s.get("interrupted"):
         out.append(("interrupted", "<b>The run was interrupted</b> before its planned end; the figures "
                     "cover only the part that ran."))  # fmt: skip
@@ -260,7 +265,8 @@ def _headline(run: _Run) -> str:
     tiles = "".join([
         _tile("Requests started", _num(req.get("started")),
               f"{_num(req.get('completed'))} ok · {_num(req.get('failed'))} failed · "
-              f"{_num(req.get('dropped'))} dropped"),
+              f"{_num(req.get('dropped'))} dropped"
+              + (f" · {_num(req.get('cancelled'))} cancelled" if req.get("cancelled") else "")),
         _tile("Error rate", "—" if rate is None else f"{rate:.2%}", "(failed + dropped) / finished"),
         _tile("Throughput", _num(tp.get("requests_per_s"), 1), "requests / s"),
         _tile("Chunks / s", _num(tp.get("chunks_per_s"), 0), f"{_num(tp.get('chars_per_s'), 0)} chars / s"),

@@ -242,3 +242,16 @@ def test_a_ten_minute_run_at_100_per_second_stays_under_10_mb(ten_minute_run) ->
     # per-request data is aggregated, never embedded: everything but plotly.js stays small
     assert len(page) - len(get_plotlyjs()) < 1_500_000
     assert figures_of(page)["chart-spectrum-itl"]["data"][0]["x"][-1] > 100_000  # ~2.4M gaps merged
+
+
+def test_cancelled_requests_are_shown_and_warned(tmp_path: Path) -> None:
+    run = make_run_dir(tmp_path / "r")
+    summary = json.loads((run.path / "summary.json").read_text())
+    summary["requests"]["cancelled"] = 7
+    (run.path / "summary.json").write_text(json.dumps(summary))
+    page = render_report([run.path])
+    assert page.count('data-warning="cancelled"') == 1
+    assert "<b>7 requests were cancelled</b>" in page and " · 7 cancelled" in page
+    summary["requests"]["cancelled"] = 0
+    (run.path / "summary.json").write_text(json.dumps(summary))
+    assert 'data-warning="cancelled"' not in render_report([run.path])
