@@ -93,7 +93,7 @@ async def _probe(ctx: RunContext) -> None:
     last: ConnectionFailure | None = None
     for attempt in range(_PROBE_ATTEMPTS):
         try:
-            conn = await ctx.open_connection()
+            conn = await ctx.open_connection(record=False)  # a check, not part of the load
         except ConnectionFailure as exc:
             last = exc
             if attempt + 1 < _PROBE_ATTEMPTS:

@@ -109,7 +109,8 @@ class RunContext:
         while (remaining := deadline_ns - perf_counter_ns()) > 0 and not self.stopping.is_set():
             await self.sleep(remaining / 1e9)
 
-    async def open_connection(self) -> Connection:
+    async def open_connection(self, *, record: bool = True) -> Connection:
+        """Connect, auth and set the model; the setup times go to the collector when ``record``."""
         timings = ConnectTimings()
         # At most CONNECT_CONCURRENCY handshakes at once: 10,000 users connecting in the
         # same instant overflow the server's accept queue (each overflow costs a 1-15 s SYN
@@ -120,6 +121,8 @@ class RunContext:
                 self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
                 model=self.model, timeout_s=self.connect_s, timings=timings,
             )
+        if not record:
+            return conn
         self.connections_opened += 1
         self.collector.on_setup(connect_ns=timings.connect_ns, auth_ns=timings.auth_ns,
                                 set_model_ns=timings.set_model_ns, at_ns=perf_counter_ns())

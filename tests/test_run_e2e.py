@@ -49,6 +49,9 @@ def test_mock_timing_through_the_runner(run50: tuple[Path, dict]) -> None:
     assert s["latency_ms"]["ttft_uncorrected"]["p50"] == ttft["p50"]
     assert s["requests"]["failed"] == 0
     assert s["errors"]["unknown_events"] == 0
+    # one persistent connection per user, set up once (the reachability probe is not counted)
+    assert s["latency_ms"]["connect"]["count"] == s["latency_ms"]["auth"]["count"] == 50
+    assert s["reconnects"] == 0
     # 50 users, ~290 ms per request, ~6 s measured: about 1000 requests
     assert 800 <= s["requests"]["completed"] <= 1100, s["requests"]
     assert s["chunks_per_answer"] == {"20": s["requests"]["completed"]}
