@@ -299,6 +299,71 @@ def compare(baseline_dir: str, candidate_dir: str, metrics: tuple[str, ...], max
     return 1 if verdict.regression else 0
 
 
+@cli.command()
+@click.argument("scenario_file", type=click.Path(dir_okay=False))
+@click.option("--levels", help="Closed loop: users per step, e.g. 5,10,20.")
+@click.option("--rates", help="Open loop: arrivals per second per step, e.g. 10,20,40.")
+@click.option("--start", type=float, help="Geometric plan: the first level (with --max).")
+@click.option("--factor", type=float, default=2.0, show_default=True, help="Geometric plan: ratio between levels.")
+@click.option("--max", "max_load", type=float, help="Geometric plan: the highest level allowed.")
+@click.option("--refine", type=click.IntRange(0, 20), default=0, show_default=True,
+              help="Bisection steps between the last passing and the first failing level.")
+@click.option("--continue-after-fail", is_flag=True, help="Run every level, not only up to the first failure.")
+@click.option("--step-duration", help="Duration of each step, e.g. 30s (overrides load.duration).")
+@click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default reports/<name>-sweep-<time>).")
+@click.option("--target", help="ws://… or wss://… URL, or 'mock' (overrides target.url).")
+@click.option("--api-key", help="API key (default: the variable named by target.api_key_env).")
+@click.option("--seed", type=int, help="Seed for schedules, prompts and think times.")
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle (wss://).")
+@click.option("--insecure", is_flag=True, help="Skip TLS certificate verification (wss://). Not for real tests.")
+@click.option("--no-html", is_flag=True, help="Write neither the steps' report.html nor sweep.html.")
+@click.option("-q", "--quiet", is_flag=True, help="No live progress; only the step lines and the answer.")
+def sweep(scenario_file: str, levels: str | None, rates: str | None, start: float | None, factor: float,
+          max_load: float | None, refine: int, continue_after_fail: bool, step_duration: str | None,
+          out: str | None, target: str | None, api_key: str | None, seed: int | None, ca_file: str | None,
+          insecure: bool, no_html: bool, quiet: bool) -> int:
+    """Find the highest load SCENARIO_FILE's target sustains within its SLOs: one run per level
+    (users in closed loop, arrivals/s in open loop), then OUT/sweep.json and OUT/sweep.html.
+    Exit 0 a level passed, 1 none did, 2 bad input, 3 unreachable, 4 interrupted."""
+    import os
+    from pathlib import Path
+
+    from loadtest.results import default_run_dir
+    from loadtest.scenario import Overrides, parse_duration, resolve_api_key
+    from loadtest.sweep import answer_line, parse_level_list, prepare_sweep, run_sweep, step_line
+    from loadtest.tlsconfig import ssl_context_for
+
+    if levels and rates:
+        raise click.UsageError("give --levels (closed loop) or --rates (open loop), not both")
+    try:
+        duration_s = None if step_duration is None else parse_duration(step_duration)
+    except (ValueError, BadInput) as exc:
+        raise click.BadParameter(str(exc), param_hint="--step-duration") from None
+    listed = levels or rates
+    overrides = Overrides(target_url=target, api_key=api_key, duration_s=duration_s, seed=seed)
+    sc, plan = prepare_sweep(
+        scenario_file, overrides=overrides, environ=os.environ,
+        levels=None if listed is None else parse_level_list(listed, flag="--rates" if rates else "--levels"),
+        start=start, factor=factor, max_load=max_load, rates_given=bool(rates), refine=refine,
+        continue_after_fail=continue_after_fail)
+    key = resolve_api_key(sc, overrides, os.environ)
+    ssl_ctx = ssl_context_for(sc.target.url, ca_file=ca_file or sc.target.ca_file,
+                              insecure=insecure or sc.target.insecure)
+    insecure_used = (insecure or sc.target.insecure) and sc.target.url.startswith("wss://")
+    if insecure_used:
+        click.secho("WARNING: --insecure: TLS certificates are NOT verified.", fg="yellow", err=True)
+    out_dir = Path(out) if out else default_run_dir(f"{sc.name}-sweep")
+    click.echo(f"sweep {sc.name}: {plan.mode} loop, levels {', '.join(f'{v:g}' for v in plan.levels)}"
+               f"{f' (+ up to {refine} refinements)' if refine else ''} → {out_dir}")
+    outcome = run_sweep(
+        scenario_file, plan=plan, overrides=overrides, environ=os.environ, out=out_dir, api_key=key,
+        ssl_context=ssl_ctx, insecure=insecure_used, html=not no_html, quiet=quiet,
+        on_step=lambda s: click.echo(step_line(s, mode=plan.mode)),
+        warn=lambda msg: click.secho(msg, fg="yellow", err=True))
+    click.echo(f"answer: {answer_line(outcome.answer, mode=plan.mode, stopped=outcome.stopped)}  ({outcome.path})")
+    return outcome.exit_code
+
+
 def main() -> None:
     """Console entry point: never lets a traceback reach the user for a known error."""
     try:
