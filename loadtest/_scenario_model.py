@@ -1,0 +1,274 @@
+"""The scenario's sections (target, mock, load, timeouts, slo) and :class:`Scenario` itself.
+
+Field names carry units (``duration_s``), the YAML key does not (``duration``). A section given
+as ``null`` is the same as an absent one (all defaults).
+
+Internal to :mod:`loadtest.scenario`, which re-exports the public names. No I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+from loadtest._scenario_fields import (
+    DistField,
+    Duration,
+    FaultsField,
+    FieldProblem,
+    Model,
+    PositiveDuration,
+    format_duration,
+    short,
+    to_seconds,
+    unknown_key_message,
+)
+from loadtest._scenario_steps import SessionConfig
+from loadtest.faults import FaultModel
+from loadtest.mockmodel import Dist, MockModel
+
+__all__ = [
+    "SLO_NAMES",
+    "LoadConfig",
+    "MockConfig",
+    "Scenario",
+    "Stage",
+    "TargetConfig",
+    "TimeoutsConfig",
+]
+
+#: SLO names a scenario may set, each a limit (``min_throughput_rps`` is a floor).
+SLO_NAMES: tuple[str, ...] = ("ttft_p99_ms", "itl_p99_ms", "e2e_p99_ms", "error_rate", "min_throughput_rps")
+_DEFAULT_SLO: dict[str, float] = {"ttft_p99_ms": 1000.0, "error_rate": 0.01}
+
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class TargetConfig(Model):
+    url: StrictStr = "mock"
+    api_key_env: StrictStr = "LOADTEST_API_KEY"
+    model: StrictStr | None = Field(None, min_length=1)
+    ca_file: StrictStr | None = None
+    insecure: StrictBool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        _check_url(url)
+        return url
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env(cls, name: str) -> str:
+        if not _ENV_NAME_RE.fullmatch(name):
+            raise ValueError(f"must be an environment variable name, got {short(name)}")
+        return name
+
+    @property
+    def is_mock(self) -> bool:
+        return self.url == "mock"
+
+
+def _check_url(url: str) -> None:
+    """``mock`` or ``ws[s]://host[:port]/path``. The message never repeats the URL (secrets)."""
+    if url == "mock":
+        return
+    if "apikey=" in url.lower():
+        raise ValueError(
+            "the URL must not carry the API key (apikey=…): put the key in the variable named by "
+            "target.api_key_env, or pass --api-key"
+        )
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        raise ValueError(
+            "is not a valid URL: use mock, ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH"
+        ) from None
+    if parts.scheme not in ("ws", "wss"):
+        raise ValueError(f"must be mock, or a ws:// or wss:// URL (scheme {parts.scheme or 'missing'!r})")
+    if parts.password is not None:
+        raise ValueError(
+            "credentials in the URL are not supported: the key comes from the environment or --api-key"
+        )
+    if not parts.hostname or not port_ok or any(c.isspace() for c in url):
+        raise ValueError("must name a host: ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH")
+
+
+class MockConfig(Model):
+    """The embedded mock's latency, capacity and faults (used only when ``target.url`` is mock)."""
+
+    ttft_ms: DistField = Dist(a=100.0)
+    gap_ms: DistField = Dist(a=10.0)
+    chunks: DistField = Dist(a=20.0)
+    capacity: StrictInt | None = Field(None, ge=1)
+    gap_slowdown: StrictFloat | None = Field(None, ge=0)
+    prefill_ms_per_kchar: StrictFloat = Field(0.0, ge=0)
+    faults: FaultsField = FaultModel()
+    #: None: the run's ``load.seed`` (see :attr:`Scenario.mock_seed`)
+    seed: StrictInt | None = None
+
+    @property
+    def model(self) -> MockModel:
+        return MockModel(
+            ttft_ms=self.ttft_ms,
+            gap_ms=self.gap_ms,
+            chunks=self.chunks,
+            capacity=self.capacity,
+            gap_slowdown=self.gap_slowdown,
+            prefill_ms_per_kchar=self.prefill_ms_per_kchar,
+        )
+
+
+class Stage(Model):
+    """Ramp to ``target`` (users in closed loop, arrivals/s in open loop) over ``duration``."""
+
+    duration_s: PositiveDuration = Field(alias="duration")
+    target: StrictFloat = Field(ge=0)
+
+
+class LoadConfig(Model):
+    mode: Literal["closed", "open"] = "closed"
+    concurrency: StrictInt = Field(10, ge=1)
+    rate_per_s: StrictFloat | None = Field(None, gt=0, alias="rate")
+    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
+    burstiness: StrictFloat = Field(1.0, gt=0)
+    stages: tuple[Stage, ...] = ()
+    #: absolute path once loaded (the file gives it relative to itself)
+    trace: StrictStr | None = Field(None, min_length=1)
+    #: total run time, warmup included; with stages and no duration, their sum
+    duration_s: PositiveDuration = Field(20.0, alias="duration")
+    warmup_s: Duration = Field(0.0, alias="warmup")
+    requests: StrictInt | None = Field(None, ge=1)
+    seed: StrictInt = 1
+    pace_s: PositiveDuration | None = Field(None, alias="pace")
+    connections: StrictInt | None = Field(None, ge=1)
+    max_connections: StrictInt = Field(100, ge=1)
+    max_queue: StrictInt = Field(10000, ge=0)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> LoadConfig:
+        if self.warmup_s >= self.duration_s:
+            raise FieldProblem(
+                ("warmup",),
+                f"warmup ({format_duration(self.warmup_s)}) must be shorter than duration "
+                f"({format_duration(self.duration_s)})",
+            )
+        if self.connections is not None and self.connections > self.max_connections:
+            raise FieldProblem(
+                ("connections",),
+                f"connections ({self.connections}) exceeds max_connections ({self.max_connections})",
+            )
+        if self.stages and self.trace is not None:
+            raise FieldProblem(("trace",), "give stages or trace, not both")
+        if self.mode == "closed":
+            for key, value in (
+                ("rate", self.rate_per_s),
+                ("trace", self.trace),
+                ("connections", self.connections),
+            ):
+                if value is not None:
+                    raise FieldProblem((key,), f"{key} applies to mode: open; this load is mode: closed")
+            for i, stage in enumerate(self.stages):
+                if stage.target != int(stage.target):
+                    raise FieldProblem(
+                        ("stages", i, "target"), "in mode: closed a stage's target is a whole number of users"
+                    )
+        else:
+            if self.pace_s is not None:
+                raise FieldProblem(("pace",), "pace applies to mode: closed; in mode: open use rate")
+            if self.rate_per_s is None and not self.stages and self.trace is None:
+                raise FieldProblem(
+                    ("rate",), "mode: open needs a rate (arrivals per second), stages or a trace"
+                )
+            if self.rate_per_s is not None and (self.stages or self.trace is not None):
+                raise FieldProblem(("rate",), "give one of rate, stages or trace in mode: open")
+        return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _stage_duration(cls, data: Any, handler: Any) -> LoadConfig:
+        # "with stages, duration defaults to their sum": decided before the cross checks
+        if (
+            isinstance(data, dict)
+            and data.get("stages")
+            and "duration" not in data
+            and "duration_s" not in data
+        ):
+            stages = data["stages"]
+            try:
+                total = sum(to_seconds(s.get("duration")) for s in stages)
+            except (AttributeError, TypeError, ValueError):
+                total = None  # the stage errors are reported by validation itself
+            if total:
+                data = {**data, "duration": total}
+        result: LoadConfig = handler(data)
+        return result
+
+    @property
+    def open_loop(self) -> bool:
+        return self.mode == "open"
+
+
+class TimeoutsConfig(Model):
+    connect_s: PositiveDuration = Field(10.0, alias="connect")
+    first_token_s: PositiveDuration = Field(30.0, alias="first_token")
+    stream_s: PositiveDuration = Field(120.0, alias="stream")
+
+
+def _slo(value: Any) -> dict[str, float]:
+    if value is None:
+        return dict(_DEFAULT_SLO)
+    if not isinstance(value, dict):
+        raise ValueError(f"slo must be a mapping of {', '.join(SLO_NAMES)}")
+    out: dict[str, float] = {}
+    for name, limit in value.items():
+        if name not in SLO_NAMES:
+            raise FieldProblem((name,), unknown_key_message(name, SLO_NAMES).replace("key", "SLO", 1))
+        if limit is None:
+            continue
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)):
+            raise FieldProblem((name,), f"an SLO limit is a number, got {short(limit)}")
+        try:
+            limit_f = float(limit)
+        except OverflowError:
+            limit_f = math.inf
+        if not math.isfinite(limit_f) or limit_f < 0 or (name == "error_rate" and limit_f > 1):
+            bound = "between 0 and 1" if name == "error_rate" else "a finite number >= 0"
+            raise FieldProblem((name,), f"{name} must be {bound}, got {short(limit)}")
+        out[str(name)] = limit_f
+    return out
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class Scenario(Model):
+    """A validated scenario. ``slo`` maps each SLO that is set to its limit."""
+
+    name: StrictStr = Field("scenario", pattern=_NAME_RE.pattern)
+    target: TargetConfig = Field(default_factory=lambda: TargetConfig.model_validate({}))
+    mock: MockConfig = Field(default_factory=lambda: MockConfig.model_validate({}))
+    load: LoadConfig = Field(default_factory=lambda: LoadConfig.model_validate({}))
+    session: SessionConfig = Field(default_factory=lambda: SessionConfig.model_validate({}))
+    timeouts: TimeoutsConfig = Field(default_factory=lambda: TimeoutsConfig.model_validate({}))
+    slo: Annotated[dict[str, float], PlainValidator(_slo)] = Field(default_factory=lambda: dict(_DEFAULT_SLO))
+    #: the run directory (``--out``); None: ``reports/<name>-<UTC timestamp>/``
+    out: StrictStr | None = Field(None, min_length=1)
+
+    @property
+    def mock_seed(self) -> int:
+        return self.mock.seed if self.mock.seed is not None else self.load.seed

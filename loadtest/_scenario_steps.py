@@ -1,0 +1,266 @@
+"""The session's steps (``ping``, ``gen``, ``think``, ``set_model``) and :class:`SessionConfig`.
+
+A step is written ``- ping`` or as a mapping with one key (``- gen: {...}``, ``- think: 500ms``,
+``- set_model: NAME``); each model unwraps its own shape and dumps back to it.
+
+Internal to :mod:`loadtest.scenario`, which re-exports the public names. No I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    Discriminator,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictFloat,
+    StrictStr,
+    Tag,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from loadtest._scenario_fields import Duration, FieldProblem, Model, format_duration, json_value
+
+__all__ = [
+    "STEP_KINDS",
+    "GenStep",
+    "PingStep",
+    "SessionConfig",
+    "SetModelStep",
+    "Step",
+    "ThinkStep",
+]
+
+_DEFAULT_PROMPT = "Explain artificial intelligence"
+
+
+class PingStep(Model):
+    """``- ping``: send a ping, record the round trip."""
+
+    kind: ClassVar[str] = "ping"
+
+    @classmethod
+    def _unwrap(cls, data: Any) -> Any:
+        if data == "ping":
+            return {}
+        if isinstance(data, dict) and set(data) == {"ping"}:
+            return data["ping"]
+        return data
+
+    @model_serializer(mode="plain")
+    def _dump(self) -> Any:
+        return "ping"
+
+
+def _tool(value: object, i: int) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise FieldProblem(
+            ("tools", i), "a tool is a mapping {type: function, function: {name, description, parameters}}"
+        )
+    if value.get("type") != "function":
+        raise FieldProblem(("tools", i, "type"), "a tool needs type: function")
+    fn = value.get("function")
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise FieldProblem(
+            ("tools", i, "function"), "a tool needs function: {name: ..., description, parameters}"
+        )
+    json_value(value, "a tool")
+    return value
+
+
+_GEN_RESERVED = ("prompt", "temperature", "enableWebSearch", "webSearch", "tools")
+_Share = Annotated[StrictFloat, Field(ge=0, le=1)]
+
+
+class GenStep(Model):
+    """``- gen: {...}``: one generation. Exactly one of ``prompt``, ``prompts``, ``prompts_file``.
+
+    ``prompts_file`` is read by :func:`load_scenario` into ``prompts``; the model keeps the list.
+    """
+
+    kind: ClassVar[str] = "gen"
+    _extra_keys: ClassVar[tuple[str, ...]] = ("prompts_file",)
+
+    prompt: StrictStr | None = Field(None, min_length=1)
+    prompt_list: tuple[Annotated[StrictStr, Field(min_length=1)], ...] | None = Field(
+        None, alias="prompts", min_length=1
+    )
+    pick: Literal["cycle", "random"] = "cycle"
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    enable_web_search: StrictBool | None = Field(None, alias="enableWebSearch")
+    web_search: dict[str, Any] | None = Field(None, alias="webSearch")
+    tools: tuple[dict[str, Any], ...] | None = None
+    tools_share: _Share = 1.0
+    web_search_share: _Share = 1.0
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def _unwrap(cls, data: Any) -> Any:
+        if data == "gen":
+            return {}
+        if isinstance(data, dict) and set(data) == {"gen"}:
+            return data["gen"]
+        return data
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _tools(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [_tool(t, i) for i, t in enumerate(value)]
+        return value
+
+    @field_validator("web_search", "extra")
+    @classmethod
+    def _plain(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            json_value(value, "this mapping")
+        return value
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> GenStep:
+        if self.prompt is None and self.prompt_list is None:
+            raise ValueError("a gen needs a prompt: set prompt, prompts or prompts_file")
+        if self.prompt is not None and self.prompt_list is not None:
+            raise FieldProblem(("prompts",), "give one of prompt, prompts or prompts_file, not several")
+        clash = [k for k in self.extra if k in _GEN_RESERVED]
+        if clash:
+            raise FieldProblem(
+                ("extra", clash[0]), f"{clash[0]!r} has its own key in gen; extra is for other fields"
+            )
+        return self
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        return (self.prompt,) if self.prompt is not None else (self.prompt_list or ())
+
+    def pick_prompt(self, n: int, rng: random.Random) -> str:
+        """The prompt of this step's ``n``-th run (0-based) by one user: cycled, or drawn from ``rng``."""
+        prompts = self.prompts
+        if self.pick == "random":
+            return prompts[rng.randrange(len(prompts))]
+        return prompts[n % len(prompts)]
+
+    def gen_data(self, prompt: str, *, tools: bool = True, web_search: bool = True) -> dict[str, Any]:
+        """The ``data`` of the ``gen`` event (a fresh copy); ``tools``/``web_search`` say whether
+        this request is in the share that carries them (the caller draws against the shares)."""
+        data: dict[str, Any] = copy.deepcopy(self.extra)
+        data["prompt"] = prompt
+        if self.temperature is not None:
+            data["temperature"] = self.temperature
+        if web_search:
+            if self.enable_web_search is not None:
+                data["enableWebSearch"] = self.enable_web_search
+            if self.web_search is not None:
+                data["webSearch"] = copy.deepcopy(self.web_search)
+        if tools and self.tools:
+            data["tools"] = copy.deepcopy(list(self.tools))
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
+        body = {k: v for k, v in handler(self).items() if v is not None and not (k == "extra" and not v)}
+        return {"gen": body}
+
+
+class ThinkStep(Model):
+    """``- think: 500ms`` or ``- think: {min: 200ms, max: 2s}`` (uniform, seeded)."""
+
+    kind: ClassVar[str] = "think"
+
+    min_s: Duration = Field(alias="min")
+    max_s: Duration = Field(alias="max")
+
+    @classmethod
+    def _unwrap(cls, data: Any) -> Any:
+        if data == "think":
+            return {}
+        if isinstance(data, dict) and set(data) == {"think"}:
+            inner = data["think"]
+            return inner if isinstance(inner, dict) else {"min": inner, "max": inner}
+        return data
+
+    @model_validator(mode="after")
+    def _order(self) -> ThinkStep:
+        if self.max_s < self.min_s:
+            raise FieldProblem(
+                ("max",), f"max ({format_duration(self.max_s)}) is below min ({format_duration(self.min_s)})"
+            )
+        return self
+
+    def sample_s(self, rng: random.Random) -> float:
+        return self.min_s if self.max_s == self.min_s else rng.uniform(self.min_s, self.max_s)
+
+    @model_serializer(mode="plain")
+    def _dump(self) -> Any:
+        if self.min_s == self.max_s:
+            return {"think": format_duration(self.min_s)}
+        return {"think": {"min": format_duration(self.min_s), "max": format_duration(self.max_s)}}
+
+
+class SetModelStep(Model):
+    """``- set_model: NAME``: send ``set-model`` and wait for ``set-model-complete``."""
+
+    kind: ClassVar[str] = "set_model"
+
+    model: StrictStr = Field(min_length=1)
+
+    @classmethod
+    def _unwrap(cls, data: Any) -> Any:
+        if isinstance(data, dict) and set(data) == {"set_model"}:
+            return {"model": data["set_model"]}
+        if data == "set_model":
+            return {}
+        return data
+
+    @model_serializer(mode="plain")
+    def _dump(self) -> Any:
+        return {"set_model": self.model}
+
+
+STEP_KINDS = ("ping", "gen", "think", "set_model")
+Step = PingStep | GenStep | ThinkStep | SetModelStep
+
+
+def _step_kind(value: Any) -> str:
+    if isinstance(value, Step):
+        return value.kind
+    if isinstance(value, str) and value in STEP_KINDS:
+        return value
+    if isinstance(value, dict) and len(value) == 1:
+        key = next(iter(value))
+        if key in STEP_KINDS:
+            return str(key)
+    return "<step>"
+
+
+_StepField = Annotated[
+    Annotated[PingStep, Tag("ping")]
+    | Annotated[GenStep, Tag("gen")]
+    | Annotated[ThinkStep, Tag("think")]
+    | Annotated[SetModelStep, Tag("set_model")],
+    Discriminator(_step_kind),
+]
+
+
+def _default_steps() -> tuple[Step, ...]:
+    return (GenStep.model_validate({"prompt": _DEFAULT_PROMPT}),)
+
+
+class SessionConfig(Model):
+    steps: tuple[_StepField, ...] = Field(default_factory=_default_steps)
+
+    @model_validator(mode="after")
+    def _has_traffic(self) -> SessionConfig:
+        if not any(isinstance(s, (PingStep, GenStep)) for s in self.steps):
+            raise FieldProblem(("steps",), "a session needs at least one gen or ping step")
+        return self
+
+    @property
+    def gen_steps(self) -> tuple[GenStep, ...]:
+        return tuple(s for s in self.steps if isinstance(s, GenStep))
