@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+import numpy as np
 from hdrh.codec import HdrCookieException, HdrHistogramSettingsException, HdrLengthException
 from hdrh.histogram import HdrHistogram
 
@@ -98,6 +99,21 @@ def _free(h: HdrHistogram) -> None:
     RSS ratchets up (benchmarks/bench_soak.py). Breaking the cycle frees it by refcount.
     """
     h.encoder = None
+
+
+def _mean(h: HdrHistogram) -> float:
+    """``h.get_mean_value()``, to the bit, visiting only the non-empty buckets.
+
+    hdrh walks every one of the ~23,500 counts in Python (~30 ms a call); a latency
+    histogram fills a few hundred, found at C speed by numpy. Same formula: each bucket
+    counts at the median of its equivalent range.
+    """
+    counts = np.ctypeslib.as_array(h.counts)
+    total = 0
+    for i in np.flatnonzero(counts).tolist():
+        top = h.get_highest_equivalent_value(h.get_value_from_index(i))
+        total += int(counts[i]) * int(h._hdr_median_equiv_value(top))
+    return total / int(h.total_count)
 
 
 def _ms(value_us: float) -> float:
@@ -305,7 +321,7 @@ class Recorder:
 
     @property
     def mean_us(self) -> float | None:
-        return float(self._h.get_mean_value()) if self._h.get_total_count() else None
+        return _mean(self._h) if self._h.get_total_count() else None
 
     def summary_ms(self) -> dict[str, float | int | None]:
         """The ``latency_ms`` entry of summary.json: milliseconds rounded to 3 decimals (µs).
@@ -321,7 +337,7 @@ class Recorder:
             # One pass over the counts for all percentiles.
             values = self._h.get_percentile_to_value_dict([p for _, p in _SUMMARY_PERCENTILES])
             out["min"] = _ms(self._h.get_min_value())
-            out["mean"] = _ms(self._h.get_mean_value())
+            out["mean"] = _ms(_mean(self._h))
             for key, p in _SUMMARY_PERCENTILES:
                 out[key] = _ms(values[p])
             out["max"] = _ms(self._h.get_max_value())

@@ -329,3 +329,13 @@ def test_split_then_merge_equals_single(values: list[float], parts: int, data: s
     assert merged.percentile_us(99) == single.percentile_us(99)
     assert merged.out_of_range == single.out_of_range
     assert merged == single
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(min_value=0.5, max_value=4e9), min_size=1, max_size=400))
+def test_fast_mean_equals_hdrh_mean_exactly(values: list[float]) -> None:
+    """summary_ms's mean visits only non-empty buckets; it must equal hdrh's full walk."""
+    r = Recorder()
+    for v in values:
+        r.record_us(v)
+    assert r.mean_us == r._h.get_mean_value()
