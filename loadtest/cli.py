@@ -4,11 +4,8 @@ to exit codes (DESIGN.md). No logic lives here."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import signal
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -139,14 +136,16 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def _tls(sc: Any, *, ca_file: str | None, insecure: bool) -> tuple[Any, bool]:
+    """The SSL context for the target (flags over scenario), and whether verification is off."""
+    from loadtest.tlsconfig import ssl_context_for
+
+    ssl_ctx = ssl_context_for(sc.target.url, ca_file=ca_file or sc.target.ca_file,
+                              insecure=insecure or sc.target.insecure)
+    insecure_used = bool(insecure or sc.target.insecure) and sc.target.url.startswith("wss://")
+    if insecure_used:
+        click.secho("WARNING: --insecure: TLS certificates are NOT verified.", fg="yellow", err=True)
+    return ssl_ctx, insecure_used
 
 
 def _load(path: str, overrides: Any = None) -> Any:
@@ -193,10 +192,9 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
 
     from loadtest.console import LiveProgress, print_summary
     from loadtest.errors import EXIT_SLO_FAILED
-    from loadtest.results import RequestCsv, default_run_dir, write_run_dir
+    from loadtest.results import RequestCsv, default_run_dir, signals_ignored, write_run_dir
     from loadtest.runner import run_scenario
     from loadtest.scenario import Overrides, dump_scenario, fingerprint, parse_duration, resolve_api_key
-    from loadtest.tlsconfig import ssl_context_for
 
     try:
         duration_s = None if duration is None else parse_duration(duration)
@@ -206,11 +204,7 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
                           rate_per_s=rate, requests=requests, seed=seed, out=out)
     sc = _load(scenario_file, overrides)
     key = resolve_api_key(sc, overrides, os.environ)
-    ssl_ctx = ssl_context_for(sc.target.url, ca_file=ca_file or sc.target.ca_file,
-                              insecure=insecure or sc.target.insecure)
-    insecure_used = (insecure or sc.target.insecure) and sc.target.url.startswith("wss://")
-    if insecure_used:
-        click.secho("WARNING: --insecure: TLS certificates are NOT verified.", fg="yellow", err=True)
+    ssl_ctx, insecure_used = _tls(sc, ca_file=ca_file, insecure=insecure)
     run_dir = Path(out) if out else default_run_dir(sc.name)
     sink = RequestCsv(run_dir, secret=key)
     try:
@@ -225,7 +219,7 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
         raise
     # Signals are ignored while the run directory is written (well under a second): a
     # second Ctrl-C here would otherwise leave a run without its summary.json.
-    with _signals_ignored():
+    with signals_ignored():
         summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
                                 fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=key)
         if not no_html:
@@ -331,7 +325,6 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
     from loadtest.results import default_run_dir
     from loadtest.scenario import Overrides, parse_duration, resolve_api_key
     from loadtest.sweep import answer_line, parse_level_list, prepare_sweep, run_sweep, step_line
-    from loadtest.tlsconfig import ssl_context_for
 
     if levels and rates:
         raise click.UsageError("give --levels (closed loop) or --rates (open loop), not both")
@@ -347,11 +340,7 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
         start=start, factor=factor, max_load=max_load, rates_given=bool(rates), refine=refine,
         continue_after_fail=continue_after_fail)
     key = resolve_api_key(sc, overrides, os.environ)
-    ssl_ctx = ssl_context_for(sc.target.url, ca_file=ca_file or sc.target.ca_file,
-                              insecure=insecure or sc.target.insecure)
-    insecure_used = (insecure or sc.target.insecure) and sc.target.url.startswith("wss://")
-    if insecure_used:
-        click.secho("WARNING: --insecure: TLS certificates are NOT verified.", fg="yellow", err=True)
+    ssl_ctx, insecure_used = _tls(sc, ca_file=ca_file, insecure=insecure)
     out_dir = Path(out) if out else default_run_dir(f"{sc.name}-sweep")
     click.echo(f"sweep {sc.name}: {plan.mode} loop, levels {', '.join(f'{v:g}' for v in plan.levels)}"
                f"{f' (+ up to {refine} refinements)' if refine else ''} → {out_dir}")

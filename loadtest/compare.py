@@ -33,6 +33,7 @@ from loadtest.judge import (
     parse_checks,
 )
 from loadtest.metrics import Recorder
+from loadtest.report import read_summary
 
 __all__ = [
     "DEFAULT_CHECKS",
@@ -60,16 +61,7 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
     summary_path = path / "summary.json"
     if not path.is_dir():
         raise BadInput(f"{summary_path}: missing; {path} is not a directory (expected a run directory)")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"{summary_path}: missing; is {path} a run directory?") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{summary_path}: cannot read ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{summary_path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    if not isinstance(summary, dict) or not isinstance(summary.get("latency_ms"), dict):
-        raise BadInput(f"{summary_path}: not a run summary (no latency_ms object)")
+    summary = read_summary(summary_path)
     latency = {k: v for k, v in summary["latency_ms"].items() if isinstance(v, dict)}
     intervals: dict[str, list[Recorder]] = {}
     for metric in metrics:

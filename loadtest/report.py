@@ -36,7 +36,7 @@ from loadtest import __version__
 from loadtest import report_charts as charts
 from loadtest.errors import ERROR_CATEGORIES, BadInput
 
-__all__ = ["build_report", "render_report"]
+__all__ = ["build_report", "read_summary", "render_report"]
 
 _RUN_COLOURS = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#4b5563")
 _METRICS = ("ttft", "ttft_uncorrected", "itl", "tpot", "e2e", "e2e_uncorrected", "connect", "auth",
@@ -60,7 +60,8 @@ class _Run:
 # ---- reading a run directory ---------------------------------------------------------------
 
 
-def _read_summary(path: Path) -> dict[str, Any]:
+def read_summary(path: Path) -> dict[str, Any]:
+    """summary.json of a run directory, checked field by field; BadInput naming the file."""
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -129,7 +130,7 @@ def _read_chunks(path: Path, summary: dict[str, Any]) -> dict[int, int] | None:
 def _load_run(path: Path) -> _Run:
     if not path.is_dir():
         raise BadInput(f"{path}: not a run directory (no such directory)")
-    summary = _read_summary(path / "summary.json")
+    summary = read_summary(path / "summary.json")
     timeseries = _read_timeseries(path / "timeseries.csv")
     try:
         scenario_text = (path / "scenario.yaml").read_text(encoding="utf-8")

@@ -14,7 +14,9 @@ import io
 import json
 import os
 import re
+import signal
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ __all__ = [
     "RequestCsv",
     "build_summary",
     "default_run_dir",
+    "signals_ignored",
     "write_atomic",
     "write_run_dir",
 ]
@@ -42,6 +45,18 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "error_category", "error_message", "conversation_id", "message_id", "prompt_chars",
 )
 _NS = 1e9
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """SIGINT/SIGTERM ignored while files are written (well under a second): a second Ctrl-C
+    then cannot leave a run directory without its summary.json."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def default_run_dir(scenario_name: str, root: Path = Path("reports")) -> Path:

@@ -12,10 +12,8 @@ The planner (:func:`plan_levels`, :func:`bisect_level`) and the verdict
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -126,17 +124,6 @@ def prepare_sweep(scenario_file: str | Path, *, overrides: Any, environ: Mapping
                          scenario=sc.name, slo=dict(sc.slo), step_duration_s=float(sc.load.duration_s))
 
 
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    # as in `loadtest run`: a second Ctrl-C while files are written must not leave half a sweep
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def _dir_name(index: int, mode: Mode, load: float) -> str:
     return f"step-{index:02d}-{_axis(mode)[0]}-{load:g}"
 
@@ -146,7 +133,7 @@ def _run_step(sc: Any, run_dir: Path, *, api_key: str | None, ssl_context: Any, 
     """One ordinary run into ``run_dir`` (the library calls `loadtest run` makes); its summary."""
     from loadtest.console import LiveProgress
     from loadtest.report import build_report
-    from loadtest.results import RequestCsv, write_run_dir
+    from loadtest.results import RequestCsv, signals_ignored, write_run_dir
     from loadtest.runner import run_scenario
     from loadtest.scenario import dump_scenario, fingerprint
 
@@ -161,7 +148,7 @@ def _run_step(sc: Any, run_dir: Path, *, api_key: str | None, ssl_context: Any, 
     except BaseException:
         sink.finish()
         raise
-    with _signals_ignored():
+    with signals_ignored():
         summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
                                 fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=api_key)
         if html:
@@ -249,7 +236,7 @@ def run_sweep(
 def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *, html: bool,
             warn: Callable[[str], None]) -> SweepOutcome:
     from loadtest.report import build_report
-    from loadtest.results import write_atomic
+    from loadtest.results import signals_ignored, write_atomic
 
     answer = judge_sweep(steps)
     axis = _axis(plan.mode)[0]
@@ -277,7 +264,7 @@ def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *,
         "answer": answer_line(answer, mode=plan.mode, stopped=stopped),
     }
     path = out / "sweep.json"
-    with _signals_ignored():
+    with signals_ignored():
         write_atomic(path, json.dumps(doc, indent=2) + "\n")
         dirs = [out / s.run_dir for s in sorted(steps, key=lambda s: s.load)]
         if html and dirs and stopped != "interrupted":
