@@ -16,7 +16,6 @@ from loadtest.errors import (
     EXIT_INTERRUPTED,
     BadInput,
     LoadtestError,
-    TargetUnreachable,
 )
 from loadtest.faults import parse_faults
 from loadtest.mockmodel import Dist, MockModel, parse_dist
@@ -190,11 +189,11 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
     import os
     from pathlib import Path
 
-    from loadtest.console import LiveProgress, print_summary
+    from loadtest.console import print_summary
     from loadtest.errors import EXIT_SLO_FAILED
-    from loadtest.results import RequestCsv, default_run_dir, signals_ignored, write_run_dir
-    from loadtest.runner import run_scenario
-    from loadtest.scenario import Overrides, dump_scenario, fingerprint, parse_duration, resolve_api_key
+    from loadtest.execute import run_to_dir
+    from loadtest.results import default_run_dir
+    from loadtest.scenario import Overrides, parse_duration, resolve_api_key
 
     try:
         duration_s = None if duration is None else parse_duration(duration)
@@ -206,31 +205,11 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
     key = resolve_api_key(sc, overrides, os.environ)
     ssl_ctx, insecure_used = _tls(sc, ca_file=ca_file, insecure=insecure)
     run_dir = Path(out) if out else default_run_dir(sc.name)
-    sink = RequestCsv(run_dir, secret=key)
-    try:
-        with LiveProgress(quiet=quiet) as live:
-            result = run_scenario(sc, api_key=key, ssl_context=ssl_ctx, insecure=insecure_used,
-                                  progress=live, request_sink=sink)
-    except TargetUnreachable:
-        sink.discard()  # nothing was measured: leave no empty run directory behind
-        raise
-    except BaseException:
-        sink.finish()  # a bug or a hard stop: keep every request recorded so far
-        raise
-    # Signals are ignored while the run directory is written (well under a second): a
-    # second Ctrl-C here would otherwise leave a run without its summary.json.
-    with signals_ignored():
-        summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
-                                fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=key)
-        if not no_html:
-            try:
-                from loadtest.report import build_report
-
-                build_report([run_dir])
-            except LoadtestError as exc:
-                click.secho(f"warning: report.html not written: {exc}", fg="yellow", err=True)
+    summary = run_to_dir(sc, run_dir, api_key=key, ssl_context=ssl_ctx, insecure=insecure_used,
+                         html=not no_html, quiet=quiet,
+                         warn=lambda text: click.secho(text, fg="yellow", err=True))
     print_summary(summary, str(run_dir), quiet=quiet)
-    if result.interrupted:
+    if summary["interrupted"]:
         return EXIT_INTERRUPTED
     return 0 if summary["passed"] else EXIT_SLO_FAILED
 

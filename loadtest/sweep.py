@@ -26,6 +26,9 @@ from loadtest.errors import (
     LoadtestError,
     TargetUnreachable,
 )
+
+# one step is one ordinary run (module-level name: tests replace it with a fake)
+from loadtest.execute import run_to_dir as _run_step
 from loadtest.sweep_plan import (
     MAX_LEVELS,
     RULE,
@@ -126,37 +129,6 @@ def prepare_sweep(scenario_file: str | Path, *, overrides: Any, environ: Mapping
 
 def _dir_name(index: int, mode: Mode, load: float) -> str:
     return f"step-{index:02d}-{_axis(mode)[0]}-{load:g}"
-
-
-def _run_step(sc: Any, run_dir: Path, *, api_key: str | None, ssl_context: Any, insecure: bool, html: bool,
-              quiet: bool, warn: Callable[[str], None]) -> dict[str, Any]:
-    """One ordinary run into ``run_dir`` (the library calls `loadtest run` makes); its summary."""
-    from loadtest.console import LiveProgress
-    from loadtest.report import build_report
-    from loadtest.results import RequestCsv, signals_ignored, write_run_dir
-    from loadtest.runner import run_scenario
-    from loadtest.scenario import dump_scenario, fingerprint
-
-    sink = RequestCsv(run_dir, secret=api_key)
-    try:
-        with LiveProgress(quiet=quiet) as live:
-            result = run_scenario(sc, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
-                                  progress=live, request_sink=sink)
-    except TargetUnreachable:
-        sink.discard()
-        raise
-    except BaseException:
-        sink.finish()
-        raise
-    with signals_ignored():
-        summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
-                                fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=api_key)
-        if html:
-            try:
-                build_report([run_dir])
-            except LoadtestError as exc:
-                warn(f"warning: {run_dir}/report.html not written: {exc}")
-    return summary
 
 
 def run_sweep(
