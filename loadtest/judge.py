@@ -282,19 +282,15 @@ def _latency_row(metric: str, stat: str, b: float | None, c: float | None,
         return Row(metric, stat, "ms", b, c, None, None, None, NA, basis, "no samples in one run")
     diff = c - b
     change = diff / b if b > 0 else (math.inf if diff > 0 else 0.0)
-    worse = change > t.max_increase and diff > t.min_abs_ms
-    better = -change > t.max_increase and -diff > t.min_abs_ms
     size = f"{_signed_pct(change)}, {diff:+.3f} ms"
-    if worse and (ci is None or ci[0] > 0):
-        verdict, reason = REGRESSION, f"{size}: beyond +{t.max_increase:.0%} and +{t.min_abs_ms:g} ms"
-    elif better and (ci is None or ci[1] < 0):
-        verdict, reason = IMPROVED, f"{size}: beyond -{t.max_increase:.0%} and -{t.min_abs_ms:g} ms"
-    elif worse or better:
-        verdict, reason = OK, f"{size}, but the interval includes 0: not credible"
-    else:
-        verdict, reason = OK, f"{size}: within ±{t.max_increase:.0%} or ±{t.min_abs_ms:g} ms"
-    if ci is not None and verdict != OK:
-        reason += ", interval excludes 0"
+    verdict, reason = _verdict(
+        worse=change > t.max_increase and diff > t.min_abs_ms,
+        better=-change > t.max_increase and -diff > t.min_abs_ms,
+        ci=ci, worse_is_up=True, size=size,
+        if_worse=f"{size}: beyond +{t.max_increase:.0%} and +{t.min_abs_ms:g} ms",
+        if_better=f"{size}: beyond -{t.max_increase:.0%} and -{t.min_abs_ms:g} ms",
+        if_within=f"{size}: within ±{t.max_increase:.0%} or ±{t.min_abs_ms:g} ms",
+    )
     return Row(metric, stat, "ms", b, c, change, round(diff, 3), ci, verdict, basis, reason)
 
 
@@ -308,16 +304,13 @@ def _judge_error_rate(b: RunData, c: RunData, t: Thresholds) -> Row:
     diff = cr - br
     change = diff / br if br > 0 else (math.inf if diff > 0 else 0.0)
     size = f"{diff:+.4f} (absolute)"
-    if diff > t.max_error_increase and (ci is None or ci[0] > 0):
-        verdict, reason = REGRESSION, f"{size} > +{t.max_error_increase:g}"
-    elif diff < -t.max_error_increase and (ci is None or ci[1] < 0):
-        verdict, reason = IMPROVED, f"{size} < -{t.max_error_increase:g}"
-    elif abs(diff) > t.max_error_increase:
-        verdict, reason = OK, f"{size}, but the interval includes 0: not credible"
-    else:
-        verdict, reason = OK, f"{size}: within ±{t.max_error_increase:g}"
-    if ci is not None and verdict != OK:
-        reason += ", interval excludes 0"
+    verdict, reason = _verdict(
+        worse=diff > t.max_error_increase, better=diff < -t.max_error_increase,
+        ci=ci, worse_is_up=True, size=size,
+        if_worse=f"{size} > +{t.max_error_increase:g}",
+        if_better=f"{size} < -{t.max_error_increase:g}",
+        if_within=f"{size}: within ±{t.max_error_increase:g}",
+    )
     return Row(name, "", "", br, cr, change, round(diff, 6), ci, verdict, basis, reason)
 
 
@@ -358,17 +351,35 @@ def _judge_throughput(b: RunData, c: RunData, t: Thresholds) -> Row:
         ci, basis = _interval(means[1] - means[0], t.confidence), "bootstrap"
     diff = cr - br
     change = diff / br
-    if change < -t.max_throughput_decrease and (ci is None or ci[1] < 0):
-        verdict, reason = REGRESSION, f"{_signed_pct(change)} < -{t.max_throughput_decrease:.0%}"
-    elif change > t.max_throughput_decrease and (ci is None or ci[0] > 0):
-        verdict, reason = IMPROVED, f"{_signed_pct(change)} > +{t.max_throughput_decrease:.0%}"
-    elif abs(change) > t.max_throughput_decrease:
-        verdict, reason = OK, f"{_signed_pct(change)}, but the interval includes 0: not credible"
+    size = _signed_pct(change)
+    verdict, reason = _verdict(
+        worse=change < -t.max_throughput_decrease, better=change > t.max_throughput_decrease,
+        ci=ci, worse_is_up=False, size=size,
+        if_worse=f"{size} < -{t.max_throughput_decrease:.0%}",
+        if_better=f"{size} > +{t.max_throughput_decrease:.0%}",
+        if_within=f"{size}: within ±{t.max_throughput_decrease:.0%}",
+    )
+    return Row(name, "", unit, br, cr, change, round(diff, 3), ci, verdict, basis, reason)
+
+
+def _verdict(*, worse: bool, better: bool, ci: tuple[float, float] | None, worse_is_up: bool, size: str,
+             if_worse: str, if_better: str, if_within: str) -> tuple[str, str]:
+    """The ladder every check shares: a move beyond its thresholds counts only when the
+    interval of the difference (candidate − baseline) excludes 0 on that side.
+    ``worse_is_up``: a larger value is worse (latency, error rate), else smaller (throughput)."""
+    above = ci is None or ci[0] > 0
+    below = ci is None or ci[1] < 0
+    if worse and (above if worse_is_up else below):
+        verdict, reason = REGRESSION, if_worse
+    elif better and (below if worse_is_up else above):
+        verdict, reason = IMPROVED, if_better
+    elif worse or better:
+        verdict, reason = OK, f"{size}, but the interval includes 0: not credible"
     else:
-        verdict, reason = OK, f"{_signed_pct(change)}: within ±{t.max_throughput_decrease:.0%}"
+        verdict, reason = OK, if_within
     if ci is not None and verdict != OK:
         reason += ", interval excludes 0"
-    return Row(name, "", unit, br, cr, change, round(diff, 3), ci, verdict, basis, reason)
+    return verdict, reason
 
 
 def _interval(diff: np.ndarray, confidence: float) -> tuple[float, float]:
