@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -18,3 +19,8 @@ def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
                           timeout=timeout, env=full_env, cwd=cwd or ROOT)
 
 
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """Every row of a CSV file of the run directory, as dicts (the file read whole, then closed)."""
+    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))

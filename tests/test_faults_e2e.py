@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, read_csv_rows
 
 from loadtest.errors import ERROR_CATEGORIES
 from loadtest.faults import FaultPlan, parse_faults
@@ -146,7 +146,7 @@ def _check_complete_run(run: Run, case: Case) -> dict[str, Any]:
         assert r["error_category"] in ERROR_CATEGORIES and r["error_message"], r
     for cat in ERROR_CATEGORIES:  # request failures are a part of the category counts
         assert sum(r["error_category"] == cat for r in failed) <= s["errors"][cat]
-    ts = list(csv.DictReader((out / "timeseries.csv").read_text(encoding="utf-8").splitlines()))
+    ts = read_csv_rows(out / "timeseries.csv")
     assert sum(int(r["completions"]) for r in ts) == req["completed"]
     assert sum(int(r["failures"]) for r in ts) == req["failed"]
     if req["completed"]:
@@ -224,7 +224,7 @@ def test_stall_shows_in_latency(runs: dict[str, Run]) -> None:
     assert ttft["p50"] < 100  # most streams are untouched...
     assert e2e["max"] >= 400  # ...those in the 500 ms window wait for its end
     assert max(float(r["e2e_ms"]) for r in run.rows) >= 400
-    ts = list(csv.DictReader((run.out / "timeseries.csv").read_text(encoding="utf-8").splitlines()))
+    ts = read_csv_rows(run.out / "timeseries.csv")
     assert max(float(r["e2e_p99_ms"] or 0) for r in ts) >= 300  # visible in the time series
 
 

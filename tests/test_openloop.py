@@ -7,7 +7,6 @@ against the embedded mock in its own process, on loopback. Each run asserts figu
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import random
 from collections.abc import Callable
@@ -15,15 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_cli
+from helpers import read_csv_rows, run_cli
 
 from loadtest.collector import Collector, RequestRecord
 from loadtest.errors import ConnectFailed
 from loadtest.pool import Pool
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -35,7 +30,7 @@ def _run(path: Path, out: Path) -> tuple[dict[str, Any], list[dict[str, str]], l
     proc = run_cli("run", str(path), "--out", str(out), "--no-html", "-q", timeout=90)
     assert proc.returncode in (0, 1), proc.stdout + proc.stderr
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    return summary, _rows(out / "timeseries.csv"), _rows(out / "requests.csv")
+    return summary, read_csv_rows(out / "timeseries.csv"), read_csv_rows(out / "requests.csv")
 
 
 def _accounted(s: dict[str, Any]) -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import random
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import run_cli
+from helpers import read_csv_rows, run_cli
 
 from loadtest.mockmodel import Dist, MockModel
 
@@ -31,7 +30,7 @@ def test_long_prompts_wait_longer_end_to_end(write_scenario: Callable[..., Path]
     out = tmp_path / "r"
     proc = run_cli("run", str(path), "--out", str(out), "--no-html", "-q")
     assert proc.returncode == 0, proc.stderr
-    rows = list(csv.DictReader((out / "requests.csv").read_text(encoding="utf-8").splitlines()))
+    rows = read_csv_rows(out / "requests.csv")
     by_len: dict[int, list[float]] = {}
     for r in rows:
         by_len.setdefault(int(r["prompt_chars"]), []).append(float(r["ttft_ms"]))

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import read_csv_rows, run_cli
 
 from loadtest.hlog import read_hlog
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
 
 MOCK_50_USERS = """
 name: e2e-50
@@ -60,7 +55,7 @@ def test_mock_timing_through_the_runner(run50: tuple[Path, dict]) -> None:
 
 def test_every_gen_has_one_csv_row_with_20_chunks(run50: tuple[Path, dict]) -> None:
     out, s = run50
-    rows = _rows(out / "requests.csv")
+    rows = read_csv_rows(out / "requests.csv")
     ids = [int(r["request_id"]) for r in rows]
     assert len(ids) == len(set(ids)) == max(ids)  # ids 1..n, each once: nothing lost
     measured = [r for r in rows if r["phase"] == "measure"]
@@ -87,12 +82,12 @@ def test_hlogs_decode_back_to_the_summary_counts(run50: tuple[Path, dict]) -> No
 
 def test_timeseries_marks_warmup_and_counts_completions(run50: tuple[Path, dict]) -> None:
     out, s = run50
-    rows = _rows(out / "timeseries.csv")
+    rows = read_csv_rows(out / "timeseries.csv")
     assert rows[0]["phase"] == "warmup" and rows[-1]["phase"] == "measure"
     assert [int(r["t_s"]) for r in rows] == list(range(len(rows)))
     assert max(int(r["active_sessions"]) for r in rows) == 50
     total = sum(int(r["completions"]) for r in rows)
-    warm = sum(1 for r in _rows(out / "requests.csv") if r["phase"] == "warmup")
+    warm = sum(1 for r in read_csv_rows(out / "requests.csv") if r["phase"] == "warmup")
     assert total == s["requests"]["completed"] + warm
 
 

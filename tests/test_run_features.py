@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+from helpers import read_csv_rows, run_cli
 
 
 def test_closed_loop_stages_ramp_users_up_and_down(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
@@ -34,13 +29,13 @@ def test_closed_loop_stages_ramp_users_up_and_down(write_scenario: Callable[...,
     out = tmp_path / "r"
     proc = run_cli("run", str(path), "--out", str(out), "--no-html", "-q")
     assert proc.returncode == 0, proc.stderr
-    ts = _rows(out / "timeseries.csv")
+    ts = read_csv_rows(out / "timeseries.csv")
     active = [int(r["active_sessions"]) for r in ts]
     # ramp 0 → 20 over 2 s (about 10 at 1 s), hold at 20, then down towards 4
     assert 5 <= active[0] <= 15, active
     assert active[2] == active[3] == 20, active
     assert active[5] <= 12, active
-    users = {int(r["user"]) for r in _rows(out / "requests.csv")}
+    users = {int(r["user"]) for r in read_csv_rows(out / "requests.csv")}
     assert users == set(range(20))
 
 
