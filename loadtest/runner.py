@@ -230,12 +230,11 @@ async def _run(
 
 
 def _start_closed(tg: asyncio.TaskGroup, ctx: RunContext, sc: Any, profile: RateProfile | None) -> list[asyncio.Task[None]]:
-    steps = list(sc.session.steps)
-    users = sc.load.concurrency if profile is None else max(1, round(profile.peak))
-    pace = sc.load.pace_s
     if profile is not None:
         return []  # the ticker starts users as the ramp reaches them
-    return [tg.create_task(run_user(ctx, uid, steps, pace_s=pace, users=users)) for uid in range(users)]
+    steps = list(sc.session.steps)
+    users = sc.load.concurrency
+    return [tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=users)) for uid in range(users)]
 
 
 async def _ticker(
