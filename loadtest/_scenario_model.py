@@ -39,6 +39,7 @@ from loadtest._scenario_fields import (
 from loadtest._scenario_steps import SessionConfig
 from loadtest.faults import FaultModel
 from loadtest.mockmodel import Dist, MockModel
+from loadtest.slo import ALWAYS_ON, SLO_NAMES
 
 __all__ = [
     "SLO_NAMES",
@@ -51,8 +52,7 @@ __all__ = [
 ]
 
 #: SLO names a scenario may set, each a limit (``min_throughput_rps`` is a floor).
-SLO_NAMES: tuple[str, ...] = ("ttft_p99_ms", "itl_p99_ms", "e2e_p99_ms", "error_rate", "min_throughput_rps")
-_DEFAULT_SLO: dict[str, float] = {"ttft_p99_ms": 1000.0, "error_rate": 0.01}
+_DEFAULT_SLO: dict[str, float] = {"ttft_p99_ms": 1000.0, **ALWAYS_ON}
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -239,17 +239,20 @@ def _slo(value: Any) -> dict[str, float]:
         if name not in SLO_NAMES:
             raise FieldProblem((name,), unknown_key_message(name, SLO_NAMES).replace("key", "SLO", 1))
         if limit is None:
-            continue
+            continue  # not set (the always-on error rates then keep their default)
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
             raise FieldProblem((name,), f"an SLO limit is a number, got {short(limit)}")
         try:
             limit_f = float(limit)
         except OverflowError:
             limit_f = math.inf
-        if not math.isfinite(limit_f) or limit_f < 0 or (name == "error_rate" and limit_f > 1):
-            bound = "between 0 and 1" if name == "error_rate" else "a finite number >= 0"
+        is_rate = name in ALWAYS_ON
+        if not math.isfinite(limit_f) or limit_f < 0 or (is_rate and limit_f > 1):
+            bound = "between 0 and 1" if is_rate else "a finite number >= 0"
             raise FieldProblem((name,), f"{name} must be {bound}, got {short(limit)}")
         out[str(name)] = limit_f
+    for name, limit in ALWAYS_ON.items():
+        out.setdefault(name, limit)
     return out
 
 

@@ -3,13 +3,25 @@
 The I/O layer (connection, session, scheduler) reports what happened; the collector
 decides what counts where:
 
-- A request belongs to the phase of its *intended* start: ``warmup`` requests appear
-  in the time series and requests.csv, never in the histograms or summary counts.
-- Only successful requests feed the latency histograms (ttft, itl, tpot, e2e); a
-  failure is counted by category and keeps its own timings in requests.csv.
-- Per whole second since the run start, a time-series row; per second of the
-  measured phase, one interval snapshot of every histogram (for the .hlog files and
-  for exact merging by a coordinator).
+- **The measured window** is ``[t0 + warmup, t0 + duration)``, cut short at the moment the
+  run was stopped early (signal, request cap; :meth:`Collector.end_window`). Every *rate*
+  counts events whose own time lies inside it (a send by ``t_send``, an answer by
+  ``t_stop``, a chunk by its arrival) and is divided by the window's length. What ends after
+  the window (in-flight streams finishing, queued requests still sent) is the *drain*: it
+  is counted on its own and in no rate.
+- **The cohort**: a request belongs to the phase of its *intended* start. ``warmup``
+  requests appear in the time series and requests.csv, never in the histograms or the
+  summary's request counts; requests intended inside the window are the run's requests
+  (``offered`` = ``completed + failed + dropped + cancelled``), wherever they end.
+- Latency histograms hold the cohort's requests. ``e2e`` and ``tpot`` only completed
+  answers; ``ttft`` and ``itl`` also what a request that failed after its first token
+  really observed (counted apart in ``failed_samples``). The generator's own figures
+  (``schedule_lag``, ``send_lag``, ``queue``) hold every sent request, whatever its outcome.
+- Per whole second since the run start, a time-series row (events by their own time); per
+  second from the end of warmup, one interval snapshot of every histogram (for the .hlog
+  files and for exact merging by a coordinator). A sample goes to the interval of the time
+  it was taken: the intervals it has passed are closed first, so a loop stall cannot pile
+  samples of a later second into an earlier one.
 """
 
 from __future__ import annotations
@@ -22,11 +34,12 @@ from typing import Any
 from loadtest.errors import ERROR_CATEGORIES
 from loadtest.metrics import IntervalSnapshot, MetricSet, Recorder
 
-__all__ = ["TIMESERIES_COLUMNS", "Collector", "RequestRecord", "SecondRow"]
+__all__ = ["TIMESERIES_COLUMNS", "Collector", "RequestRecord", "SecondRow", "tpot_ns"]
 
 _NS_PER_US = 1_000
 _NS_PER_S = 1_000_000_000
 _MAX_SAMPLES = 5
+_FAR_FUTURE_NS = 1 << 62
 # A per-second row keeps its histograms (~190 KB each) this long, for the live view's
 # rolling window (the last 5 s); older rows keep only the percentiles timeseries.csv
 # shows. Unfrozen, three recorders a second grew a 1-hour run by ~2 GB (bench_soak.py).
@@ -38,6 +51,16 @@ TIMESERIES_COLUMNS: tuple[str, ...] = (
     "failures", "dropped", *(f"err_{c}" for c in ERROR_CATEGORIES), "unknown_events",
     "chunks", "chars", "ttft_p50_ms", "ttft_p99_ms", "e2e_p99_ms", "loop_lag_p99_ms",
 )
+
+
+def tpot_ns(chunks: int, t_first: int, t_last: int) -> float | None:
+    """Time per output token of one answer: ``(t_last - t_first) / (chunks - 1)`` (ns).
+
+    The one TPOT formula (summary, requests.csv): None below two chunks.
+    """
+    if chunks > 1 and t_last > t_first:
+        return (t_last - t_first) / (chunks - 1)
+    return None
 
 
 @dataclass(slots=True)
@@ -60,6 +83,8 @@ class RequestRecord:
     chars: int = 0
     unknown_events: int = 0
     gaps_ns: list[int] = field(default_factory=list)
+    #: characters of each non-empty chunk, in order (to place each chunk in its second and window)
+    chunk_chars: list[int] = field(default_factory=list)
     outcome: str = ""  # ok | failed | dropped | cancelled
     error_category: str = ""
     error_message: str = ""
@@ -110,38 +135,82 @@ def _rec(row: SecondRow, name: str) -> Recorder:
 
 
 class Collector:
-    """Accumulates one worker's measurements. Not thread-safe; one event loop feeds it."""
+    """Accumulates one worker's measurements. Not thread-safe; one event loop feeds it.
+
+    ``duration_s`` ends the measured window (None: open-ended until :meth:`end_window`).
+    """
 
     def __init__(
         self,
         *,
         t0_ns: int,
         warmup_s: float,
+        duration_s: float | None = None,
         request_sink: Callable[[RequestRecord, int], None] | None = None,
     ) -> None:
-        self.t0_ns = t0_ns
         self.warmup_ns = round(warmup_s * _NS_PER_S)
+        self._duration_ns = None if duration_s is None else round(duration_s * _NS_PER_S)
         self.metrics = MetricSet()
         self.intervals: list[IntervalSnapshot] = []
         self.seconds: dict[int, SecondRow] = {}
         self._sink = request_sink
         self._next_interval_s = 0
+        self._next_close_ns = 0
         self._next_freeze_s = 0
-        # summary counters (measured phase only)
+        self.start(t0_ns)
+        # the cohort: requests intended inside the window, wherever they end
         self.started = 0
         self.completed = 0
         self.failed = 0
         self.dropped = 0
         self.cancelled = 0
+        self.offered = 0  # scheduled arrivals (open loop, paced users) intended in the window
+        self.sent_after_window = 0
+        self.early_sends = 0
         self.errors: Counter[str] = Counter({c: 0 for c in ERROR_CATEGORIES})
         self.unknown_events = 0
         self.error_samples: dict[str, list[str]] = {}
         self.reconnects = 0
+        self.chunks_per_answer: Counter[int] = Counter()
+        #: latency samples taken from requests that then failed: {"ttft": n, "itl": n}
+        self.failed_samples: Counter[str] = Counter()
+        # events inside the window, by their own time (the numerators of every rate)
+        self.sent_in_window = 0
+        self.ok_in_window = 0
         self.chunks = 0
         self.chars = 0
-        self.chunks_per_answer: Counter[int] = Counter()
-        self.offered = 0
-        self.achieved = 0
+        # session steps (connection set-ups, pings, set-models) inside the window
+        self.steps = 0
+        self.steps_failed = 0
+        # requests that ended after the window (the drain)
+        self.drain: Counter[str] = Counter({"completed": 0, "failed": 0, "cancelled": 0})
+
+    # ------------------------------------------------------------------ the window
+
+    def start(self, t0_ns: int) -> None:
+        """(Re)start the run's clock at ``t0_ns``: the window is measured from here."""
+        self.t0_ns = t0_ns
+        self.window_start_ns = t0_ns + self.warmup_ns
+        self.window_end_ns = _FAR_FUTURE_NS if self._duration_ns is None else t0_ns + self._duration_ns
+        self._next_close_ns = t0_ns + (self._next_interval_s + 1) * _NS_PER_S
+
+    def end_window(self, at_ns: int) -> None:
+        """The run stopped early (signal, request cap): the window ends at ``at_ns``.
+
+        Exact for on-the-fly counting: every event counted so far happened before ``at_ns``
+        (times never run ahead of the clock), every later one is tested against the new end.
+        """
+        self.window_end_ns = max(self.window_start_ns, min(self.window_end_ns, at_ns))
+
+    @property
+    def window_s(self) -> float:
+        """Length of the measured window in seconds (0 if it never opened)."""
+        if self.window_end_ns >= _FAR_FUTURE_NS:
+            raise ValueError("the window has no end yet: end_window() or duration_s")
+        return max(0, self.window_end_ns - self.window_start_ns) / _NS_PER_S
+
+    def in_window(self, t_ns: int) -> bool:
+        return self.window_start_ns <= t_ns < self.window_end_ns
 
     # ------------------------------------------------------------------ helpers
 
@@ -153,19 +222,25 @@ class Collector:
         return row
 
     def phase_of(self, t_ns: int) -> str:
-        return "warmup" if t_ns - self.t0_ns < self.warmup_ns else "measure"
+        """The phase of a request intended at ``t_ns``: ``warmup`` or ``measure``."""
+        return "warmup" if t_ns < self.window_start_ns else "measure"
 
     def _sample(self, category: str, message: str) -> None:
         samples = self.error_samples.setdefault(category, [])
         if len(samples) < _MAX_SAMPLES and message not in samples:
             samples.append(message[:300])
 
+    def _at(self, t_ns: int) -> None:
+        """A sample taken at ``t_ns`` is about to be recorded: close the intervals it passed."""
+        if t_ns >= self._next_close_ns:
+            self.close_intervals(t_ns)
+
     # ------------------------------------------------------------------ events
 
     def on_offered(self, t_intended_ns: int) -> None:
         """The schedule intended a request at this time (open loop, or a paced user)."""
         self.second(t_intended_ns).offered += 1
-        if self.phase_of(t_intended_ns) == "measure":
+        if self.in_window(t_intended_ns):
             self.offered += 1
 
     def on_sent(self, rec: RequestRecord) -> None:
@@ -176,14 +251,16 @@ class Collector:
             row.offered += 1
         if rec.phase == "measure":
             self.started += 1
-            self.achieved += 1
+        if self.in_window(rec.t_send):
+            self.sent_in_window += 1
 
     def on_setup(self, *, connect_ns: int = 0, auth_ns: int = 0, set_model_ns: int = 0, at_ns: int) -> None:
-        """A connection was set up (connect → auth → set-model).
+        """A connection was set up (connect → auth → set-model): one session step served.
 
-        Recorded in every phase: connections are mostly opened at the start, inside the
-        warmup, and their setup time is a figure users want, not a transient to discard.
+        The set-up times are recorded in every phase: connections are mostly opened at the
+        start, inside the warmup, and their setup time is a figure users want.
         """
+        self._at(at_ns)
         m = self.metrics
         if connect_ns:
             m.record("connect", connect_ns / _NS_PER_US)
@@ -191,21 +268,35 @@ class Collector:
             m.record("auth", auth_ns / _NS_PER_US)
         if set_model_ns:
             m.record("set_model", set_model_ns / _NS_PER_US)
+        self.on_step(at_ns)
+
+    def on_step(self, at_ns: int) -> None:
+        """A session step (set-up, ping, set-model) the target served."""
+        if self.in_window(at_ns):
+            self.steps += 1
 
     def on_ping(self, rtt_ns: int, at_ns: int) -> None:
-        if self.phase_of(at_ns) == "measure":
+        self._at(at_ns)
+        if self.in_window(at_ns):
             self.metrics.record("ping_rtt", rtt_ns / _NS_PER_US)
+        self.on_step(at_ns)
 
     def on_loop_lag(self, lag_ns: int, at_ns: int) -> None:
+        self._at(at_ns)
         _rec(self.second(at_ns), "loop_lag").record_us(lag_ns / _NS_PER_US)
-        if self.phase_of(at_ns) == "measure":
+        if self.in_window(at_ns):
             self.metrics.record("loop_lag", lag_ns / _NS_PER_US)
 
     def on_failure(self, category: str, message: str, at_ns: int) -> None:
-        """A failure outside a request (connect, auth, ping): counted by category only."""
+        """A session step the target failed to serve (connect, auth, ping, set-model).
+
+        Counted by category and in the session error rate (steps inside the window).
+        """
         self.second(at_ns).errors[category] += 1
-        if self.phase_of(at_ns) == "measure":
+        if self.in_window(at_ns):
             self.errors[category] += 1
+            self.steps += 1
+            self.steps_failed += 1
             self._sample(category, message)
 
     def on_reconnect(self) -> None:
@@ -214,40 +305,113 @@ class Collector:
     def on_request(self, rec: RequestRecord, now_ns: int) -> None:
         """A request ended (ok, failed, dropped or cancelled). Records and forwards it."""
         measured = rec.phase == "measure"
-        row = self.second(rec.t_stop or now_ns)
+        t_end = rec.t_stop or now_ns
+        self._at(t_end)
+        row = self.second(t_end)
         if rec.unknown_events:
             row.unknown_events += rec.unknown_events
             if measured:
                 self.unknown_events += rec.unknown_events
-        row.chunks += rec.chunks
-        row.chars += rec.chars
-        if measured:
-            self.chunks += rec.chunks
-            self.chars += rec.chars
-        if rec.outcome == "ok":
+        if rec.chunks:
+            self._place_chunks(rec)
+        after = t_end >= self.window_end_ns
+        outcome = rec.outcome
+        if outcome == "ok":
             row.completions += 1
             start = rec.t_intended or rec.t_send
             if rec.t_first:
                 _rec(row, "ttft").record_us((rec.t_first - start) / _NS_PER_US)
             _rec(row, "e2e").record_us((rec.t_stop - start) / _NS_PER_US)
+            if self.in_window(t_end):
+                self.ok_in_window += 1
+            elif after:
+                self.drain["completed"] += 1
             if measured:
                 self.completed += 1
                 self._record_success(rec, start)
-        elif rec.outcome == "failed":
+        elif outcome == "failed":
             row.failures += 1
             row.errors[rec.error_category] += 1
+            if after:
+                self.drain["failed"] += 1
             if measured:
                 self.failed += 1
                 self.errors[rec.error_category] += 1
                 self._sample(rec.error_category, rec.error_message)
-        elif rec.outcome == "dropped":
+                self._record_observed(rec)
+        elif outcome == "dropped":
             row.dropped += 1
             if measured:
                 self.dropped += 1
-        elif measured:
-            self.cancelled += 1
+        else:
+            if after:
+                self.drain["cancelled"] += 1
+            if measured:
+                self.cancelled += 1
+        if measured and rec.t_send:
+            self._record_send(rec)
         if self._sink is not None:
             self._sink(rec, self.t0_ns)
+
+    def _place_chunks(self, rec: RequestRecord) -> None:
+        """Count each chunk in the second (and the window) in which it arrived."""
+        t_first, t_last = rec.t_first, rec.t_last or rec.t_first
+        lo, hi = self.window_start_ns, self.window_end_ns
+        s_first = (t_first - self.t0_ns) // _NS_PER_S
+        if s_first == (t_last - self.t0_ns) // _NS_PER_S and (
+                (lo <= t_first and t_last < hi) or t_last < lo or t_first >= hi):
+            # the common case: every chunk in one second, all inside or all outside the window
+            row = self.second(t_first)
+            row.chunks += rec.chunks
+            row.chars += rec.chars
+            if lo <= t_first < hi:
+                self.chunks += rec.chunks
+                self.chars += rec.chars
+            return
+        t = t_first
+        sizes = rec.chunk_chars
+        gaps = rec.gaps_ns
+        for i in range(rec.chunks):
+            if i:
+                t += gaps[i - 1] if i - 1 < len(gaps) else 0
+            n = sizes[i] if i < len(sizes) else 0
+            row = self.second(t)
+            row.chunks += 1
+            row.chars += n
+            if lo <= t < hi:
+                self.chunks += 1
+                self.chars += n
+
+    def _record_send(self, rec: RequestRecord) -> None:
+        """The generator's own timing of a sent request of the cohort (any outcome)."""
+        if rec.t_send >= self.window_end_ns:
+            self.sent_after_window += 1
+        if not rec.scheduled:
+            return
+        m = self.metrics
+        lag_ns = rec.t_send - rec.queue_ns - rec.t_intended
+        if lag_ns < 0:
+            # uvloop timers can wake ~1 ms early; the dispatcher re-checks, so this should not
+            # happen: count it rather than hide it in the histogram's lowest bucket
+            self.early_sends += 1
+        # a lag or queue wait below 1 µs is 0 within the histogram's resolution: recorded
+        # as 1 µs rather than counted as out of range
+        m.record("schedule_lag", max(_NS_PER_US, lag_ns) / _NS_PER_US)
+        m.record("queue", max(_NS_PER_US, rec.queue_ns) / _NS_PER_US)
+        m.record("send_lag", max(_NS_PER_US, rec.t_send - rec.t_intended) / _NS_PER_US)
+
+    def _record_observed(self, rec: RequestRecord) -> None:
+        """A request that failed after its first token: its TTFT and gaps were real."""
+        if not rec.t_first:
+            return
+        m = self.metrics
+        start = rec.t_intended or rec.t_send
+        m.record("ttft", (rec.t_first - start) / _NS_PER_US)
+        m.record("ttft_uncorrected", (rec.t_first - rec.t_send) / _NS_PER_US)
+        self.failed_samples["ttft"] += 1
+        if rec.gaps_ns:
+            m.interval("itl").record_ns_many(rec.gaps_ns)
+            self.failed_samples["itl"] += len(rec.gaps_ns)
 
     def _record_success(self, rec: RequestRecord, start: int) -> None:
         m = self.metrics
@@ -256,16 +420,11 @@ class Collector:
             m.record("ttft_uncorrected", (rec.t_first - rec.t_send) / _NS_PER_US)
         m.record("e2e", (rec.t_stop - start) / _NS_PER_US)
         m.record("e2e_uncorrected", (rec.t_stop - rec.t_send) / _NS_PER_US)
-        if rec.scheduled:
-            # a lag or queue wait below 1 µs is 0 within the histogram's resolution: record
-            # it as 1 µs rather than let it count as out of range
-            lag_ns = rec.t_send - rec.queue_ns - rec.t_intended
-            m.record("schedule_lag", max(_NS_PER_US, lag_ns) / _NS_PER_US)
-            m.record("queue", max(_NS_PER_US, rec.queue_ns) / _NS_PER_US)
         # every gap, one value each, in one pass (same rounding and clamping as record_us)
         m.interval("itl").record_ns_many(rec.gaps_ns)
-        if rec.chunks > 1 and rec.t_last > rec.t_first:
-            m.record("tpot", (rec.t_last - rec.t_first) / (rec.chunks - 1) / _NS_PER_US)
+        tpot = tpot_ns(rec.chunks, rec.t_first, rec.t_last)
+        if tpot is not None:
+            m.record("tpot", tpot / _NS_PER_US)
         self.chunks_per_answer[rec.chunks] += 1
 
     # ------------------------------------------------------------------ time
@@ -285,7 +444,7 @@ class Collector:
             self._next_freeze_s += 1
 
     def close_intervals(self, now_ns: int, *, final: bool = False) -> None:
-        """Snapshot every whole measured second that has ended (all of them when final)."""
+        """Snapshot every whole second since the end of warmup that has ended (all when final)."""
         elapsed_s = (now_ns - self.t0_ns) / _NS_PER_S
         warm_s = self.warmup_ns / _NS_PER_S
         while True:
@@ -295,23 +454,30 @@ class Collector:
                 if final and start < elapsed_s:
                     self.intervals.append(self.metrics.snapshot(start, elapsed_s))
                     self._next_interval_s += 1
-                return
+                break
             if end > warm_s:
                 self.intervals.append(self.metrics.snapshot(start, end))
             self._next_interval_s += 1
+        self._next_close_ns = self.t0_ns + (self._next_interval_s + 1) * _NS_PER_S
 
     # ------------------------------------------------------------------ output
+
+    def row_phase(self, s: int) -> str:
+        """``warmup``, ``measure`` or ``drain``: where second ``s`` of the run starts."""
+        at = self.t0_ns + s * _NS_PER_S
+        if at < self.window_start_ns:
+            return "warmup"
+        return "measure" if at < self.window_end_ns else "drain"
 
     def timeseries(self) -> list[dict[str, Any]]:
         if not self.seconds:
             return []
         rows = []
-        warm_s = self.warmup_ns / _NS_PER_S
         for s in range(0, max(self.seconds) + 1):
             r = self.seconds.get(s) or SecondRow()
             row: dict[str, Any] = {
                 "t_s": s,
-                "phase": "warmup" if s < warm_s else "measure",
+                "phase": self.row_phase(s),
                 "offered": r.offered,
                 "achieved": r.achieved,
                 "active_sessions": r.active_sessions,

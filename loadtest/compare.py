@@ -102,17 +102,27 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
         error_rate=error_rate,
         error_counts=counts,
         requests_per_s=_num(throughput.get("requests_per_s")) if isinstance(throughput, dict) else None,
-        completions_per_s=_completions(path / "timeseries.csv", _num(summary.get("duration_s"))),
+        completions_per_s=_completions(path / "timeseries.csv", _window_end_s(summary)),
         warnings=tuple(warnings),
         meta={"path": str(path), **meta},
     )
 
 
-def _completions(path: Path, duration_s: float | None) -> list[float]:
-    """Completions in each whole measured second of timeseries.csv; ``[]`` when it is absent.
+def _window_end_s(summary: dict[str, object]) -> float | None:
+    """End of the measured window in seconds since t0 (schema 2), else the run's duration."""
+    window = summary.get("window")
+    if isinstance(window, dict) and _num(window.get("end_s")) is not None:
+        return _num(window.get("end_s"))
+    return _num(summary.get("duration_s"))
 
-    The last row is usually the drain after the schedule ends (a few ms of stragglers): a
-    second that extends past ``duration_s`` is left out, or it would pass for a slow second.
+
+def _completions(path: Path, duration_s: float | None) -> list[float]:
+    """Completions in each whole second of the measured window in timeseries.csv; ``[]`` when
+    it is absent.
+
+    Only ``measure`` rows (the drain after the window has rows of its own), and only whole
+    seconds inside the window (``t_s + 1 <= duration_s``, the window's end): a partial
+    second would pass for a slow one.
     """
     try:
         with path.open(encoding="utf-8", newline="") as fp:

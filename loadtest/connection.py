@@ -82,6 +82,8 @@ class Connection:
         self.id = conn_id
         self._secret = secret
         self.broken = False
+        #: broken by our own choice (not a transport failure): replace it without a backoff
+        self.retired = False
         self.requests = 0
 
     # ------------------------------------------------------------------ setup
@@ -163,6 +165,7 @@ class Connection:
                     if isinstance(ev, SetModelComplete):
                         return t - t0
                     if isinstance(ev, ErrorEvent):
+                        self.retire()
                         raise ServerError(self._clean(f"set-model failed: {ev.error}"))
         except TimeoutError:
             self.broken = True
@@ -216,6 +219,7 @@ class Connection:
                     if isinstance(ev, Pong):
                         return t - t0
                     if isinstance(ev, ErrorEvent):
+                        self.retire()
                         raise ServerError(self._clean(f"ping answered with error: {ev.error}"))
         except TimeoutError:
             self.broken = True
@@ -246,6 +250,7 @@ class Connection:
             async with asyncio.timeout_at(min(first_deadline, stream_deadline)) as cm:
                 await self._send(frame, during="gen")
                 gaps = rec.gaps_ns
+                sizes = rec.chunk_chars
                 last = 0
                 # The hot path, once per chunk: _next_event inlined, and decode_stream_frame
                 # hands a message over as an (output, stop) tuple. The time is still read
@@ -276,8 +281,10 @@ class Connection:
                                 rec.t_first = t
                                 cm.reschedule(stream_deadline)
                             last = t
+                            n = len(output)
                             rec.chunks += 1
-                            rec.chars += len(output)
+                            rec.chars += n
+                            sizes.append(n)
                         if stop:
                             rec.t_stop = t
                             rec.t_last = last
@@ -288,6 +295,11 @@ class Connection:
                         rec.message_id = ev.message_id
                     elif isinstance(ev, ErrorEvent):
                         rec.t_last = last
+                        # PROTOCOL.md does not say that nothing follows an `error`: a proxy may
+                        # still flush the rest of the answer and a `stop`. Those frames must
+                        # never be read as the next request's answer, so the connection is
+                        # retired (closed and replaced, counted as a reconnect).
+                        self.retire()
                         raise ServerError(self._clean(ev.error or "error event without message"))
                     elif isinstance(ev, UnknownEvent):
                         rec.unknown_events += 1
@@ -301,6 +313,11 @@ class Connection:
         except RemoteProtocolError:
             self.broken = True
             raise
+
+    def retire(self) -> None:
+        """Never hand this connection to another request: frames of a failed exchange may follow."""
+        self.broken = True
+        self.retired = True
 
     async def close(self) -> None:
         self.broken = True

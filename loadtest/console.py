@@ -66,14 +66,22 @@ class LiveProgress:
 
 
 def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False, stream: TextIO | None = None) -> None:
-    """The final table (unless quiet) and the verdict line."""
+    """The final table (unless quiet), the warnings, the errors and the verdict line.
+
+    Warnings, errors and the SLO lines are printed even with ``--quiet``: a run whose target
+    failed requests or steps must say so in a CI log.
+    """
     out = stream or sys.stdout
     console = Console(file=out, highlight=False, soft_wrap=True)
     gen = summary["generator"]
-    if gen["saturated"]:
+    behind = [r for r in gen["reasons"] if "fell behind" in r]
+    for reason in behind:
+        console.print(f"[bold red]WARNING: {reason}.[/]")
+    others = [r for r in gen["reasons"] if r not in behind]
+    if others:
         console.print(
             "[bold red]WARNING: the load generator was saturated "
-            f"({'; '.join(gen['reasons'])}). Latencies include the generator's own delay; "
+            f"({'; '.join(others)}). Latencies include the generator's own delay; "
             "lower the load per process or add workers.[/]"
         )
     if summary["requests"].get("dropped"):
@@ -82,19 +90,26 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
     if summary.get("tls", {}).get("insecure"):
         console.print("[bold yellow]WARNING: TLS certificate verification was OFF (--insecure).[/]")
     if summary.get("interrupted"):
-        console.print("[bold yellow]Run interrupted: partial results written.[/]")
+        console.print("[bold yellow]Run interrupted: partial results written; the verdict is not a pass.[/]")
+    req = summary["requests"]
     if not quiet:
-        req = summary["requests"]
         tp = summary["throughput"]
+        drain = summary.get("drain") or {}
+        after = f", drain {drain['drain_s']:.1f} s" if drain.get("drain_s") else ""
         console.print(
             f"{summary['scenario']} → {summary['target']}  ({summary['mode']} loop, "
-            f"{summary['measure_s']:.1f} s measured)\n"
-            f"requests: {req['completed']:,} ok, {req['failed']:,} failed, {req.get('dropped', 0):,} dropped  ·  "
-            f"{tp['requests_per_s']:.1f} req/s  {tp['chunks_per_s']:.0f} chunks/s  {tp['chars_per_s']:.0f} chars/s"
+            f"{summary['measure_s']:.1f} s measured{after})\n"
+            f"requests: {req['completed']:,} ok, {req['failed']:,} failed, {req.get('dropped', 0):,} dropped, "
+            f"{req.get('cancelled', 0):,} cancelled  ·  in the window: "
+            f"{tp['requests_per_s']:.1f} answers/s  {tp['chunks_per_s']:.0f} chunks/s  {tp['chars_per_s']:.0f} chars/s"
         )
-        errors = {k: v for k, v in summary["errors"].items() if v}
-        if errors:
-            console.print("errors: " + ", ".join(f"{k} {v}" for k, v in errors.items()))
+    errors = {k: v for k, v in summary["errors"].items() if v}
+    if errors:
+        session = summary.get("session") or {}
+        console.print("errors: " + ", ".join(f"{k} {v}" for k, v in errors.items())
+                      + f"  (requests failed {req['failed']:,}; session steps failed "
+                        f"{session.get('failed', 0):,} of {session.get('steps', 0):,})")
+    if not quiet:
         table = Table(title="latency (ms)", show_edge=False, header_style="bold")
         for col in ("metric", "count", "p50", "p90", "p99", "p99.9", "max"):
             table.add_column(col, justify="right" if col != "metric" else "left")
@@ -105,5 +120,6 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
         value = "no data" if v["value"] is None else f"{v['value']:g}"
         mark = "[green]pass[/]" if v["pass"] else "[bold red]FAIL[/]"
         console.print(f"SLO {name}: {value} (limit {v['limit']:g}) {mark}")
-    verdict = "[bold green]PASSED[/]" if summary["passed"] else "[bold red]FAILED[/]"
-    console.print(f"{verdict}  run directory: {run_dir}")
+    verdict = summary.get("verdict") or ("passed" if summary["passed"] else "failed")
+    shown = {"passed": "[bold green]PASSED[/]", "interrupted": "[bold yellow]INTERRUPTED[/]"}
+    console.print(f"{shown.get(verdict, '[bold red]FAILED[/]')}  run directory: {run_dir}")

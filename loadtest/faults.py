@@ -9,6 +9,8 @@ Scenario / ``--faults`` JSON form (every key optional; rates are per stream, 0..
     error_instead: 0.01         # an ``error`` event instead of the stream
     no_stop: 0.01               # the stream never sends ``stop: true``
     unknown_event: 0.01         # an unknown event inside the stream (stream completes)
+    error_then_late: 0.01       # an ``error`` after some chunks, then the rest of the answer and
+                                # its ``stop`` anyway (a proxy flushing what it had buffered)
     stall: [{at_s: 4, ms: 1000}]          # every stream pauses: chunks due in the window wait
     refuse_upgrade: {rate: 0.5, status: 503}   # HTTP status instead of the upgrade
     slow_handshake: {rate: 1, ms: 300}    # delay before the upgrade completes
@@ -37,6 +39,7 @@ STREAM_FAULTS: tuple[str, ...] = (
     "error_instead",
     "no_stop",
     "unknown_event",
+    "error_then_late",
 )
 
 

@@ -55,6 +55,7 @@ METRICS: tuple[str, ...] = (
     "ping_rtt",
     "queue",
     "schedule_lag",
+    "send_lag",
     "loop_lag",
 )
 LOWEST_US = 1

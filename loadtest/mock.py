@@ -231,6 +231,10 @@ async def _inject(fault: StreamFault, ws: web.WebSocketResponse, request: web.Re
     if kind == "error_mid_stream":
         await ws.send_str(encode_server_event("error", {"error": "mock: generation aborted"}))
         return True
+    if kind == "error_then_late":
+        # PROTOCOL.md does not promise silence after `error`: the rest of the answer follows
+        await ws.send_str(encode_server_event("error", {"error": "mock: upstream hiccup"}))
+        return False
     if kind == "unknown_event":
         await ws.send_str(encode_server_event("tool-call", {"name": "get_weather", "arguments": {"city": "Oslo"}}))
         return False

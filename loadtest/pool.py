@@ -268,7 +268,9 @@ class Pool:
                 self._size -= 1
                 return None
             self.ctx.collector.on_reconnect()
-            new = await self._open_retrying(first_delay=True)
+            # a connection we retired ourselves (frames of a failed stream may follow) is
+            # replaced at once; one the target broke waits a backoff first
+            new = await self._open_retrying(first_delay=not conn.retired)
             if new is None:
                 self._size -= 1
             return new

@@ -35,6 +35,7 @@ import pandas as pd
 from loadtest import __version__
 from loadtest import report_charts as charts
 from loadtest.errors import ERROR_CATEGORIES, BadInput
+from loadtest.slo import error_rate
 
 __all__ = ["build_report", "read_summary", "render_report"]
 
@@ -178,18 +179,14 @@ def _ms(v: Any) -> str:
 
 
 def _error_rate(s: dict[str, Any]) -> float | None:
-    """summary.json's ``error_rate`` (the figure the SLO judges); older runs: computed alike."""
+    """summary.json's ``error_rate`` (the figure the SLO judges); older runs: the same formula."""
     rate = s.get("error_rate")
     if isinstance(rate, (int, float)) and not isinstance(rate, bool):
         return float(rate)
     req = s.get("requests")
-    if not isinstance(req, dict):
+    if not isinstance(req, dict) or not all(isinstance(v, int) for v in req.values()):
         return None
-    counts = {k: req.get(k, 0) for k in ("completed", "failed", "dropped")}
-    if not all(isinstance(v, int) for v in counts.values()):
-        return None
-    total = sum(counts.values())
-    return (counts["failed"] + counts["dropped"]) / total if total else None
+    return error_rate(req) if req.get("completed", 0) + req.get("failed", 0) else None
 
 
 def _pill(ok: bool | None, yes: str = "PASS", no: str = "FAIL") -> str:
@@ -212,8 +209,15 @@ def _warnings(run: _Run, prefix: str = "") -> list[str]:
     s = run.summary
     out = []
     gen = s.get("generator") or {}
-    if gen.get("saturated"):
-        reasons = "; ".join(escape(str(r)) for r in gen.get("reasons") or []) or "no reason recorded"
+    all_reasons = [str(r) for r in gen.get("reasons") or []]
+    behind = [r for r in all_reasons if "fell behind" in r]
+    for reason in behind:
+        out.append(("behind", f"<b>{escape(reason[0].upper() + reason[1:])}.</b> The target saw less load "
+                    "than the scenario offered; what was not sent in the window went out in the drain "
+                    "after it, or never."))  # fmt: skip
+    others = [r for r in all_reasons if r not in behind]
+    if gen.get("saturated") and (others or not behind):
+        reasons = "; ".join(escape(r) for r in others) or "no reason recorded"
         out.append(("saturated", f"<b>The load generator was saturated</b> ({reasons}). It, not the target, "
                     "may have been the bottleneck: latencies are upper bounds and the offered load was "
                     "not applied as scheduled."))  # fmt: skip
@@ -224,11 +228,16 @@ def _warnings(run: _Run, prefix: str = "") -> list[str]:
     cancelled = _get(s, "requests", "cancelled")
     if isinstance(cancelled, int) and cancelled > 0:
         out.append(("cancelled", f"<b>{cancelled:,} requests were cancelled</b>: still queued or streaming "
-                    "when the run ended (after the grace period); counted neither as successes nor as "
-                    "failures."))  # fmt: skip
+                    "when the run ended (after the grace period). The target did not serve them: they "
+                    "count in the error rate."))  # fmt: skip
     if s.get("interrupted"):
         out.append(("interrupted", "<b>The run was interrupted</b> before its planned end; the figures "
-                    "cover only the part that ran."))  # fmt: skip
+                    "cover only the part that ran, and its verdict is not a pass."))  # fmt: skip
+    session = s.get("session") or {}
+    if isinstance(session.get("failed"), int) and session["failed"] > 0:
+        out.append(("session-errors", f"<b>{session['failed']:,} of {session.get('steps', 0):,} session steps "
+                    "failed</b> (connection set-ups, pings, set-models): the target did not serve them; "
+                    "they count in the session error rate."))  # fmt: skip
     if _get(s, "tls", "insecure"):
         out.append(("tls-insecure", "<b>TLS certificate verification was off</b>: the identity of the "
                     "target was not checked."))  # fmt: skip
@@ -268,12 +277,15 @@ def _headline(run: _Run) -> str:
               f"{_num(req.get('completed'))} ok · {_num(req.get('failed'))} failed · "
               f"{_num(req.get('dropped'))} dropped"
               + (f" · {_num(req.get('cancelled'))} cancelled" if req.get("cancelled") else "")),
-        _tile("Error rate", "—" if rate is None else f"{rate:.2%}", "(failed + dropped) / finished"),
-        _tile("Throughput", _num(tp.get("requests_per_s"), 1), "requests / s"),
+        _tile("Error rate", "—" if rate is None else f"{rate:.2%}", "not served (failed + dropped + cancelled) / offered"),
+        _tile("Throughput", _num(tp.get("requests_per_s"), 1), "answers / s in the window"),
         _tile("Chunks / s", _num(tp.get("chunks_per_s"), 0), f"{_num(tp.get('chars_per_s'), 0)} chars / s"),
         _tile("TTFT p99", f"{_ms(ttft.get('p99'))} <small>ms</small>", f"p50 {_ms(ttft.get('p50'))} ms"),
     ])  # fmt: skip
     passed = s["passed"]
+    interrupted = s.get("verdict") == "interrupted" or (bool(s.get("interrupted")) and not passed)
+    word, why = ("PASS", "all SLOs met") if passed else (
+        ("INTERRUPTED", "cut short: not a pass") if interrupted else ("FAIL", "an SLO failed"))
     return f"""<header class="card headline {"is-pass" if passed else "is-fail"}">
   <div class="headline-top">
     <div>
@@ -282,8 +294,8 @@ def _headline(run: _Run) -> str:
       <div class="meta">{"".join(meta)}</div>
       <div class="target">target <code>{escape(str(s.get("target") or "—"))}</code></div>
     </div>
-    <div class="verdict" data-verdict="{"pass" if passed else "fail"}">{"PASS" if passed else "FAIL"}
-      <span>{"all SLOs met" if passed else "an SLO failed"}</span></div>
+    <div class="verdict" data-verdict="{"pass" if passed else "fail"}">{word}
+      <span>{why}</span></div>
   </div>
   <div class="tiles">{tiles}</div>
   {_slo_table([run])}

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtest.collector import RequestRecord
+from loadtest.collector import RequestRecord, tpot_ns
 from loadtest.errors import ERROR_CATEGORIES, redact
 from loadtest.hlog import write_hlog
 from loadtest.runner import RunResult
-from loadtest.slo import error_rate, evaluate
+from loadtest.slo import error_rate, evaluate, step_error_rate
 
 __all__ = [
     "REQUEST_COLUMNS",
@@ -37,7 +37,7 @@ __all__ = [
     "write_run_dir",
 ]
 
-SCHEMA = 1
+SCHEMA = 2
 REQUEST_COLUMNS: tuple[str, ...] = (
     "request_id", "user", "connection", "phase", "t_intended_s", "t_send_s", "t_conv_s",
     "t_first_s", "t_last_s", "t_stop_s", "ttft_ms", "ttft_uncorrected_ms", "e2e_ms",
@@ -108,9 +108,8 @@ class RequestCsv:
 
     def __call__(self, r: RequestRecord, t0: int) -> None:
         start = r.t_intended or r.t_send
-        tpot = ""
-        if r.chunks > 1 and r.t_last > r.t_first:
-            tpot = f"{(r.t_last - r.t_first) / (r.chunks - 1) / 1e6:.3f}"
+        tpot_value = tpot_ns(r.chunks, r.t_first, r.t_last) if r.outcome == "ok" else None
+        tpot = "" if tpot_value is None else f"{tpot_value / 1e6:.3f}"
         self._w.writerow((
             r.request_id, r.user, r.connection, r.phase, _s(r.t_intended, t0), _s(r.t_send, t0),
             _s(r.t_conv, t0), _s(r.t_first, t0), _s(r.t_last, t0), _s(r.t_stop, t0),
@@ -138,13 +137,21 @@ class RequestCsv:
             os.replace(self._partial, self.path)
 
 
+def _rate(n: int, window_s: float) -> float:
+    return round(n / window_s, 3) if window_s > 0 else 0.0
+
+
 def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, float]) -> dict[str, Any]:
+    """summary.json (docs/run-directory.md, schema 2). Every rate is events inside the
+    measured window over its length; the drain after it is reported on its own."""
     c = result.collector
     sc = result.scenario
     latency = {name: rec.summary_ms() for name, rec in c.metrics.totals.items() if rec.count}
-    measure_s = result.measure_s
+    window_s = result.measure_s
     lag = c.metrics.totals["loop_lag"].summary_ms()
     cpu = sorted(result.cpu_percents)
+    requests = {"offered": c.completed + c.failed + c.dropped + c.cancelled, "started": c.started,
+                "completed": c.completed, "failed": c.failed, "dropped": c.dropped, "cancelled": c.cancelled}
     summary: dict[str, Any] = {
         "schema": SCHEMA,
         "scenario": sc.name,
@@ -152,22 +159,28 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
         "target": result.target,
         "started_at": result.started_at,
         "duration_s": round(result.duration_s, 3),
-        "measure_s": round(measure_s, 3),
+        "measure_s": round(window_s, 3),
+        "window": {"start_s": round(float(sc.load.warmup_s), 3),
+                   "end_s": round(float(sc.load.warmup_s) + window_s, 3)},
+        "drain": {"drain_s": round(result.drain_s, 3), **c.drain},
         "mode": sc.load.mode,
-        "requests": {"started": c.started, "completed": c.completed, "failed": c.failed,
-                     "dropped": c.dropped, "cancelled": c.cancelled},
+        "requests": requests,
         "errors": {**{k: c.errors.get(k, 0) for k in ERROR_CATEGORIES}, "unknown_events": c.unknown_events},
         "error_samples": c.error_samples,
         "reconnects": c.reconnects,
+        "session": {"steps": c.steps, "failed": c.steps_failed},
         "latency_ms": latency,
+        "latency_from_failed": {"ttft": c.failed_samples["ttft"], "itl": c.failed_samples["itl"]},
         "throughput": {
-            "requests_per_s": round(c.completed / measure_s, 3),
-            "chunks_per_s": round(c.chunks / measure_s, 3),
-            "chars_per_s": round(c.chars / measure_s, 3),
+            "requests_per_s": _rate(c.ok_in_window, window_s),
+            "chunks_per_s": _rate(c.chunks, window_s),
+            "chars_per_s": _rate(c.chars, window_s),
         },
         "schedule": {
             "offered_rate": None if result.offered_rate is None else round(result.offered_rate, 3),
             "achieved_rate": None if result.achieved_rate is None else round(result.achieved_rate, 3),
+            "sent_after_window": c.sent_after_window,
+            "early_sends": c.early_sends,
         },
         "generator": {
             "loop_lag_ms": {"p50": lag["p50"], "p99": lag["p99"], "max": lag["max"]},
@@ -179,9 +192,13 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
         "tls": {"insecure": result.insecure},
         "interrupted": result.interrupted,
     }
-    summary["error_rate"] = round(error_rate(summary["requests"]), 6)
+    summary["error_rate"] = round(error_rate(requests), 6)
+    summary["session_error_rate"] = round(step_error_rate(c.steps, c.steps_failed), 6)
     summary["slo"] = evaluate(slo_limits, summary)
-    summary["passed"] = all(v["pass"] for v in summary["slo"].values())
+    slo_pass = all(v["pass"] for v in summary["slo"].values())
+    # an interrupted run is never a pass: its SLO values are shown, its verdict is "interrupted"
+    summary["verdict"] = "interrupted" if result.interrupted else ("passed" if slo_pass else "failed")
+    summary["passed"] = summary["verdict"] == "passed"
     return summary
 
 
@@ -227,4 +244,6 @@ def write_run_dir(
 
 
 def _epoch(iso: str) -> float:
-    return datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    """Seconds since the epoch of ``started_at`` (``...T12:00:00.123Z``; schema 1 had no ms)."""
+    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if "." in iso else "%Y-%m-%dT%H:%M:%SZ"
+    return datetime.strptime(iso, fmt).replace(tzinfo=UTC).timestamp()

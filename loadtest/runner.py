@@ -14,6 +14,7 @@ import contextlib
 import gc
 import signal
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from loadtest.mock import MockProcess, model_args
 from loadtest.pool import Pool
 from loadtest.retry import backoff
 from loadtest.scheduler import OpenLoop, arrivals_for, frame_maker
-from loadtest.selfwatch import SelfWatch, saturation_reasons
+from loadtest.selfwatch import SelfWatch, fell_behind, saturation_reasons
 from loadtest.session import GenFactory, RunContext, run_user
 
 __all__ = ["Progress", "RunResult", "run_scenario"]
@@ -60,8 +61,9 @@ class RunResult:
     collector: Collector
     target: str  # redacted
     started_at: str
-    duration_s: float
-    measure_s: float
+    duration_s: float  # t0 to the end of the drain
+    measure_s: float  # the measured window's length
+    drain_s: float = 0.0  # from the end of the window until the last request ended (or the grace ran out)
     interrupted: bool = False
     cpu_percents: list[float] = field(default_factory=list)
     saturation: list[str] = field(default_factory=list)
@@ -111,6 +113,12 @@ async def _probe(ctx: RunContext) -> None:
     )
 
 
+def _wall_ms(epoch_ns: int) -> str:
+    """ISO 8601 UTC with milliseconds: the wall-clock time of the run's t0."""
+    dt = datetime.fromtimestamp(epoch_ns // 1_000_000 / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ns // 1_000_000 % 1000:03d}Z"
+
+
 async def _run(
     sc: Any,
     *,
@@ -121,6 +129,12 @@ async def _run(
     request_sink: Callable[[RequestRecord, int], None] | None,
     insecure: bool,
 ) -> RunResult:
+    """The one-process run: probe, pool, load for the duration, drain, figures.
+
+    Coordinator and worker in one function for now (see issue 11); the order matters:
+    t0 (and ``started_at``, its wall-clock time) is taken after the probe and the pool's
+    first connections, so set-up never eats into the measured window.
+    """
     load = sc.load
     duration_s = float(load.duration_s)
     loop = asyncio.get_running_loop()
@@ -128,9 +142,9 @@ async def _run(
     signals_seen = 0
 
     session = make_session(ssl_context=ssl_context)
-    started_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     t0 = perf_counter_ns()
-    collector = Collector(t0_ns=t0, warmup_s=float(load.warmup_s), request_sink=request_sink)
+    collector = Collector(t0_ns=t0, warmup_s=float(load.warmup_s), duration_s=duration_s,
+                          request_sink=request_sink)
     ctx = RunContext(
         session=session, url=url, api_key=api_key, model=sc.target.model,
         connect_s=sc.timeouts.connect_s, first_token_s=sc.timeouts.first_token_s,
@@ -141,7 +155,7 @@ async def _run(
     def on_signal() -> None:
         nonlocal signals_seen
         signals_seen += 1
-        ctx.stopping.set()
+        ctx.stop()
         if signals_seen > 1:
             hard_stop.set()
 
@@ -154,6 +168,8 @@ async def _run(
     watch = SelfWatch(collector.on_loop_lag)
     pool: Pool | None = None
     open_loop: OpenLoop | None = None
+    t_done = t0
+    started_at = ""
     try:
         if load.mode == "open":  # schedule and trace checked before any connection opens
             arrivals = arrivals_for(load)
@@ -164,24 +180,28 @@ async def _run(
             pool = Pool(ctx, max_connections=load.max_connections, max_queue=load.max_queue, seed=load.seed)
             await pool.start(load.connections or 1)
             open_loop = OpenLoop(ctx, pool, arrivals, make_frame)
-        # the probe must not eat into the measured time: restart the clock here
+        # the probe and the pool's set-up must not eat into the measured time: t0 is now
         t0 = perf_counter_ns()
-        collector.t0_ns = t0
+        started_at = _wall_ms(time.time_ns())
+        collector.start(t0)
         ctx.end_ns = t0 + round(duration_s * _NS)
+        if ctx.stopping.is_set():  # a signal during the probe: nothing of the window was run
+            collector.end_window(t0)
         profile = _users_profile(sc)
         if profile is not None:
             ctx.target_users = lambda: round(profile.value_at((perf_counter_ns() - t0) / _NS))
 
         async with asyncio.TaskGroup() as tg:
             watch_task = tg.create_task(watch.run())
+            workers: list[asyncio.Task[None]] = []
             if open_loop is not None:
-                workers = [tg.create_task(open_loop.run(tg, t0_ns=t0))]
-            else:
-                workers = _start_closed(tg, ctx, sc, profile)
+                workers.append(tg.create_task(open_loop.run(tg, t0_ns=t0)))
+            elif profile is None:
+                workers.append(tg.create_task(_start_users(tg, ctx, sc, workers)))
             ticker = tg.create_task(_ticker(ctx, duration_s, progress, workers, tg, sc, profile))
-            # wait for the end of the duration (or a signal), then the grace period
+            # wait for the end of the duration (or a stop), then drain what is in flight
             await ctx.sleep_until_ns(ctx.end_ns)
-            ctx.stopping.set()
+            ctx.stop()
             grace_end = perf_counter_ns() + round(min(GRACE_S, sc.timeouts.stream_s) * _NS)
             while any(not w.done() for w in workers) and perf_counter_ns() < grace_end:
                 if hard_stop.is_set():
@@ -189,6 +209,7 @@ async def _run(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.05):
                         await hard_stop.wait()
+            t_done = perf_counter_ns()
             for w in workers:
                 w.cancel()
             ticker.cancel()
@@ -203,38 +224,47 @@ async def _run(
     gc.unfreeze()
     t_end = perf_counter_ns()
     collector.close_intervals(t_end, final=True)
-    total_s = (t_end - t0) / _NS
-    measure_s = max(1e-9, total_s - float(load.warmup_s))
     lag = collector.metrics.totals["loop_lag"].summary_ms()
-    cpu = [p for at, p in watch.cpu_samples if collector.phase_of(at) == "measure"]
+    cpu = [p for at, p in watch.cpu_samples if collector.in_window(at)]
     lag_p99 = lag["p99"]
     sched_p99 = collector.metrics.totals["schedule_lag"].summary_ms()["p99"]
+    window_s = collector.window_s
+    offered = achieved = None
+    if collector.offered:
+        offered = collector.offered / window_s if window_s else 0.0
+        achieved = collector.sent_in_window / window_s if window_s else 0.0
     reasons = saturation_reasons(
         float(lag_p99) if lag_p99 is not None else None, cpu,
         schedule_lag_p99_ms=float(sched_p99) if sched_p99 is not None else None,
     )
-    offered = achieved = None
-    if collector.offered:
-        # open loop: rates over the scheduled window, not the grace period that drains it
-        window_s = measure_s
-        if open_loop is not None:
-            end_s = (open_loop.dispatch_end_ns - t0) / _NS if open_loop.dispatch_end_ns else total_s
-            window_s = max(1e-9, min(end_s, duration_s) - float(load.warmup_s))
-        offered = collector.offered / window_s
-        achieved = collector.achieved / window_s
+    behind = fell_behind(offered, achieved, window_s, queue_p99_ms=collector.metrics.totals["queue"].summary_ms()["p99"],
+                         schedule_lag_p99_ms=sched_p99, max_connections=load.max_connections if open_loop else None)
+    if behind:
+        reasons.append(behind)
     return RunResult(
         scenario=sc, collector=collector, target=redact(target_url(url, api_key), api_key), started_at=started_at,
-        duration_s=total_s, measure_s=measure_s, interrupted=signals_seen > 0, cpu_percents=cpu,
+        duration_s=(t_end - t0) / _NS, measure_s=window_s,
+        drain_s=max(0, t_done - collector.window_end_ns) / _NS if started_at else 0.0,
+        interrupted=signals_seen > 0, cpu_percents=cpu,
         saturation=reasons, offered_rate=offered, achieved_rate=achieved, insecure=insecure,
     )
 
 
-def _start_closed(tg: asyncio.TaskGroup, ctx: RunContext, sc: Any, profile: RateProfile | None) -> list[asyncio.Task[None]]:
-    if profile is not None:
-        return []  # the ticker starts users as the ramp reaches them
+#: users started per batch; between batches the loop runs (signals, the ticker, connections)
+_USER_BATCH = 500
+
+
+async def _start_users(tg: asyncio.TaskGroup, ctx: RunContext, sc: Any, workers: list[asyncio.Task[None]]) -> None:
+    """Start the closed loop's users in batches, so that a stop is honoured at once even
+    while a very large number of users is being created."""
     steps = list(sc.session.steps)
     users = sc.load.concurrency
-    return [tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=users)) for uid in range(users)]
+    for uid in range(users):
+        if ctx.stopping.is_set():
+            return
+        workers.append(tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=users)))
+        if uid % _USER_BATCH == _USER_BATCH - 1:
+            await asyncio.sleep(0)
 
 
 async def _ticker(
@@ -300,7 +330,7 @@ def _progress(ctx: RunContext, now: int, duration_s: float) -> Progress:
         in_flight=ctx.in_flight, completed=c.completed, failed=c.failed,
         errors=sum(c.errors.values()),
         ttft_p50_ms=None if p50 is None else p50 / 1000, ttft_p99_ms=None if p99 is None else p99 / 1000,
-        phase=c.phase_of(now),
+        phase="warmup" if now < c.window_start_ns else ("measure" if now < c.window_end_ns else "drain"),
     )
 
 

@@ -68,6 +68,8 @@ class SchedulerContext(Protocol):
 
     def take_request(self) -> int | None: ...
 
+    def stop(self) -> None: ...
+
 
 def arrivals_for(load: Any) -> Iterator[Arrival]:
     """The arrivals of an open-loop ``LoadConfig``: a rate, stages, or a trace file.
@@ -155,7 +157,7 @@ async def dispatch(
         if deadline >= end_ns:
             return "end"  # what is queued is still served
         if cap is not None and ctx.requests_issued >= cap:
-            stopping.set()  # as a closed-loop run does: the runner moves on to the grace period
+            ctx.stop()  # as a closed-loop run does: the window ends, the runner drains
             return "cap"
         frame, plen = make_frame(a)  # prepared before the sleep: off the timed path
         if deadline > perf_counter_ns():
@@ -184,14 +186,13 @@ async def dispatch(
 class OpenLoop:
     """One open-loop run: dispatch, then serve what is queued and in flight, then close the pool.
 
-    ``dispatch_end_ns`` ends the window that the offered and achieved rates cover: the end
-    of the duration, or the moment the request cap or a stop ended the schedule early.
+    The measured window is the collector's (the duration, or up to an early stop); requests
+    still queued when the schedule ends are served in the runner's drain.
     """
 
     def __init__(self, ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival],
                  make_frame: FrameMaker) -> None:
         self.ctx, self.pool, self.arrivals, self.make_frame = ctx, pool, arrivals, make_frame
-        self.dispatch_end_ns = 0
 
     async def run(self, tg: asyncio.TaskGroup, *, t0_ns: int) -> None:
         """Returns once every arrival is reported; if cancelled (the runner's grace period ran
@@ -200,13 +201,7 @@ class OpenLoop:
         pool = self.pool
         pool.attach(tg)
         try:
-            self.dispatch_end_ns = self.ctx.end_ns
-            why = "stopped"  # if dispatch raises or is cancelled
-            try:
-                why = await dispatch(self.ctx, pool, self.arrivals, self.make_frame, t0_ns=t0_ns)
-            finally:
-                if why != "end":
-                    self.dispatch_end_ns = min(self.ctx.end_ns, perf_counter_ns())
+            why = await dispatch(self.ctx, pool, self.arrivals, self.make_frame, t0_ns=t0_ns)
             if why == "stopped":
                 pool.cancel_queued()
             await pool.drain()

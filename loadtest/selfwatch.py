@@ -14,11 +14,13 @@ from collections.abc import Callable
 
 import psutil
 
-__all__ = ["CPU_LIMIT_PERCENT", "LAG_LIMIT_MS", "SelfWatch", "saturation_reasons"]
+__all__ = ["BEHIND_RATIO", "CPU_LIMIT_PERCENT", "LAG_LIMIT_MS", "SelfWatch", "fell_behind", "saturation_reasons"]
 
 LAG_LIMIT_MS = 10.0
 CPU_LIMIT_PERCENT = 90.0
 LATE_MS = 1.0
+#: an open-loop run that sent less than this share of what it offered inside the window fell behind
+BEHIND_RATIO = 0.99
 _PERIOD_S = 0.05
 
 
@@ -81,3 +83,37 @@ def saturation_reasons(
                 f"and it ran late (lag p99 {max(late):.1f} ms)"
             )
     return reasons
+
+
+def fell_behind(
+    offered_per_s: float | None,
+    achieved_per_s: float | None,
+    window_s: float,
+    *,
+    queue_p99_ms: float | int | None = None,
+    schedule_lag_p99_ms: float | int | None = None,
+    max_connections: int | None = None,
+) -> str | None:
+    """The plain sentence for an open-loop run that did not send what it offered, else None.
+
+    Both rates are events inside the measured window over its length: a generator that falls
+    behind sends fewer requests in the window than the schedule offered (the rest go out in
+    the drain, or never). Below 99 % of offered, and by at least 2 requests (so that one
+    request still queued at the window's end in a short, slow run is not called a stall),
+    the run does not measure the load it claims. The sentence says why when it can tell:
+    the dispatcher ran late (schedule lag), or requests waited for a free connection
+    (queue: the pool was at ``max_connections``).
+    """
+    if not offered_per_s or achieved_per_s is None:
+        return None
+    if achieved_per_s >= BEHIND_RATIO * offered_per_s or (offered_per_s - achieved_per_s) * window_s < 2:
+        return None
+    why = []
+    if schedule_lag_p99_ms is not None and schedule_lag_p99_ms > LATE_MS:
+        why.append(f"the dispatcher ran late, schedule lag p99 {schedule_lag_p99_ms:.1f} ms")
+    if queue_p99_ms is not None and queue_p99_ms > LATE_MS:
+        pool = f", pool limit max_connections {max_connections}" if max_connections else ""
+        why.append(f"requests waited for a free connection, queue p99 {queue_p99_ms:.1f} ms{pool}")
+    because = f" ({'; '.join(why)})" if why else ""
+    return (f"offered {offered_per_s:,.0f}/s, sent {achieved_per_s:,.0f}/s in the window: "
+            f"the generator fell behind{because}")

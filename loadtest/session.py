@@ -88,10 +88,19 @@ class RunContext:
     def running(self) -> bool:
         return not self.stopping.is_set() and perf_counter_ns() < self.end_ns
 
+    def stop(self) -> None:
+        """Stop starting work (a signal, the request cap, the end of the duration).
+
+        A stop before the planned end also ends the measured window at this moment.
+        """
+        if not self.stopping.is_set():
+            self.collector.end_window(perf_counter_ns())
+            self.stopping.set()
+
     def take_request(self) -> int | None:
         """A fresh request id, or None when the request cap is reached."""
         if self.max_requests is not None and self.requests_issued >= self.max_requests:
-            self.stopping.set()
+            self.stop()
             return None
         self.requests_issued += 1
         return next(self._ids)
@@ -218,10 +227,11 @@ async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float
                 elif isinstance(step, SetModelStep):
                     try:
                         await conn.set_model(step.model, ctx.connect_s)
+                        ctx.collector.on_step(perf_counter_ns())
                     except ConnectionFailure as exc:
                         ctx.collector.on_failure(exc.category, str(exc), perf_counter_ns())
-            if conn is not None and conn.broken:
-                await ctx.sleep(next(delays))
+            if conn is not None and conn.broken and not conn.retired:
+                await ctx.sleep(next(delays))  # a retired connection is replaced at once
     finally:
         ctx.active_sessions -= 1
         if conn is not None:

@@ -7,10 +7,14 @@ Each SLO compares one summary figure with its limit:
 | `ttft_p99_ms`        | `latency_ms.ttft.p99`                               | value <= limit |
 | `itl_p99_ms`         | `latency_ms.itl.p99`                                | value <= limit |
 | `e2e_p99_ms`         | `latency_ms.e2e.p99`                                | value <= limit |
-| `error_rate`         | (failed + dropped) / (completed + failed + dropped) | value <= limit |
+| `error_rate`         | (failed + dropped + cancelled) / offered requests   | value <= limit |
+| `session_error_rate` | failed session steps / attempted (connection set-ups, pings, set-models) | value <= limit |
 | `min_throughput_rps` | `throughput.requests_per_s`                         | value >= limit |
 
 A latency SLO with no samples fails (value ``null``): no data is not a pass.
+``error_rate`` and ``session_error_rate`` always apply (DEFAULT_LIMITS, unless the scenario
+sets another limit): every request or step the target did not serve counts against the run,
+so a target that stopped answering can never pass (issue 10).
 """
 
 from __future__ import annotations
@@ -18,16 +22,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SLO_NAMES", "error_rate", "evaluate"]
+__all__ = ["ALWAYS_ON", "SLO_NAMES", "error_rate", "evaluate", "step_error_rate"]
 
 _LATENCY = {"ttft_p99_ms": ("ttft", "p99"), "itl_p99_ms": ("itl", "p99"), "e2e_p99_ms": ("e2e", "p99")}
-SLO_NAMES: tuple[str, ...] = (*_LATENCY, "error_rate", "min_throughput_rps")
+SLO_NAMES: tuple[str, ...] = (*_LATENCY, "error_rate", "session_error_rate", "min_throughput_rps")
+#: SLOs that apply to every run, with these limits unless the scenario sets its own
+ALWAYS_ON: dict[str, float] = {"error_rate": 0.01, "session_error_rate": 0.01}
 
 
 def error_rate(requests: Mapping[str, int]) -> float:
-    bad = requests.get("failed", 0) + requests.get("dropped", 0)
+    """The one request error rate: requests the target did not serve / requests offered.
+
+    Not served = failed + dropped (the queue was full) + cancelled (offered, never finished:
+    still queued or in flight when the run ended). Offered = completed + those.
+    """
+    bad = requests.get("failed", 0) + requests.get("dropped", 0) + requests.get("cancelled", 0)
     total = requests.get("completed", 0) + bad
     return bad / total if total else 0.0
+
+
+def step_error_rate(steps: int, failed: int) -> float:
+    """Session steps (connection set-ups, pings, set-models) the target failed / attempted."""
+    return failed / steps if steps else 0.0
 
 
 def evaluate(limits: Mapping[str, float], summary: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -41,6 +57,10 @@ def evaluate(limits: Mapping[str, float], summary: Mapping[str, Any]) -> dict[st
             ok = value is not None and value <= limit
         elif name == "error_rate":
             value = round(error_rate(summary["requests"]), 6)
+            ok = value <= limit
+        elif name == "session_error_rate":
+            session = summary.get("session") or {}
+            value = round(step_error_rate(session.get("steps", 0), session.get("failed", 0)), 6)
             ok = value <= limit
         elif name == "min_throughput_rps":
             value = summary["throughput"]["requests_per_s"]

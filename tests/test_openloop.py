@@ -45,6 +45,7 @@ class _FakeConn:
     def __init__(self, n: int) -> None:
         self.id = n
         self.broken = False
+        self.retired = False
         self.closed = False
 
     async def close(self) -> None:
