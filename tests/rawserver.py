@@ -92,14 +92,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+def now() -> tuple[int, int]:
+    return time.time_ns(), time.monotonic_ns()
+
+
 class Log:
     """JSON lines, one per event, flushed as written."""
 
     def __init__(self, f: TextIO) -> None:
         self.f = f
 
-    def __call__(self, ev: str, **fields: Any) -> None:
-        rec = {"ev": ev, "t_wall_ns": time.time_ns(), "t_mono_ns": time.monotonic_ns(), **fields}
+    def __call__(self, ev: str, *, at: tuple[int, int] | None = None, **fields: Any) -> None:
+        """``at``: (wall, mono) ns read when the event happened; default now."""
+        wall, mono = at or now()
+        rec = {"ev": ev, "t_wall_ns": wall, "t_mono_ns": mono, **fields}
         self.f.write(json.dumps(rec, separators=(",", ":")) + "\n")
         self.f.flush()
 
@@ -237,8 +243,10 @@ class RawServer:
         if conn.gone or conn.writer.is_closing():
             self.log("frame_skipped", conn=conn.cid, kind=kind, bytes=len(payload), **fields)
             return False
-        conn.writer.write(encode_frame(opcode, payload))
-        self.log("frame_sent", conn=conn.cid, kind=kind, bytes=len(payload), **fields)
+        frame = encode_frame(opcode, payload)
+        at = now()  # read before the write: the client cannot see the frame earlier than this
+        conn.writer.write(frame)
+        self.log("frame_sent", at=at, conn=conn.cid, kind=kind, bytes=len(payload), **fields)
         return True
 
     # --- one connection
@@ -283,6 +291,7 @@ class RawServer:
         buf, buf_op = b"", None
         while True:
             fin, opcode, payload = await read_frame(conn.reader)
+            at = now()  # read after the frame: the client sent it before this
             if opcode == OP_CLOSE:
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
                 self.log("recv", conn=conn.cid, kind="close", code=code)
@@ -307,9 +316,9 @@ class RawServer:
             if op != OP_TEXT:
                 self.log("recv", conn=conn.cid, kind="other", opcode=op)
                 continue
-            self.on_text(conn, data)
+            self.on_text(conn, data, at)
 
-    def on_text(self, conn: Conn, data: bytes) -> None:
+    def on_text(self, conn: Conn, data: bytes, at: tuple[int, int]) -> None:
         try:
             msg = json.loads(data.decode("utf-8"))
             name = msg.get("event")
@@ -323,14 +332,13 @@ class RawServer:
             self.log("recv", conn=conn.cid, kind="set-model")
             self.send(conn, "set-model", OP_TEXT, event("set-model-complete", {}))
         elif name == "gen":
-            t_recv = time.monotonic_ns()
             conn.gens += 1
             self.gen_n += 1
             conv_id = f"c{conn.cid}-g{conn.gens}-{uuid.uuid4().hex[:8]}"
-            self.log("gen_received", conn=conn.cid, gen=conn.gens, gen_n=self.gen_n,
+            self.log("gen_received", at=at, conn=conn.cid, gen=conn.gens, gen_n=self.gen_n,
                      conversation_id=conv_id)
             task = asyncio.get_running_loop().create_task(
-                self.generate(conn, conn.gens, self.gen_n, conv_id, t_recv))
+                self.generate(conn, conn.gens, self.gen_n, conv_id, at[1]))
             conn.tasks.add(task)
             task.add_done_callback(conn.tasks.discard)
         else:
