@@ -199,6 +199,22 @@ def no_gen_after_error_on_same_connection(run: Served) -> list[str]:
     return reused
 
 
+def overlapping_gens(run: Served) -> list[str]:
+    """Server-side evidence that the harness sent a gen on a connection while the previous
+    answer there was still being sent (its ``stop`` not yet written): conversationIds."""
+    final = ("stop", "error") if run.log[0]["behaviour"] == "error_ends" else ("stop",)
+    open_on: dict[int, str] = {}
+    overlap = []
+    for e in run.log:
+        if e["ev"] == "gen_received":
+            if e["conn"] in open_on:
+                overlap.append(e["conversation_id"])
+            open_on[e["conn"]] = e["conversation_id"]
+        elif e["ev"] == "frame_sent" and e["kind"] in final and open_on.get(e["conn"]) == e["conversation_id"]:
+            del open_on[e["conn"]]
+    return overlap
+
+
 # --- the tests ----------------------------------------------------------------------------------
 
 NORMAL = {"ttft_ms": 50, "gap_ms": 10, "chunks": 8}
@@ -284,6 +300,7 @@ def test_error_then_late_never_reuses_the_connection(tmp_path: Path) -> None:
         assert g["error"] is None and g["stop"] is not None, (r, g)
     # the server never received a gen on a connection after it sent an error there
     assert no_gen_after_error_on_same_connection(run) == []
+    assert overlapping_gens(run) == []
     # every server error is one failed request, category server_error, with its 2 chunks and TTFT
     failed = failed_rows(run)
     assert len(failed) == len(errors) == s["errors"]["server_error"], (len(failed), len(errors), s["errors"])
@@ -342,6 +359,22 @@ def test_a_target_that_dies_mid_run_fails_the_run(tmp_path: Path, how: str) -> N
     assert s["passed"] is False
     assert s["session_error_rate"] > 0.01 or s["error_rate"] > 0.01, (s.get("session_error_rate"), s["error_rate"])
     assert s["verdict"] == "failed", s.get("verdict")
+
+
+def test_a_timed_out_stream_retires_its_connection(tmp_path: Path) -> None:
+    """3 s answers, 1 s stream timeout: every request times out, and no later gen is sent on a
+    connection whose answer is still streaming (its late chunks would be taken for the next)."""
+    run = serve_and_run(tmp_path, "slow_stream", {},
+                        scenario("timeout", users=2, duration="3s",
+                                 timeouts="{connect: 2s, first_token: 2s, stream: 1s}"))
+    assert run.rc == 0, run.diag()
+    s = run.summary
+    received = [e for e in run.log if e["ev"] == "gen_received"]
+    assert len(received) >= 4
+    assert overlapping_gens(run) == []
+    assert s["requests"]["completed"] == 0
+    assert s["errors"]["timeout"] == len(failed_rows(run, "timeout")) == len(run.rows) == len(received)
+    assert all(9 <= int(r["chunks"]) <= 10 for r in run.rows), [r["chunks"] for r in run.rows]
 
 
 def test_huge_frame_is_a_protocol_error_and_memory_stays_bounded(tmp_path: Path) -> None:
