@@ -1,0 +1,435 @@
+"""rawserver: an independent, deliberately misbehaving chat-proxy server for judging the harness.
+
+Why it exists
+-------------
+The embedded mock (``loadtest.mock``) shares the harness's code: its codec, its aiohttp stack,
+its ideas of what a stream looks like. A bug in that shared code can make the harness and the
+mock agree with each other and both be wrong. This server shares nothing with the code under
+test: it is written on raw asyncio sockets with a hand-written RFC 6455 implementation (HTTP
+upgrade, masked client frames, unmasked server frames with 7/16/64-bit lengths, close and ping),
+and imports nothing from ``loadtest`` nor aiohttp. It logs what it *really* did, one JSON line per
+event with wall and monotonic nanosecond times, so a test can hold the harness's figures
+(summary.json, requests.csv) against the server's own record.
+
+Run it as a separate process::
+
+    python tests/rawserver.py --port 0 --log events.jsonl --behaviour normal \
+        --options '{"ttft_ms": 50, "gap_ms": 10, "chunks": 8}'
+
+The first stdout line is ``ws://127.0.0.1:PORT/v2/chat``. SIGTERM/SIGINT end it cleanly; SIGKILL
+loses nothing already logged (every line is flushed as written).
+
+Protocol spoken: ``auth-connect-complete`` after the upgrade; ``pong`` for ``ping``;
+``set-model-complete`` for ``set-model``; for ``gen``: ``conv-message`` (a unique
+``conversationId`` per gen), then ``message`` chunks ``{"output": "tokN ", "stop": false}`` and
+finally ``{"output": "", "stop": true}``. Sends are scheduled against absolute deadlines from the
+moment the ``gen`` was read (chunk i at ``ttft_ms + i * gap_ms``), never by accumulated sleeps.
+
+Behaviours (``--behaviour``; options in one JSON object ``--options``, defaults in ``DEFAULTS``):
+
+- ``normal``: ttft_ms, gap_ms, chunks, exactly.
+- ``error_then_late``: after ``error_after`` chunks an ``error`` ("upstream hiccup"), then after
+  ``late_ms`` the remaining chunks and a ``stop`` at once. Only on every ``every``-th gen
+  (counted across the server, 1-based); other gens are normal.
+- ``error_ends``: an ``error`` after ``error_after`` chunks (0: instead of any), nothing after.
+- ``die_at_s``: normal, then ``die_at_s`` seconds after start every connection is aborted
+  (transport.abort, no close frame) and the listening socket is closed (connects refused).
+- ``huge_frame``: chunk number ``at_chunk`` is one text frame of ``huge_mb`` MiB (a valid
+  ``message`` whose output is huge); at most ``max_times`` such frames in the server's life.
+- ``invalid_utf8``: chunk number ``at_chunk`` is a TEXT frame whose payload is not UTF-8.
+- ``never_auth``: completes the upgrade and never sends ``auth-connect-complete``.
+- ``slow_stream``: normal with long-stream defaults (ttft 100 ms, 30 chunks 100 ms apart).
+
+Log lines (``--log``), each with ``t_wall_ns`` (time.time_ns) and ``t_mono_ns``
+(time.monotonic_ns) and, where it applies, ``conn`` (connection id, 1-based) and ``gen``
+(per-connection gen index, 1-based) and ``gen_n`` (server-wide gen number):
+
+- ``{"ev": "listening", "port"}``, ``{"ev": "accept", "conn", "peer"}``,
+  ``{"ev": "upgrade", "conn", "path"}``
+- ``{"ev": "recv", "conn", "kind"}`` for every client frame other than ``gen``
+  (kind: ``ping``, ``set-model``, ``ws-ping``, ``close``, ``other``)
+- ``{"ev": "gen_received", "conn", "gen", "gen_n", "conversation_id"}``
+- ``{"ev": "frame_sent", "conn", "kind", "bytes", ...}``: kind is ``auth``, ``pong``,
+  ``set-model``, ``conv``, ``chunk`` (with ``chunk``, 1-based), ``huge``, ``invalid_utf8``,
+  ``error``, ``stop``, ``ws-pong``, ``close``; gen frames also carry ``gen``, ``gen_n`` and
+  ``conversation_id``. ``frame_skipped`` (same fields) when the connection was already gone.
+- ``{"ev": "closed", "conn", "reason"}``: ``client_close`` (with ``code``), ``eof``, ``reset``,
+  ``aborted`` (by ``die_at_s``), ``protocol`` (bad client frame), ``shutdown``.
+- ``{"ev": "died"}`` (die_at_s), ``{"ev": "shutdown"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import signal
+import struct
+import sys
+import time
+import uuid
+from typing import Any, TextIO
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+MAX_CLIENT_FRAME = 16 * 1024 * 1024
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "normal": {"ttft_ms": 50, "gap_ms": 10, "chunks": 10},
+    "error_then_late": {"ttft_ms": 50, "gap_ms": 10, "chunks": 10, "error_after": 2,
+                        "late_ms": 200, "every": 1},
+    "error_ends": {"ttft_ms": 50, "gap_ms": 10, "chunks": 10, "error_after": 2},
+    "die_at_s": {"ttft_ms": 50, "gap_ms": 10, "chunks": 10, "die_at_s": 3.0},
+    "huge_frame": {"ttft_ms": 50, "gap_ms": 10, "chunks": 10, "huge_mb": 20, "at_chunk": 2,
+                   "max_times": 3},
+    "invalid_utf8": {"ttft_ms": 50, "gap_ms": 10, "chunks": 10, "at_chunk": 2},
+    "never_auth": {},
+    "slow_stream": {"ttft_ms": 100, "gap_ms": 100, "chunks": 30},
+}
+
+OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+def now() -> tuple[int, int]:
+    return time.time_ns(), time.monotonic_ns()
+
+
+class Log:
+    """JSON lines, one per event, flushed as written."""
+
+    def __init__(self, f: TextIO) -> None:
+        self.f = f
+
+    def __call__(self, ev: str, *, at: tuple[int, int] | None = None, **fields: Any) -> None:
+        """``at``: (wall, mono) ns read when the event happened; default now."""
+        wall, mono = at or now()
+        rec = {"ev": ev, "t_wall_ns": wall, "t_mono_ns": mono, **fields}
+        self.f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        self.f.flush()
+
+
+# --- RFC 6455 framing -------------------------------------------------------------------------
+
+def encode_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final server frame; 7-, 16- or 64-bit payload length."""
+    n = len(payload)
+    head = bytes([0x80 | opcode])
+    if n < 126:
+        head += bytes([n])
+    elif n < 1 << 16:
+        head += bytes([126]) + struct.pack("!H", n)
+    else:
+        head += bytes([127]) + struct.pack("!Q", n)
+    return head + payload
+
+
+class FrameError(Exception):
+    pass
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[bool, int, bytes]:
+    """(fin, opcode, unmasked payload) of one client frame; client frames must be masked."""
+    b0, b1 = await reader.readexactly(2)
+    fin, opcode = bool(b0 & 0x80), b0 & 0x0F
+    if b0 & 0x70:
+        raise FrameError("reserved bits set")
+    masked, n = bool(b1 & 0x80), b1 & 0x7F
+    if n == 126:
+        (n,) = struct.unpack("!H", await reader.readexactly(2))
+    elif n == 127:
+        (n,) = struct.unpack("!Q", await reader.readexactly(8))
+    if not masked:
+        raise FrameError("client frame not masked")
+    if n > MAX_CLIENT_FRAME:
+        raise FrameError(f"client frame of {n} bytes")
+    key = await reader.readexactly(4)
+    data = await reader.readexactly(n)
+    if n:
+        # XOR with the repeated 4-byte key, as one big integer (fast for any length)
+        mask = (key * (n // 4 + 1))[:n]
+        data = (int.from_bytes(data, "big") ^ int.from_bytes(mask, "big")).to_bytes(n, "big")
+    return fin, opcode, data
+
+
+async def read_upgrade(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
+    raw = await reader.readuntil(b"\r\n\r\n")
+    lines = raw.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    if method != "GET":
+        raise FrameError(f"method {method}")
+    headers = {}
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    return path, headers
+
+
+def accept_key(key: str) -> str:
+    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
+
+
+# --- the server -------------------------------------------------------------------------------
+
+def event(name: str, data: dict[str, Any] | None = None) -> bytes:
+    msg: dict[str, Any] = {"event": name}
+    if data is not None:
+        msg["data"] = data
+    return json.dumps(msg, separators=(",", ":")).encode("utf-8")
+
+
+async def sleep_until(deadline_ns: int) -> None:
+    """Sleep until an absolute monotonic deadline (ns)."""
+    delay = (deadline_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+class Conn:
+    def __init__(self, cid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.cid = cid
+        self.reader = reader
+        self.writer = writer
+        self.gens = 0
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.gone = False
+        self.close_reason: str | None = None
+
+
+class RawServer:
+    def __init__(self, behaviour: str, options: dict[str, Any], log: Log) -> None:
+        if behaviour not in DEFAULTS:
+            raise SystemExit(f"unknown behaviour {behaviour!r}; one of {sorted(DEFAULTS)}")
+        unknown = set(options) - set(DEFAULTS[behaviour])
+        if unknown:
+            raise SystemExit(f"unknown options for {behaviour}: {sorted(unknown)}")
+        self.behaviour = behaviour
+        self.opt = {**DEFAULTS[behaviour], **options}
+        self.log = log
+        self.conns: dict[int, Conn] = {}
+        self.next_cid = 0
+        self.gen_n = 0
+        self.huge_sent = 0
+        self.server: asyncio.Server | None = None
+        self.t_start_ns = time.monotonic_ns()
+        self._huge: bytes | None = None
+
+    async def start(self, port: int) -> int:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", port)
+        port = self.server.sockets[0].getsockname()[1]
+        self.t_start_ns = time.monotonic_ns()
+        self.log("listening", port=port, behaviour=self.behaviour, options=self.opt)
+        if self.behaviour == "die_at_s":
+            asyncio.get_running_loop().call_later(float(self.opt["die_at_s"]), self.die)
+        return port
+
+    def die(self) -> None:
+        """The target died: stop listening and abort every connection (no close frame)."""
+        assert self.server is not None
+        self.server.close()
+        self.log("died", open_connections=len(self.conns))
+        for conn in list(self.conns.values()):
+            conn.close_reason = "aborted"
+            conn.gone = True
+            for task in conn.tasks:
+                task.cancel()
+            conn.writer.transport.abort()
+
+    # --- sending, each frame logged as really written
+
+    def send(self, conn: Conn, kind: str, opcode: int, payload: bytes, **fields: Any) -> bool:
+        if conn.gone or conn.writer.is_closing():
+            self.log("frame_skipped", conn=conn.cid, kind=kind, bytes=len(payload), **fields)
+            return False
+        frame = encode_frame(opcode, payload)
+        at = now()  # read before the write: the client cannot see the frame earlier than this
+        conn.writer.write(frame)
+        self.log("frame_sent", at=at, conn=conn.cid, kind=kind, bytes=len(payload), **fields)
+        return True
+
+    # --- one connection
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.next_cid += 1
+        conn = Conn(self.next_cid, reader, writer)
+        self.conns[conn.cid] = conn
+        peer = writer.get_extra_info("peername")
+        self.log("accept", conn=conn.cid, peer=f"{peer[0]}:{peer[1]}" if peer else None)
+        reason, extra = "eof", {}
+        try:
+            path, headers = await read_upgrade(reader)
+            key = headers.get("sec-websocket-key")
+            if not key or headers.get("upgrade", "").lower() != "websocket":
+                writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                reason = "bad_upgrade"
+                return
+            writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                          "Connection: Upgrade\r\n"
+                          f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode("ascii"))
+            self.log("upgrade", conn=conn.cid, path=path.split("?", 1)[0])
+            if self.behaviour != "never_auth":
+                self.send(conn, "auth", OP_TEXT, event("auth-connect-complete", {"status": "ok"}))
+            reason, extra = await self.read_loop(conn)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError) as exc:
+            reason = "eof" if isinstance(exc, asyncio.IncompleteReadError) else "reset"
+        except FrameError as exc:
+            reason, extra = "protocol", {"detail": str(exc)}
+        except asyncio.CancelledError:
+            reason = "shutdown"
+        finally:
+            conn.gone = True
+            for task in conn.tasks:
+                task.cancel()
+            self.conns.pop(conn.cid, None)
+            self.log("closed", conn=conn.cid, reason=conn.close_reason or reason, **extra)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def read_loop(self, conn: Conn) -> tuple[str, dict[str, Any]]:
+        buf, buf_op = b"", None
+        while True:
+            fin, opcode, payload = await read_frame(conn.reader)
+            at = now()  # read after the frame: the client sent it before this
+            if opcode == OP_CLOSE:
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                self.log("recv", conn=conn.cid, kind="close", code=code)
+                self.send(conn, "close", OP_CLOSE, payload[:2])
+                return "client_close", {"code": code}
+            if opcode == OP_PING:
+                self.log("recv", conn=conn.cid, kind="ws-ping")
+                self.send(conn, "ws-pong", OP_PONG, payload)
+                continue
+            if opcode == OP_PONG:
+                continue
+            if opcode == OP_CONT:
+                if buf_op is None:
+                    raise FrameError("continuation without a first frame")
+                buf += payload
+            else:
+                buf, buf_op = payload, opcode
+            if not fin:
+                continue
+            data, op = buf, buf_op
+            buf, buf_op = b"", None
+            if op != OP_TEXT:
+                self.log("recv", conn=conn.cid, kind="other", opcode=op)
+                continue
+            self.on_text(conn, data, at)
+
+    def on_text(self, conn: Conn, data: bytes, at: tuple[int, int]) -> None:
+        try:
+            msg = json.loads(data.decode("utf-8"))
+            name = msg.get("event")
+        except (ValueError, AttributeError):
+            self.log("recv", conn=conn.cid, kind="other")
+            return
+        if name == "ping":
+            self.log("recv", conn=conn.cid, kind="ping")
+            self.send(conn, "pong", OP_TEXT, event("pong", {}))
+        elif name == "set-model":
+            self.log("recv", conn=conn.cid, kind="set-model")
+            self.send(conn, "set-model", OP_TEXT, event("set-model-complete", {}))
+        elif name == "gen":
+            conn.gens += 1
+            self.gen_n += 1
+            conv_id = f"c{conn.cid}-g{conn.gens}-{uuid.uuid4().hex[:8]}"
+            self.log("gen_received", at=at, conn=conn.cid, gen=conn.gens, gen_n=self.gen_n,
+                     conversation_id=conv_id)
+            task = asyncio.get_running_loop().create_task(
+                self.generate(conn, conn.gens, self.gen_n, conv_id, at[1]))
+            conn.tasks.add(task)
+            task.add_done_callback(conn.tasks.discard)
+        else:
+            self.log("recv", conn=conn.cid, kind="other", event=name)
+
+    # --- one answer
+
+    def huge_payload(self) -> bytes:
+        if self._huge is None:
+            size = int(float(self.opt["huge_mb"]) * 1024 * 1024)
+            self._huge = event("message", {"output": "x" * size, "stop": False})
+        return self._huge
+
+    async def generate(self, conn: Conn, gen: int, gen_n: int, conv_id: str, t0: int) -> None:
+        o, b = self.opt, self.behaviour
+        ids = {"gen": gen, "gen_n": gen_n, "conversation_id": conv_id}
+        if not self.send(conn, "conv", OP_TEXT,
+                         event("conv-message", {"conversationId": conv_id, "messageId": f"m-{conv_id}"}),
+                         **ids):
+            return
+        chunks, ttft_ns, gap_ns = int(o["chunks"]), int(o["ttft_ms"] * 1e6), int(o["gap_ms"] * 1e6)
+        error_at = None  # send the error instead of chunk number error_at (1-based)
+        if b == "error_ends" or (b == "error_then_late" and gen_n % int(o["every"]) == 0):
+            error_at = int(o["error_after"]) + 1
+        for i in range(1, chunks + 1):
+            await sleep_until(t0 + ttft_ns + (i - 1) * gap_ns)
+            if i == error_at:
+                self.send(conn, "error", OP_TEXT, event("error", {"error": "upstream hiccup"}), **ids)
+                if b == "error_ends":
+                    return
+                # a proxy that reports a hiccup but then flushes what it had buffered
+                await sleep_until(time.monotonic_ns() + int(o["late_ms"] * 1e6))
+                for j in range(i, chunks + 1):
+                    if not self.send(conn, "chunk", OP_TEXT,
+                                     event("message", {"output": f"tok{j} ", "stop": False}),
+                                     chunk=j, late=True, **ids):
+                        return
+                break
+            if b == "huge_frame" and i == int(o["at_chunk"]) and self.huge_sent < int(o["max_times"]):
+                self.huge_sent += 1
+                ok = self.send(conn, "huge", OP_TEXT, self.huge_payload(), chunk=i, **ids)
+                with contextlib.suppress(ConnectionError):
+                    await conn.writer.drain()
+                self.log("huge_drained", conn=conn.cid, **ids)
+            elif b == "invalid_utf8" and i == int(o["at_chunk"]):
+                bad = b'{"event":"message","data":{"output":"bad \xff\xfe\xc3( ","stop":false}}'
+                ok = self.send(conn, "invalid_utf8", OP_TEXT, bad, chunk=i, **ids)
+            else:
+                ok = self.send(conn, "chunk", OP_TEXT,
+                               event("message", {"output": f"tok{i} ", "stop": False}), chunk=i, **ids)
+            if not ok:
+                return
+        else:
+            await sleep_until(t0 + ttft_ns + chunks * gap_ns)
+        self.send(conn, "stop", OP_TEXT, event("message", {"output": "", "stop": True}),
+                  chunks=chunks, **ids)
+
+    async def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.conns.values()):
+            for task in conn.tasks:
+                task.cancel()
+            conn.writer.transport.abort()
+        self.log("shutdown")
+
+
+async def amain(args: argparse.Namespace) -> None:
+    options = json.loads(args.options) if args.options else {}
+    with open(args.log, "a", encoding="utf-8") as f:
+        srv = RawServer(args.behaviour, options, Log(f))
+        port = await srv.start(args.port)
+        print(f"ws://127.0.0.1:{port}/v2/chat", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await srv.shutdown()
+        await asyncio.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--log", required=True, help="JSON-lines event log (appended)")
+    p.add_argument("--behaviour", default="normal", choices=sorted(DEFAULTS))
+    p.add_argument("--options", default="{}", help="behaviour options as one JSON object")
+    args = p.parse_args(argv)
+    asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
