@@ -63,6 +63,8 @@ class TargetConfig(Model):
     model: StrictStr | None = Field(None, min_length=1)
     ca_file: StrictStr | None = None
     insecure: StrictBool = False
+    #: a server frame larger than this is a protocol error (the generator's memory stays bounded)
+    max_frame_bytes: StrictInt = Field(4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
     @field_validator("url")
     @classmethod

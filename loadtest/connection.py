@@ -23,6 +23,7 @@ from yarl import URL
 from loadtest.collector import RequestRecord
 from loadtest.errors import (
     AuthFailed,
+    AuthTimeout,
     ConnectFailed,
     ConnectionFailure,
     Disconnected,
@@ -45,10 +46,18 @@ from loadtest.protocol import (
     encode_set_model,
 )
 
-__all__ = ["ConnectTimings", "Connection", "RequestRecord", "make_session", "target_url"]
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "ConnectTimings", "Connection", "RequestRecord", "make_session", "target_url"]
 
 # Close codes a server uses to say "your key is no good" (4401 is the mock's; 4403 is common).
 _AUTH_CLOSE_CODES = frozenset({4001, 4003, 4401, 4403, 1008})
+#: a frame larger than this (bytes) is a protocol error (scenario: target.max_frame_bytes)
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+# aiohttp's reader errors that mean the server broke the WebSocket protocol (RFC 6455 7.4.1)
+_PEER_VIOLATIONS = {
+    aiohttp.WSCloseCode.INVALID_TEXT: "invalid UTF-8 in a text frame",
+    aiohttp.WSCloseCode.MESSAGE_TOO_BIG: "frame larger than the cap (target.max_frame_bytes)",
+    aiohttp.WSCloseCode.PROTOCOL_ERROR: "WebSocket protocol violation",
+}
 
 
 def target_url(url: str, api_key: str | None) -> str:
@@ -99,6 +108,7 @@ class Connection:
         model: str | None,
         timeout_s: float,
         timings: ConnectTimings,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     ) -> Connection:
         """Connect, wait for ``auth-connect-complete``, optionally set the model.
 
@@ -109,8 +119,10 @@ class Connection:
         t0 = perf_counter_ns()
         try:
             async with asyncio.timeout(timeout_s):
-                ws = await session.ws_connect(full, autoping=True, autoclose=False, max_msg_size=0,
-                                              compress=0, heartbeat=None)
+                # max_msg_size: aiohttp refuses a larger frame as it arrives (before buffering
+                # it whole), so one hostile frame cannot take the generator's memory (issue 10)
+                ws = await session.ws_connect(full, autoping=True, autoclose=False,
+                                              max_msg_size=max_frame_bytes, compress=0, heartbeat=None)
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
                 raise AuthFailed(f"upgrade refused with HTTP {exc.status} (key rejected)") from None
@@ -142,7 +154,7 @@ class Connection:
                 timings.auth_ns = t2 - t1
         except TimeoutError:
             await conn.close()
-            raise AuthFailed(f"no auth-connect-complete within {timeout_s:g} s") from None
+            raise AuthTimeout(f"no auth-connect-complete within {timeout_s:g} s") from None
         except ConnectionFailure:
             await conn.close()
             raise
@@ -201,7 +213,12 @@ class Connection:
                 raise AuthFailed(self._clean(text))
             raise Disconnected(self._clean(text))
         if kind is aiohttp.WSMsgType.ERROR:
-            raise Disconnected(self._clean(f"connection lost during {during}: {msg.data!r}"))
+            exc = msg.data
+            if isinstance(exc, aiohttp.WebSocketError) and exc.code in _PEER_VIOLATIONS:
+                # the peer sent what the WebSocket protocol forbids (invalid UTF-8 in a text
+                # frame, a frame over the size cap, a bad frame): its fault, not a lost link
+                raise RemoteProtocolError(self._clean(f"{_PEER_VIOLATIONS[exc.code]} during {during}: {exc}"))
+            raise Disconnected(self._clean(f"connection lost during {during}: {exc!r}"))
         if kind is aiohttp.WSMsgType.BINARY:
             raise RemoteProtocolError(f"unexpected binary frame during {during}", frame=bytes(msg.data[:200]))
         raise Disconnected(self._clean(f"unexpected {kind.name} during {during}"))
@@ -269,7 +286,7 @@ class Connection:
                     ev = decode_stream_frame(msg.data)
                     if type(ev) is tuple:
                         output, stop = ev
-                    elif type(ev) is Message:  # e.g. output null: the slow path's answer
+                    elif type(ev) is Message:  # the slow path's answer (e.g. extra keys in data)
                         output, stop = ev.output, ev.stop
                     else:
                         output = None

@@ -8,7 +8,8 @@
     └── ConnectionFailure            (per-request failures, mapped to error categories;
         │                             they never end a run by themselves)
         ├── ConnectFailed            category "connect"
-        ├── AuthFailed               category "auth"
+        ├── AuthFailed               category "auth" (the key was refused)
+        │   └── AuthTimeout          category "auth" (no auth-connect-complete in time)
         ├── Disconnected             category "disconnect"
         ├── ServerError              category "server_error"
         ├── RequestTimeout           category "timeout"
@@ -32,6 +33,7 @@ __all__ = [
     "EXIT_SLO_FAILED",
     "EXIT_UNREACHABLE",
     "AuthFailed",
+    "AuthTimeout",
     "BadInput",
     "ConnectFailed",
     "ConnectionFailure",
@@ -115,6 +117,10 @@ class ConnectFailed(ConnectionFailure):
 
 class AuthFailed(ConnectionFailure):
     category = "auth"
+
+
+class AuthTimeout(AuthFailed):
+    """The upgrade succeeded but ``auth-connect-complete`` never came: not a refused key."""
 
 
 class Disconnected(ConnectionFailure):

@@ -247,9 +247,10 @@ def decode_stream_frame(frame: str | bytes) -> tuple[str, bool] | ServerEvent:
 def _server_event(name: str, data: Any, frame: str | bytes) -> ServerEvent:
     if name == "message":
         d = _data_obj(data, frame, name)
+        # One rule (issue 10): `output` is a string when present (PROTOCOL.md; the vendor's
+        # client prints it as text). Absent means no text; null, numbers, lists are protocol
+        # errors, as a null or non-bool `stop` is.
         output = d.get("output", "")
-        if output is None:
-            output = ""
         if not isinstance(output, str):
             raise RemoteProtocolError(
                 f"'message' frame has output={output!r}, expected str", frame=frame

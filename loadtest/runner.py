@@ -26,7 +26,7 @@ import uvloop
 from loadtest.arrivals import RateProfile, Stage
 from loadtest.collector import Collector, RequestRecord
 from loadtest.connection import make_session, target_url
-from loadtest.errors import AuthFailed, ConnectionFailure, TargetUnreachable, redact
+from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUnreachable, redact
 from loadtest.mock import MockProcess, model_args
 from loadtest.pool import Pool
 from loadtest.retry import backoff
@@ -103,6 +103,11 @@ async def _probe(ctx: RunContext) -> None:
             continue
         await conn.close()
         return
+    if isinstance(last, AuthTimeout):
+        raise TargetUnreachable(
+            f"{_shown(ctx)} accepted the WebSocket but sent no auth-connect-complete ({_PROBE_ATTEMPTS} "
+            f"attempts): {last}. An auth timeout, not a refused key: is this the chat proxy's URL?"
+        )
     if isinstance(last, AuthFailed):
         raise TargetUnreachable(
             f"{_shown(ctx)} refused the API key ({_PROBE_ATTEMPTS} attempts): {last}. Check the key "
@@ -149,7 +154,7 @@ async def _run(
         session=session, url=url, api_key=api_key, model=sc.target.model,
         connect_s=sc.timeouts.connect_s, first_token_s=sc.timeouts.first_token_s,
         stream_s=sc.timeouts.stream_s, collector=collector, end_ns=t0 + round(duration_s * _NS),
-        max_requests=load.requests, seed=load.seed,
+        max_requests=load.requests, seed=load.seed, max_frame_bytes=sc.target.max_frame_bytes,
     )
 
     def on_signal() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from loadtest.collector import Collector, RequestRecord
-from loadtest.connection import Connection, ConnectTimings
+from loadtest.connection import DEFAULT_MAX_FRAME_BYTES, Connection, ConnectTimings
 from loadtest.errors import ConnectionFailure
 from loadtest.protocol import GenRequest, encode_gen
 from loadtest.retry import backoff
@@ -75,6 +75,7 @@ class RunContext:
     end_ns: int
     max_requests: int | None = None
     seed: int = 1
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     connect_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONNECT_CONCURRENCY))
     active_sessions: int = 0
@@ -129,6 +130,7 @@ class RunContext:
             conn = await Connection.open(
                 self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
                 model=self.model, timeout_s=self.connect_s, timings=timings,
+                max_frame_bytes=self.max_frame_bytes,
             )
         if not record:
             return conn

@@ -140,6 +140,7 @@ def test_an_open_loop_rate_beyond_the_generator_says_it_fell_behind(
         slo: {error_rate: 1.0, session_error_rate: 1.0}
         """)
     rc, out, s, rows = _run(path, tmp_path / "r", timeout=180)
+    assert rc in (0, 1), out  # ran to the end; the verdict is the SLOs'
     sched = s["schedule"]
     assert sched["offered_rate"] == pytest.approx(20000, rel=0.01)
     sent = [float(r["t_send_s"]) for r in rows if r["t_send_s"]]

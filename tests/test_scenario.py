@@ -122,11 +122,15 @@ def test_an_empty_file_is_a_scenario_of_defaults(tmp_path: Path) -> None:
     assert sc.out is None
 
 
-def test_null_sections_are_defaults_and_an_empty_slo_sets_none(tmp_path: Path) -> None:
+def test_null_sections_are_defaults_and_an_empty_slo_keeps_only_the_error_rates(tmp_path: Path) -> None:
     sc = load_text(tmp_path, "target:\nload:\nslo:\n")
-    assert sc == load_text(tmp_path, "")
-    assert load_text(tmp_path, "slo: {}").slo == {}
-    assert load_text(tmp_path, "slo: {e2e_p99_ms: 900, ttft_p99_ms: null}").slo == {"e2e_p99_ms": 900.0}
+    assert sc == load_text(tmp_path, "load: {}")
+    # every request or step the target did not serve counts against the run (issue 10): the two
+    # error rates always apply, with their default limits unless the scenario sets its own
+    always = {"error_rate": 0.01, "session_error_rate": 0.01}
+    assert load_text(tmp_path, "slo: {}").slo == always
+    assert load_text(tmp_path, "slo: {e2e_p99_ms: 900, ttft_p99_ms: null}").slo == {"e2e_p99_ms": 900.0, **always}
+    assert load_text(tmp_path, "slo: {session_error_rate: 0.5}").slo == {"error_rate": 0.01, "session_error_rate": 0.5}
 
 
 def test_steps_are_typed(tmp_path: Path) -> None:
