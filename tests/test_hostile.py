@@ -122,7 +122,7 @@ def test_sigkill_of_loadtest_takes_the_embedded_mock_down(write_scenario: Callab
         time.sleep(1.0)  # let it serve: the run is under way
         parent.send_signal(signal.SIGKILL)
         parent.wait(timeout=5)
-        gone, alive = psutil.wait_procs([mock], timeout=3)
+        _, alive = psutil.wait_procs([mock], timeout=3)
         assert not alive, f"mock {mock.pid} outlived its parent"
     finally:
         if parent.poll() is None:
