@@ -187,9 +187,12 @@ def _validation_error(
         loc, msg = _message(err)
         flag = next((f for p, f in overridden.items() if tuple(loc[: len(p)]) == p), None)
         if flag is not None:
-            problems.append((f"{files.file}: {'.'.join(str(x) for x in loc)} (set by {flag})", msg))
+            problem = (f"{files.file}: {'.'.join(str(x) for x in loc)} (set by {flag})", msg)
         else:
-            problems.append((files.where(loc), msg))
+            problem = (files.where(loc), msg)
+        # a union (e.g. think: a duration, or {min, max}) reports one mistake per member
+        if problem not in problems:
+            problems.append(problem)
     where, message = problems[0]
     if len(problems) > 1:
         message += "".join(f"\n  also {w}: {m}" for w, m in problems[1:10])
@@ -232,8 +235,13 @@ def load_scenario(
     text = _read_text(path, file, "scenario file")
     data, root = parse_yaml(text, file)
     files = _Files(file, path.parent, root)
-    if data is None:
-        data = {}
+    if data is None or data == {}:
+        # an empty file is a mistake (a wrong path, a truncated copy), not "all defaults"
+        raise ScenarioError(
+            "empty scenario: the file holds no settings (give at least a name, or the sections "
+            "to change; see scenarios/smoke.yaml)",
+            where=file,
+        )
     if not isinstance(data, dict):
         raise ScenarioError(
             f"the top level must be a mapping of sections, got {type(data).__name__}", where=f"{file}:1"

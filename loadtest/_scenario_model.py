@@ -56,6 +56,14 @@ _DEFAULT_SLO: dict[str, float] = {"ttft_p99_ms": 1000.0, **ALWAYS_ON}
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+#: Sanity caps (issue 10): far beyond what one generator process can drive, so only a typo
+#: (``concurrency: 1000000000``) reaches them. What *this* machine can do (file descriptors)
+#: is checked before the run by :mod:`loadtest.limits`, not here (no I/O in the model).
+MAX_USERS = 1_000_000
+MAX_CONNECTIONS = 1_000_000
+MAX_RATE_PER_S = 1_000_000.0
+MAX_QUEUE = 100_000_000
+
 
 class TargetConfig(Model):
     url: StrictStr = "mock"
@@ -161,8 +169,40 @@ class LoadConfig(Model):
     max_connections: StrictInt = Field(100, ge=1)
     max_queue: StrictInt = Field(10000, ge=0)
 
+    def _caps(self) -> None:
+        checks: list[tuple[tuple[str | int, ...], float, float, str]] = [
+            (("concurrency",), self.concurrency, MAX_USERS, "users"),
+            (("max_connections",), self.max_connections, MAX_CONNECTIONS, "connections"),
+            (("max_queue",), self.max_queue, MAX_QUEUE, "queued requests"),
+        ]
+        if self.rate_per_s is not None:
+            checks.append((("rate",), self.rate_per_s, MAX_RATE_PER_S, "arrivals per second"))
+        if self.connections is not None:
+            checks.append((("connections",), self.connections, MAX_CONNECTIONS, "connections"))
+        stage_cap = MAX_USERS if self.mode == "closed" else MAX_RATE_PER_S
+        stage_unit = "users" if self.mode == "closed" else "arrivals per second"
+        for i, stage in enumerate(self.stages):
+            checks.append((("stages", i, "target"), stage.target, stage_cap, stage_unit))
+        for key, value, cap, unit in checks:
+            if value > cap:
+                raise FieldProblem(
+                    key, f"{value:,g} {unit} is beyond what loadtest supports (at most {cap:,g}); "
+                    "is it a typo?"
+                )
+
+    @property
+    def peak_connections(self) -> int:
+        """The most connections this load opens at once: closed loop, one per user (the
+        peak of the stages when ramping); open loop, ``max_connections``."""
+        if self.mode == "open":
+            return self.max_connections
+        if self.stages:
+            return max(1, math.ceil(max(s.target for s in self.stages)))
+        return self.concurrency
+
     @model_validator(mode="after")
     def _cross_check(self) -> LoadConfig:
+        self._caps()
         if self.warmup_s >= self.duration_s:
             raise FieldProblem(
                 ("warmup",),

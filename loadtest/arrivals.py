@@ -42,6 +42,9 @@ One arrival per line, in time order::
 - ``prompt_chars`` (optional): an integer >= 0, the prompt length to synthesize when no
   ``prompt`` is given; if both are given they must agree.
 - ``null`` counts as absent for ``prompt`` and ``prompt_chars``; any other key is an error.
+- Limits (issue 10: a huge ``prompt_chars`` ended in MemoryError): a prompt, given or
+  synthesized, holds at most ``MAX_PROMPT_CHARS`` characters, and a trace at most
+  ``MAX_TRACE_ARRIVALS`` arrivals.
 
 Every error names the file and line: ``trace.jsonl:7: unknown key 'ts' ...``.
 Replay speed is a factor: ``speed=2`` plays the trace twice as fast.
@@ -62,6 +65,8 @@ from loadtest.errors import BadInput
 
 __all__ = [
     "ARRIVAL_KINDS",
+    "MAX_PROMPT_CHARS",
+    "MAX_TRACE_ARRIVALS",
     "Arrival",
     "RateProfile",
     "Stage",
@@ -75,6 +80,10 @@ __all__ = [
 ARRIVAL_KINDS: tuple[str, ...] = ("constant", "poisson", "gamma")
 
 _TRACE_KEYS = ("t", "t_ms", "prompt", "prompt_chars")
+#: the longest prompt a trace line may give or ask for (about 250k tokens)
+MAX_PROMPT_CHARS = 1_000_000
+#: the most arrivals one trace may hold (an hour at ~1,400/s); each is kept in memory
+MAX_TRACE_ARRIVALS = 5_000_000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -345,6 +354,8 @@ def parse_trace(lines: Iterable[str], *, source: str = "trace") -> list[Arrival]
             obj: Any = json.loads(line)
         except json.JSONDecodeError as exc:
             raise BadInput(f"{where}: not valid JSON ({exc.msg}, column {exc.colno})") from exc
+        except (ValueError, RecursionError) as exc:  # e.g. an integer of more than 4,300 digits
+            raise BadInput(f"{where}: not usable JSON ({str(exc)[:80]})") from None
         if not isinstance(obj, dict):
             raise BadInput(f'{where}: expected a JSON object like {{"t": 0.5}}, got {type(obj).__name__}')
         for key in obj:
@@ -358,16 +369,26 @@ def parse_trace(lines: Iterable[str], *, source: str = "trace") -> list[Arrival]
             )
         prompt = obj.get("prompt")
         if prompt is not None and not isinstance(prompt, str):
-            raise BadInput(f"{where}: prompt must be a string, got {prompt!r}")
+            raise BadInput(f"{where}: prompt must be a string, got {type(prompt).__name__}")
+        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+            raise BadInput(f"{where}: the prompt has {len(prompt):,} characters; at most "
+                           f"{MAX_PROMPT_CHARS:,} are supported")
         chars = obj.get("prompt_chars")
         if chars is not None:
             if isinstance(chars, bool) or not isinstance(chars, int) or chars < 0:
-                raise BadInput(f"{where}: prompt_chars must be an integer >= 0, got {chars!r}")
+                raise BadInput(f"{where}: prompt_chars must be an integer >= 0, got {str(chars)[:40]}")
+            if chars > MAX_PROMPT_CHARS:
+                shown = f"{chars:,}" if chars < 10**15 else f"a {len(str(chars))}-digit number"
+                raise BadInput(f"{where}: prompt_chars={shown} is too large; at most "
+                               f"{MAX_PROMPT_CHARS:,} characters are supported")
             if prompt is not None and chars != len(prompt):
                 raise BadInput(
                     f"{where}: prompt_chars={chars} but the prompt has {len(prompt)} characters; "
                     "give one of them, or make them agree"
                 )
+        if len(arrivals) >= MAX_TRACE_ARRIVALS:
+            raise BadInput(f"{where}: the trace holds more than {MAX_TRACE_ARRIVALS:,} arrivals; "
+                           "split it into several runs")
         arrivals.append(Arrival(len(arrivals), t, prompt, chars))
         prev_t, prev_line = t, line_no
     if not arrivals:

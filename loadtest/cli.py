@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from typing import Any
 
@@ -21,6 +22,9 @@ from loadtest.faults import parse_faults
 from loadtest.mockmodel import Dist, MockModel, parse_dist
 
 __all__ = ["main"]
+
+#: ``loadtest mock`` reads accepted keys from this variable too (comma-separated)
+MOCK_KEYS_ENV = "LOADTEST_MOCK_API_KEYS"
 
 
 class DistType(click.ParamType):  # type: ignore[type-arg]
@@ -94,24 +98,41 @@ def cli() -> None:
               help="Gap slowdown per extra active stream (default 0.005 with --capacity, else 0).")
 @click.option("--prefill-ms-per-kchar", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Extra TTFT per 1,000 prompt characters (prefill).")
-@click.option("--api-key", "api_keys", multiple=True, help="Accepted key (repeatable). None = accept any.")
+@click.option("--api-key", "api_keys", multiple=True,
+              help="Accepted key (repeatable; visible in `ps`: prefer --api-keys-file or "
+                   f"${MOCK_KEYS_ENV}). None of the three = accept any.")
+@click.option("--api-keys-file", type=click.Path(dir_okay=False),
+              help="Accepted keys, one per line (blank and # lines ignored).")
+@click.option("--exit-with-parent", is_flag=True,
+              help="Exit when stdin reaches EOF (the parent died or closed it); used by the embedded mock.")
 @click.option("--faults", type=JsonType(), default=None, help="Fault model as JSON (see README).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve wss://.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capacity: int | None,
-         gap_slowdown: float | None, prefill_ms_per_kchar: float, api_keys: tuple[str, ...], faults: Any, seed: int,
+         gap_slowdown: float | None, prefill_ms_per_kchar: float, api_keys: tuple[str, ...],
+         api_keys_file: str | None, exit_with_parent: bool, faults: Any, seed: int,
          tls_cert: str | None, tls_key: str | None) -> None:
     """Serve the embedded mock proxy at ws://HOST:PORT/v2/chat (wss:// with --tls-cert)
-    and print that URL."""
-    from loadtest.mock import MockConfig, serve_forever
+    and print that URL. Accepted keys: --api-key, --api-keys-file and the comma-separated
+    variable LOADTEST_MOCK_API_KEYS, together; none = any key is accepted."""
+    import os
 
+    from loadtest.mock import MockConfig, read_key_file, serve_forever
+
+    keys = set(api_keys)
+    keys.update(k.strip() for k in os.environ.get(MOCK_KEYS_ENV, "").split(",") if k.strip())
+    if api_keys_file:
+        try:
+            keys.update(read_key_file(api_keys_file))
+        except BadInput as exc:
+            raise click.BadParameter(str(exc), param_hint="--api-keys-file") from None
     try:
         config = MockConfig(
             model=MockModel(ttft_ms=ttft_ms, gap_ms=gap_ms, chunks=chunks, capacity=capacity,
                             gap_slowdown=gap_slowdown, prefill_ms_per_kchar=prefill_ms_per_kchar),
             faults=parse_faults(faults),
-            api_keys=frozenset(api_keys),
+            api_keys=frozenset(keys),
             seed=seed,
         )
     except BadInput as exc:
@@ -128,7 +149,7 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
         except (OSError, ssl.SSLError) as exc:
             raise click.BadParameter(f"cannot load the certificate/key: {exc}", param_hint="--tls-cert") from None
     try:
-        _run_loop(serve_forever(config, host, port, ssl_context=ssl_ctx))
+        _run_loop(serve_forever(config, host, port, ssl_context=ssl_ctx, exit_with_parent=exit_with_parent))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -159,10 +180,14 @@ def _load(path: str, overrides: Any = None) -> Any:
 @click.argument("scenario_file", type=click.Path(dir_okay=False))
 def validate(scenario_file: str) -> int:
     """Check SCENARIO_FILE and print the resolved scenario (exit 2 if it is wrong)."""
+    from loadtest.execute import preflight
     from loadtest.scenario import dump_scenario
 
     sc = _load(scenario_file)
+    notes = preflight(sc, apply=False)  # what run checks before it connects: trace, open files
     click.echo(dump_scenario(sc), nl=False)
+    for note in notes:
+        click.echo(note, err=True)
     click.echo(f"# {scenario_file}: valid", err=True)
     return 0
 
@@ -318,7 +343,14 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
         levels=None if listed is None else parse_level_list(listed, flag="--rates" if rates else "--levels"),
         start=start, factor=factor, max_load=max_load, rates_given=bool(rates), refine=refine,
         continue_after_fail=continue_after_fail)
+    from loadtest.limits import ensure_open_files
+
     key = resolve_api_key(sc, overrides, os.environ)
+    # the busiest step decides (before the first step connects)
+    peak = math.ceil(max(plan.levels)) if plan.mode == "closed" else sc.load.max_connections
+    note = ensure_open_files(peak)
+    if note:
+        click.echo(note, err=True)
     ssl_ctx, insecure_used = _tls(sc, ca_file=ca_file, insecure=insecure)
     out_dir = Path(out) if out else default_run_dir(f"{sc.name}-sweep")
     click.echo(f"sweep {sc.name}: {plan.mode} loop, levels {', '.join(f'{v:g}' for v in plan.levels)}"

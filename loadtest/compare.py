@@ -70,8 +70,10 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
             continue
         try:
             intervals[metric] = [rec for _, _, rec in read_hlog(hlog)]
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, IndexError) as exc:
-            raise BadInput(f"{hlog}: not a readable HdrHistogram interval log ({exc})") from exc
+        except Exception as exc:  # hdrh raises TypeError, zlib.error, HdrCookieException…
+            # a corrupted file is bad input (exit 2), as in `loadtest report`, never a bug
+            detail = str(exc) or type(exc).__name__
+            raise BadInput(f"{hlog}: not a readable HdrHistogram interval log ({detail[:200]})") from None
     fingerprint = summary.get("fingerprint")
     throughput = summary.get("throughput")
     generator = summary.get("generator")

@@ -53,7 +53,7 @@ _AUTH_CLOSE_CODES = frozenset({4001, 4003, 4401, 4403, 1008})
 #: a frame larger than this (bytes) is a protocol error (scenario: target.max_frame_bytes)
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 # aiohttp's reader errors that mean the server broke the WebSocket protocol (RFC 6455 7.4.1)
-_PEER_VIOLATIONS = {
+_PEER_VIOLATIONS: dict[int, str] = {
     aiohttp.WSCloseCode.INVALID_TEXT: "invalid UTF-8 in a text frame",
     aiohttp.WSCloseCode.MESSAGE_TOO_BIG: "frame larger than the cap (target.max_frame_bytes)",
     aiohttp.WSCloseCode.PROTOCOL_ERROR: "WebSocket protocol violation",

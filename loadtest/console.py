@@ -26,10 +26,13 @@ def _fmt(v: float | None, unit: str = "") -> str:
 
 
 def _line(p: Progress) -> str:
+    # "requests ok/failed" count gen requests; "connection/step errors" counts failure events
+    # (a refused connect, a failed ping), which are not requests: the two need not add up.
     return (
-        f"[{p.phase:>7}] {p.elapsed_s:5.0f}/{p.total_s:.0f}s  users {p.active_sessions:>5}  "
-        f"in-flight {p.in_flight:>5}  ok {p.completed:>7,}  failed {p.failed:>5,}  errors {p.errors:>5,}  "
-        f"ttft p50 {_fmt(p.ttft_p50_ms, ' ms')}  p99 {_fmt(p.ttft_p99_ms, ' ms')}"
+        f"[{p.phase:>7}] {p.elapsed_s:5.0f}/{p.total_s:.0f}s · users {p.active_sessions:>5} · "
+        f"in flight {p.in_flight:>5} · requests ok {p.completed:>7,} · failed {p.failed:>5,} · "
+        f"connection/step errors {p.errors:>5,} · ttft p50 {_fmt(p.ttft_p50_ms, ' ms')} "
+        f"p99 {_fmt(p.ttft_p99_ms, ' ms')}"
     )
 
 

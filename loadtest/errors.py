@@ -5,6 +5,8 @@
     │   └── ScenarioError            exit 2  (carries the key path and the line)
     ├── TargetUnreachable            exit 3  (no connection could be made at all)
     ├── RunInterrupted               exit 4  (SIGINT/SIGTERM: partial results written)
+    ├── OutputError                  exit 74 (the run directory could not be written in full:
+    │                                         disk full, I/O error; what was written is kept)
     └── ConnectionFailure            (per-request failures, mapped to error categories;
         │                             they never end a run by themselves)
         ├── ConnectFailed            category "connect"
@@ -16,7 +18,7 @@
         └── RemoteProtocolError      category "protocol" (the peer sent something malformed)
 
 Exit codes follow DESIGN.md: 0 passed, 1 an SLO failed, 2 bad input, 3 target
-unreachable, 4 interrupted. The SLO failure is not an exception: a run that
+unreachable, 4 interrupted, 74 output failed (sysexits' EX_IOERR). The SLO failure is not an exception: a run that
 measured what it should have is a result, not an error.
 """
 
@@ -30,6 +32,7 @@ __all__ = [
     "EXIT_BUG",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_OUTPUT",
     "EXIT_SLO_FAILED",
     "EXIT_UNREACHABLE",
     "AuthFailed",
@@ -39,6 +42,7 @@ __all__ = [
     "ConnectionFailure",
     "Disconnected",
     "LoadtestError",
+    "OutputError",
     "RemoteProtocolError",
     "RequestTimeout",
     "RunInterrupted",
@@ -53,6 +57,7 @@ EXIT_SLO_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 4
+EXIT_OUTPUT = 74  # sysexits.h EX_IOERR
 EXIT_BUG = 70
 
 #: Failure categories of DESIGN.md, in the order reports show them.
@@ -105,6 +110,12 @@ class RunInterrupted(LoadtestError):
     exit_code = EXIT_INTERRUPTED
 
 
+class OutputError(LoadtestError):
+    """Writing the run directory failed mid-way (ENOSPC, EIO, ...): what was written is kept."""
+
+    exit_code = EXIT_OUTPUT
+
+
 class ConnectionFailure(LoadtestError):
     """A failure of one connection or one request; ``category`` names it in reports."""
 
@@ -152,10 +163,24 @@ class RemoteProtocolError(ConnectionFailure):
 
 
 _APIKEY_RE = re.compile(r"(apikey=)[^&\s'\"<>]*", re.IGNORECASE)
+_ANYWHERE_LEN = 12
 
 
 def redact(text: str, secret: str | None = None) -> str:
-    """Remove a secret from text: every ``apikey=…`` value and every literal occurrence."""
+    """Remove a secret from free text (server messages, exception texts).
+
+    Every ``apikey=…`` value is masked, whatever the key. A literal occurrence of ``secret``
+    elsewhere is masked as a whole token: not inside a longer alphanumeric run, so that a
+    short key (``k``, ``test``) never rewrites ordinary words (issue 10: with key ``k``,
+    ``chunks_per_s`` became ``chun***s_per_s``). A key of ``_ANYWHERE_LEN`` characters or
+    more is masked wherever it occurs: no ordinary word collides with it, and a server that
+    glues it to other text must not leak it. Structured output (summary.json, scenario.yaml)
+    is never passed through here: it is built from data that holds no key.
+    """
+    text = _APIKEY_RE.sub(r"\1***", text)
     if secret:
-        text = text.replace(secret, "***")
-    return _APIKEY_RE.sub(r"\1***", text)
+        if len(secret) >= _ANYWHERE_LEN:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text

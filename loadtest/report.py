@@ -37,7 +37,7 @@ from loadtest import report_charts as charts
 from loadtest.errors import ERROR_CATEGORIES, BadInput
 from loadtest.slo import error_rate
 
-__all__ = ["build_report", "read_summary", "render_report"]
+__all__ = ["KNOWN_SCHEMA", "build_report", "read_summary", "render_report"]
 
 _RUN_COLOURS = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#4b5563")
 _METRICS = ("ttft", "ttft_uncorrected", "itl", "tpot", "e2e", "e2e_uncorrected", "connect", "auth",
@@ -45,6 +45,9 @@ _METRICS = ("ttft", "ttft_uncorrected", "itl", "tpot", "e2e", "e2e_uncorrected",
 _TS_COLUMNS = ("t_s", "phase", "offered", "achieved", "active_sessions", "completions", "failures",
                "dropped", "chunks", "ttft_p50_ms", "ttft_p99_ms")  # fmt: skip
 _NUM = (int, float)
+#: the newest summary.json schema this reader knows (``loadtest.results.SCHEMA``; a test
+#: keeps the two equal: results sits beside this module, not below it)
+KNOWN_SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,15 @@ def read_summary(path: Path) -> dict[str, Any]:
         raise BadInput(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     if not isinstance(summary, dict):
         raise BadInput(f"{path}: expected a JSON object at the top level")
+    schema = summary.get("schema", KNOWN_SCHEMA)  # absent: written before schemas existed
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
+        raise BadInput(f"{path}: field 'schema' should be a positive integer, got {str(schema)[:40]!r}")
+    if schema > KNOWN_SCHEMA:
+        raise BadInput(f"{path}: written with summary schema {schema}, newer than this loadtest "
+                       f"knows ({KNOWN_SCHEMA}); read it with a newer loadtest")
+    if summary.get("verdict") == "unreachable":
+        reason = str(summary.get("reason") or "no reason recorded")[:300]
+        raise BadInput(f"{path}: this run never reached its target, nothing was measured ({reason})")
     required: dict[str, Any] = {"scenario": str, "started_at": str, "duration_s": _NUM, "requests": dict,
                 "latency_ms": dict, "passed": bool}  # fmt: skip
     for key, kind in required.items():
@@ -368,9 +380,17 @@ def _generator_table(run: _Run) -> str:
         ["offered / achieved rate", f"{_num(_get(s, 'schedule', 'offered_rate'), 1)} / "
                                     f"{_num(_get(s, 'schedule', 'achieved_rate'), 1)} req/s"],
         ["reconnects", _num(s.get("reconnects"))],
-        ["TLS verification", "off" if _get(s, "tls", "insecure") else "on"],
+        ["TLS", _tls_cell(s)],
     ]  # fmt: skip
     return _table(["", ""], rows, "kv")
+
+
+def _tls_cell(s: dict[str, Any]) -> str:
+    if _get(s, "tls", "insecure"):
+        return "certificates NOT verified (--insecure)"
+    if str(s.get("target", "")).startswith("wss://"):
+        return "verified"
+    return "none (ws://)"
 
 
 def _details(run: _Run) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.collector import RequestRecord, tpot_ns
-from loadtest.errors import ERROR_CATEGORIES, redact
+from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError, redact
 from loadtest.hlog import write_hlog
 from loadtest.runner import RunResult
 from loadtest.slo import error_rate, evaluate, step_error_rate
@@ -32,9 +32,11 @@ __all__ = [
     "RequestCsv",
     "build_summary",
     "default_run_dir",
+    "prepare_run_dir",
     "signals_ignored",
     "write_atomic",
     "write_run_dir",
+    "write_unreachable",
 ]
 
 SCHEMA = 2
@@ -70,16 +72,55 @@ def default_run_dir(scenario_name: str, root: Path = Path("reports")) -> Path:
     return path
 
 
+def prepare_run_dir(run_dir: Path) -> None:
+    """Check, before anything connects, that the run directory can be written.
+
+    Creates ``run_dir`` (and its parents), writes and removes a probe file. A directory that
+    exists must be empty: a second run would mix its files with the first's. Raises
+    :class:`BadInput` (exit 2) with one line naming the directory and the reason.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput(f"{run_dir}: exists and is not a directory; choose another --out")
+    if run_dir.is_dir():
+        try:
+            entries = next(os.scandir(run_dir), None)
+        except OSError as exc:
+            raise BadInput(f"{run_dir}: cannot list the output directory ({exc.strerror or exc})") from None
+        if entries is not None:
+            raise BadInput(f"{run_dir}: the output directory is not empty; a run writes a fresh "
+                           "directory (choose another --out, or empty it)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".probe.", suffix=".tmp")
+        try:
+            os.write(fd, b"probe")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise BadInput(f"{run_dir}: cannot write the run directory here ({exc.strerror or exc})") from None
+
+
 def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
+
+    Raises :class:`OutputError` (exit 74) when the write fails (disk full, I/O error, …);
+    the previous file at ``path``, if any, is left as it was.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; run directories are meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
         raise
 
 
@@ -92,7 +133,12 @@ def _ms(a: int, b: int) -> str:
 
 
 class RequestCsv:
-    """Streams one row per request into ``requests.csv.partial``; ``finish()`` renames it."""
+    """Streams one row per request into ``requests.csv.partial``; ``finish()`` renames it.
+
+    A failed write (disk full, I/O error) does not stop the run: the rows written so far are
+    kept, later rows are counted in ``lost`` and ``error`` holds the first failure; the
+    caller reports it (:class:`OutputError`, exit 74) once the run directory is written.
+    """
 
     def __init__(self, run_dir: Path, *, secret: str | None = None) -> None:
         self._created_dir = not run_dir.exists()
@@ -105,8 +151,28 @@ class RequestCsv:
         self._w.writerow(REQUEST_COLUMNS)
         self._secret = secret
         self.rows = 0
+        self.lost = 0
+        self.error: OSError | None = None
+
+    def _failed(self, exc: OSError) -> None:
+        if self.error is None:
+            self.error = exc
+        with contextlib.suppress(OSError):
+            self._f.close()
 
     def __call__(self, r: RequestRecord, t0: int) -> None:
+        if self.error is not None:
+            self.lost += 1
+            return
+        try:
+            self._write(r, t0)
+        except OSError as exc:
+            self.lost += 1
+            self._failed(exc)
+            return
+        self.rows += 1
+
+    def _write(self, r: RequestRecord, t0: int) -> None:
         start = r.t_intended or r.t_send
         tpot_value = tpot_ns(r.chunks, r.t_first, r.t_last) if r.outcome == "ok" else None
         tpot = "" if tpot_value is None else f"{tpot_value / 1e6:.3f}"
@@ -118,7 +184,6 @@ class RequestCsv:
             r.chunks, r.chars, r.unknown_events, r.outcome, r.error_category,
             redact(r.error_message, self._secret), r.conversation_id, r.message_id, r.prompt_chars,
         ))
-        self.rows += 1
 
     def discard(self) -> None:
         """Nothing was measured: remove the partial file (and the directory, if we made it)."""
@@ -130,11 +195,27 @@ class RequestCsv:
                 self._dir.rmdir()  # only if empty
 
     def finish(self) -> None:
+        """Flush and rename to ``requests.csv``. After a failed write the rows that made it to
+        disk are renamed all the same (a truncated last line is possible)."""
         if not self._f.closed:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            os.replace(self._partial, self.path)
+            try:
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
+            except OSError as exc:
+                self._failed(exc)
+        if self._partial.exists():
+            try:
+                os.replace(self._partial, self.path)
+            except OSError as exc:
+                self._failed(exc)
+
+    def failure(self) -> str | None:
+        """One line about a failed write, or None when every row was written."""
+        if self.error is None:
+            return None
+        return (f"writing {self.path} failed ({self.error.strerror or self.error}): {self.rows} rows "
+                f"kept, {self.lost} not written")
 
 
 def _rate(n: int, window_s: float) -> float:
@@ -221,14 +302,31 @@ def write_run_dir(
     slo_limits: dict[str, float],
     secret: str | None = None,
 ) -> dict[str, Any]:
-    """Write every file of the run directory; returns the summary."""
+    """Write every file of the run directory; returns the summary.
+
+    A file that cannot be written (disk full, I/O error) does not stop the others; then
+    :class:`OutputError` (exit 74) names every failure and says what was kept. summary.json
+    and scenario.yaml are written as built: they hold no key (the target in the result is
+    redacted at the source, the scenario never carries one), so they are not rewritten
+    here; only stray ``apikey=`` values would be masked.
+    """
     from loadtest.collector import TIMESERIES_COLUMNS
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     requests_csv.finish()
     summary = build_summary(result, fingerprint=fingerprint, slo_limits=slo_limits)
     c = result.collector
-    write_atomic(run_dir / "timeseries.csv", _csv_text(TIMESERIES_COLUMNS, c.timeseries()))
+    failures: list[str] = []
+    line = requests_csv.failure()
+    if line:
+        failures.append(line)
+
+    def put(name: str, text: str) -> None:
+        try:
+            write_atomic(run_dir / name, text)
+        except OutputError as exc:
+            failures.append(str(exc))
+
+    put("timeseries.csv", _csv_text(TIMESERIES_COLUMNS, c.timeseries()))
     for name in c.metrics.totals:
         intervals = [(s.start_s, s.end_s, s.histograms[name]) for s in c.intervals if name in s.histograms]
         if not intervals:
@@ -236,10 +334,50 @@ def write_run_dir(
         buf = io.StringIO()
         write_hlog(buf, intervals, start_time_s=_epoch(result.started_at),
                    comment=f"loadtest {summary['scenario']} {name} (microseconds)")
-        write_atomic(run_dir / f"{name}.hlog", buf.getvalue())
-    write_atomic(run_dir / "scenario.yaml", redact(scenario_yaml, secret))
-    text = json.dumps(summary, indent=2, sort_keys=False)
-    write_atomic(run_dir / "summary.json", redact(text, secret))
+        put(f"{name}.hlog", buf.getvalue())
+    put("scenario.yaml", redact(scenario_yaml))
+    put("summary.json", redact(json.dumps(summary, indent=2, sort_keys=False)))
+    if failures:
+        raise OutputError(_output_failure(run_dir, failures))
+    return summary
+
+
+def _output_failure(run_dir: Path, failures: list[str]) -> str:
+    more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+    return f"the run directory {run_dir} is incomplete: {failures[0]}{more}; the files written are kept"
+
+
+def write_unreachable(run_dir: Path, *, scenario: str, target: str, reason: str, scenario_yaml: str,
+                      fingerprint: str) -> dict[str, Any]:
+    """The run directory of a run that never reached its target (exit 3), so CI keeps a record:
+    summary.json with ``verdict: unreachable``, ``passed: false`` and the reason, and
+    scenario.yaml. ``target`` and ``reason`` must already be redacted."""
+    summary: dict[str, Any] = {
+        "schema": SCHEMA,
+        "scenario": scenario,
+        "fingerprint": fingerprint,
+        "target": target,
+        "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "duration_s": 0.0,
+        "measure_s": 0.0,
+        "verdict": "unreachable",
+        "reason": reason,
+        "requests": {"started": 0, "completed": 0, "failed": 0, "dropped": 0, "cancelled": 0},
+        "errors": {},
+        "latency_ms": {},
+        "slo": {},
+        "interrupted": False,
+        "passed": False,
+    }
+    failures: list[str] = []
+    for name, text in (("scenario.yaml", redact(scenario_yaml)),
+                       ("summary.json", redact(json.dumps(summary, indent=2)))):
+        try:
+            write_atomic(run_dir / name, text)
+        except OutputError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise OutputError(_output_failure(run_dir, failures))
     return summary
 
 

@@ -84,6 +84,8 @@ def arrivals_for(load: Any) -> Iterator[Arrival]:
                 arrivals = parse_trace(f, source=path.name)
         except OSError as exc:
             raise BadInput(f"cannot read trace {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise BadInput(f"trace {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         return trace_schedule(arrivals)
     if load.stages:
         profile = RateProfile(stages=[Stage(duration_s=s.duration_s, target=s.target) for s in load.stages])

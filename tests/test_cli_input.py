@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -75,4 +76,7 @@ def test_unreachable_target_exits_3_quickly(write_scenario: Callable[..., Path])
     assert "cannot reach ws://127.0.0.1:9/v2/chat" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "k-SECRET-123" not in proc.stderr + proc.stdout
-    assert not (path.parent / "out").exists()  # nothing measured: no empty run directory left behind
+    # nothing measured, but CI keeps a record of why (issue 10): summary.json says unreachable
+    summary = json.loads((path.parent / "out" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["verdict"] == "unreachable" and summary["passed"] is False
+    assert sorted(p.name for p in (path.parent / "out").iterdir()) == ["scenario.yaml", "summary.json"]

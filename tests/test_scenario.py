@@ -104,9 +104,16 @@ def test_proxy_template_targets_a_placeholder_and_needs_a_key() -> None:
 # --------------------------------------------------------------------------- defaults
 
 
-def test_an_empty_file_is_a_scenario_of_defaults(tmp_path: Path) -> None:
-    sc = load_text(tmp_path, "# nothing but a comment\n")
-    assert sc.name == "sc"  # the file's stem
+@pytest.mark.parametrize("text", ["", "# nothing but a comment\n", "{}\n", "---\n"])
+def test_an_empty_file_is_refused(tmp_path: Path, text: str) -> None:
+    """Issue 10: an empty file ran 20 s of defaults against the mock; it is a mistake."""
+    with pytest.raises(ScenarioError, match="empty scenario"):
+        load_text(tmp_path, text)
+
+
+def test_a_file_with_one_setting_is_a_scenario_of_defaults(tmp_path: Path) -> None:
+    sc = load_text(tmp_path, "# only a name\nname: sc\n")
+    assert sc.name == "sc"
     assert sc.target.url == "mock" and sc.target.api_key_env == "LOADTEST_API_KEY"
     assert sc.target.model is None and sc.target.insecure is False
     assert sc.mock.model == MockModel()

@@ -111,3 +111,34 @@ def test_key_not_in_wrong_key_error(tmp_path: Path, write_scenario: Callable[...
     assert "refused the API key" in proc.stderr and "apikey=***" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
     assert _hits(tmp_path, proc.stdout, proc.stderr) == []
+
+
+@pytest.mark.parametrize("key", ["k", "key", "test"])
+def test_short_key_does_not_corrupt_the_run_directory(tmp_path: Path, write_scenario: Callable[..., Path],
+                                                      key: str) -> None:
+    """Issue 10: with key ``k``, summary.json gained ``chun***s_per_s``. Redaction touches free
+    text only (whole tokens, ``apikey=`` values); structured files are written as built."""
+    from loadtest.mock import MockProcess
+
+    path = write_scenario("""
+        name: short-key
+        load: {concurrency: 2, duration: 1s}
+        session: {steps: [ping, {gen: {prompt: "Explain keys and tests"}}]}
+        timeouts: {connect: 2s}
+        """, name="short.yaml")
+    out = tmp_path / "r"
+    with MockProcess(["--ttft-ms", "2", "--gap-ms", "1", "--chunks", "3", "--api-key", key]) as url:
+        proc = run_cli("run", str(path), "--target", url, "--api-key", key, "--out", str(out), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert {"requests", "latency_ms", "throughput", "generator", "slo", "passed"} <= set(summary)
+    assert set(summary["throughput"]) == {"requests_per_s", "chunks_per_s", "chars_per_s"}
+    assert summary["requests"]["completed"] > 0 and summary["errors"]["auth"] == 0
+    assert summary["target"] == f"{url}?apikey=***"
+    again = run_cli("validate", str(out / "scenario.yaml"), env={"LOADTEST_API_KEY": key})
+    assert again.returncode == 0, again.stderr
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert f"apikey={key}".encode() not in f.read_bytes(), f
+    assert f"apikey={key}" not in proc.stdout + proc.stderr
+    assert "***" not in (out / "scenario.yaml").read_text(encoding="utf-8")
