@@ -107,12 +107,14 @@ def prepare_sweep(scenario_file: str | Path, *, overrides: Any, environ: Mapping
     ``levels`` came from ``--rates`` when ``rates_given``, else from ``--levels``.
     """
     from loadtest.scenario import load_scenario
+    from loadtest.slo import ALWAYS_ON
 
     sc = load_scenario(scenario_file, overrides=overrides, environ=environ)
     mode: Mode = sc.load.mode
-    if not sc.slo:
-        raise BadInput(f"{scenario_file}: the scenario sets no SLO; a sweep needs a criterion "
-                       "(slo: {ttft_p99_ms: …, error_rate: …})")
+    if not set(sc.slo) - set(ALWAYS_ON):
+        # the error rates always apply; alone they would walk the load up until the target breaks
+        raise BadInput(f"{scenario_file}: the scenario sets no latency or throughput SLO; a sweep needs "
+                       "a criterion (slo: {ttft_p99_ms: …})")
     if sc.load.stages or sc.load.trace:
         what = "load.stages" if sc.load.stages else "load.trace"
         raise BadInput(f"{scenario_file}: {what} sets the load itself; a sweep varies "

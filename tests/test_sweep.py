@@ -239,7 +239,7 @@ def _prepare(path: Path, **kw: Any) -> tuple[Any, SweepPlan]:
 
 def test_prepare_refuses_what_cannot_be_swept(write_scenario: Callable[..., Path]) -> None:
     no_slo = write_scenario(CLOSED.replace("slo: {ttft_p99_ms: 100}", "slo: {}"), "a.yaml")
-    with pytest.raises(BadInput, match="no SLO"):
+    with pytest.raises(BadInput, match="no latency or throughput SLO"):
         _prepare(no_slo, levels=(1, 2))
     staged = write_scenario(CLOSED.replace("concurrency: 1,", "stages: [{duration: 2s, target: 4}],"), "b.yaml")
     with pytest.raises(BadInput, match=r"load\.stages"):
@@ -249,7 +249,8 @@ def test_prepare_refuses_what_cannot_be_swept(write_scenario: Callable[..., Path
         _prepare(closed, levels=(1, 2), rates_given=True)
     opened = write_scenario(CLOSED.replace("mode: closed, concurrency: 1", "mode: open, rate: 5"), "d.yaml")
     _, plan = _prepare(opened, start=10, max_load=40)
-    assert (plan.mode, plan.levels, plan.slo) == ("open", (10, 20, 40), {"ttft_p99_ms": 100.0})
+    always = {"error_rate": 0.01, "session_error_rate": 0.01}
+    assert (plan.mode, plan.levels, plan.slo) == ("open", (10, 20, 40), {"ttft_p99_ms": 100.0, **always})
 
 
 # ---- end to end through the CLI ---------------------------------------------------------------
@@ -306,7 +307,7 @@ def test_sweep_cli_bad_input_and_unreachable(write_scenario: Callable[..., Path]
     assert proc.returncode == 2 and "mode: closed" in proc.stderr and "Traceback" not in proc.stderr
     no_slo = write_scenario(E2E.replace("slo: {ttft_p99_ms: 40, error_rate: 0.01}", "slo: {}"), "n.yaml")
     proc = run_cli("sweep", str(no_slo), "--levels", "1,2")
-    assert proc.returncode == 2 and "needs a criterion" in proc.stderr
+    assert proc.returncode == 2 and "needs a criterion" in proc.stderr, proc.stderr
     out = tmp_path / "down"
     proc = run_cli("sweep", str(path), "--levels", "1,2", "--target", "ws://127.0.0.1:9/v2/chat",
                    "--api-key", "k", "--out", str(out), "-q")
