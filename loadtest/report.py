@@ -47,7 +47,7 @@ _TS_COLUMNS = ("t_s", "phase", "offered", "achieved", "active_sessions", "comple
 _NUM = (int, float)
 #: the newest summary.json schema this reader knows (``loadtest.results.SCHEMA``; a test
 #: keeps the two equal: results sits beside this module, not below it)
-KNOWN_SCHEMA = 1
+KNOWN_SCHEMA = 2
 
 
 @dataclass(frozen=True)
