@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import signal
 import sys
 from typing import Any
 
@@ -148,6 +149,11 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
             ssl_ctx.load_cert_chain(tls_cert, tls_key)
         except (OSError, ssl.SSLError) as exc:
             raise click.BadParameter(f"cannot load the certificate/key: {exc}", param_hint="--tls-cert") from None
+    if exit_with_parent:
+        # the embedded mock's life is its parent's to end (terminate, death signal, stdin EOF):
+        # a Ctrl-C sent to the terminal's process group must not drop the streams the parent
+        # is still draining after its own first Ctrl-C
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _run_loop(serve_forever(config, host, port, ssl_context=ssl_ctx, exit_with_parent=exit_with_parent))
     except KeyboardInterrupt:
@@ -378,7 +384,10 @@ def main() -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        # outside a run (a run handles its own signals and writes what it measured)
+        # outside a run (a run handles its own signals and writes what it measured); a
+        # further signal now must not turn exit 4 into 130 (loadtest.entry)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except SystemExit:

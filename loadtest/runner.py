@@ -164,11 +164,12 @@ async def _run(
         if signals_seen > 1:
             hard_stop.set()
 
-    installed = []
+    installed: dict[signal.Signals, Any] = {}  # signal -> the handler to put back after the run
     for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, on_signal)
-            installed.append(sig)
+            installed[sig] = previous
 
     watch = SelfWatch(collector.on_loop_lag)
     pool: Pool | None = None
@@ -220,8 +221,12 @@ async def _run(
             ticker.cancel()
             watch_task.cancel()
     finally:
-        for sig in installed:
+        for sig, previous in installed.items():
             loop.remove_signal_handler(sig)
+            if previous is not None:
+                # remove_signal_handler leaves the default (KeyboardInterrupt / terminate):
+                # the CLI's interrupt guard goes back in (loadtest.entry)
+                signal.signal(sig, previous)
         if pool is not None:
             await pool.close()  # idempotent; run_open closed it unless the run failed before
         await session.close()

@@ -6,6 +6,7 @@ as a terminal's Ctrl-C does: the embedded mock (a child process) receives it too
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -91,6 +92,9 @@ def test_one_signal_stops_the_run_and_keeps_what_completed(scenario: Path, tmp_p
     assert "Traceback" not in stderr + stdout
     summary, rows = _read(out)
     assert summary["interrupted"] is True
+    # never a pass, whatever the SLOs say of the partial data (which are still shown)
+    assert summary["verdict"] == "interrupted" and summary["passed"] is False
+    assert summary["slo"]["error_rate"] == {"limit": 0.5, "value": 0.0, "pass": True}
     assert summary["duration_s"] < 30
     measured = [r for r in rows if r["phase"] == "measure"]
     ok = [r for r in measured if r["outcome"] == "ok"]
@@ -124,3 +128,23 @@ def test_two_sigints_stop_at_once_and_files_stay_valid(scenario: Path, tmp_path:
     assert summary["requests"]["started"] == len(measured)
     assert {r["outcome"] for r in rows} <= {"ok", "failed", "cancelled"}
     assert not (out / "requests.csv.partial").exists()
+
+
+@pytest.mark.parametrize("first_s", [0.4, 0.9, 1.3])
+def test_a_second_signal_while_the_first_is_handled_still_exits_4(scenario: Path, tmp_path: Path,
+                                                                  first_s: float) -> None:
+    """Issue 10: two Ctrl-Cs during start-up or clean-up exited 130 (a KeyboardInterrupt
+    raised while the first was being handled). Both signals now give exit 4, never 130."""
+    out = tmp_path / "run"
+    proc = _start(scenario, out)
+    time.sleep(first_s)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.03)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    rc, stdout, stderr = _finish(proc)
+    assert rc == 4, (rc, stderr)
+    assert "Traceback" not in stderr + stdout
+    if (out / "summary.json").exists():  # the run had started: its directory is complete
+        summary, _ = _read(out)
+        assert summary["verdict"] == "interrupted" and summary["passed"] is False
