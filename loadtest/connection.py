@@ -4,7 +4,7 @@ aiohttp errors are mapped once, here, to :mod:`loadtest.errors` categories
 (``raise ... from exc``), most specific first, and every message is redacted: the API
 key travels in the URL and aiohttp likes to quote URLs in its exceptions.
 
-Timing rule (DESIGN.md): ``time.perf_counter_ns()`` is read as soon as ``receive()``
+Timing rule (DESIGN.md): the clock (``time.perf_counter_ns()`` in a run) is read as soon as ``receive()``
 hands us a frame, before JSON decoding; never ``loop.time()`` (uvloop caches it per
 loop iteration at 1 ms resolution).
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import ssl
 from dataclasses import dataclass
-from time import perf_counter_ns
 from typing import Any, NoReturn
 
 import aiohttp
 from yarl import URL
 
+from loadtest.clock import Clock, RealClock
 from loadtest.collector import RequestRecord
 from loadtest.errors import (
     AuthFailed,
@@ -33,15 +33,16 @@ from loadtest.errors import (
     redact,
 )
 from loadtest.protocol import (
+    CHUNK,
+    DONE,
+    FAILED,
+    FIRST_TOKEN,
     AuthComplete,
-    ConvMessage,
+    ClientStream,
     ErrorEvent,
-    Message,
     Pong,
     SetModelComplete,
-    UnknownEvent,
     decode_server_frame,
-    decode_stream_frame,
     encode_ping,
     encode_set_model,
 )
@@ -50,6 +51,7 @@ __all__ = ["DEFAULT_MAX_FRAME_BYTES", "ConnectTimings", "Connection", "RequestRe
 
 # Close codes a server uses to say "your key is no good" (4401 is the mock's; 4403 is common).
 _AUTH_CLOSE_CODES = frozenset({4001, 4003, 4401, 4403, 1008})
+_REAL = RealClock()
 #: a frame larger than this (bytes) is a protocol error (scenario: target.max_frame_bytes)
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 # aiohttp's reader errors that mean the server broke the WebSocket protocol (RFC 6455 7.4.1)
@@ -58,6 +60,14 @@ _PEER_VIOLATIONS: dict[int, str] = {
     aiohttp.WSCloseCode.MESSAGE_TOO_BIG: "frame larger than the cap (target.max_frame_bytes)",
     aiohttp.WSCloseCode.PROTOCOL_ERROR: "WebSocket protocol violation",
 }
+
+
+def _observed(rec: RequestRecord, answer: ClientStream) -> None:
+    """Copy what the stream observed into the request's record (once per request)."""
+    rec.t_conv, rec.t_first, rec.t_last, rec.t_stop = answer.t_conv, answer.t_first, answer.t_last, answer.t_stop
+    rec.chunks, rec.chars, rec.unknown_events = answer.chunks, answer.chars, answer.unknown_events
+    rec.gaps_ns, rec.chunk_chars = answer.gaps_ns, answer.chunk_chars
+    rec.conversation_id, rec.message_id = answer.conversation_id, answer.message_id
 
 
 def target_url(url: str, api_key: str | None) -> str:
@@ -86,8 +96,10 @@ class ConnectTimings:
 class Connection:
     """An authenticated WebSocket. Not safe for concurrent streams: one at a time."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, conn_id: int, secret: str | None) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, conn_id: int, secret: str | None,
+                 clock: Clock | None = None) -> None:
         self.ws = ws
+        self._now = (clock or _REAL).now_ns
         self.id = conn_id
         self._secret = secret
         self.broken = False
@@ -109,6 +121,7 @@ class Connection:
         timeout_s: float,
         timings: ConnectTimings,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        clock: Clock | None = None,
     ) -> Connection:
         """Connect, wait for ``auth-connect-complete``, optionally set the model.
 
@@ -116,7 +129,8 @@ class Connection:
         RequestTimeout; fills ``timings`` as far as it got.
         """
         full = target_url(url, api_key)
-        t0 = perf_counter_ns()
+        now = (clock or _REAL).now_ns
+        t0 = now()
         try:
             async with asyncio.timeout(timeout_s):
                 # max_msg_size: aiohttp refuses a larger frame as it arrives (before buffering
@@ -140,9 +154,9 @@ class Connection:
             raise ConnectFailed(redact(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}", api_key)) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise ConnectFailed(redact(f"connect failed: {type(exc).__name__}: {exc}", api_key)) from None
-        t1 = perf_counter_ns()
+        t1 = now()
         timings.connect_ns = t1 - t0
-        conn = cls(ws, conn_id, api_key)
+        conn = cls(ws, conn_id, api_key, clock)
         try:
             async with asyncio.timeout(timeout_s):
                 ev, _ = await conn._next_event(during="auth")
@@ -150,7 +164,7 @@ class Connection:
                     raise AuthFailed(conn._clean(f"server refused the key: {ev.error}"))
                 if not isinstance(ev, AuthComplete):
                     raise AuthFailed(conn._clean(f"expected auth-connect-complete, got {type(ev).__name__}"))
-                t2 = perf_counter_ns()
+                t2 = now()
                 timings.auth_ns = t2 - t1
         except TimeoutError:
             await conn.close()
@@ -168,7 +182,7 @@ class Connection:
 
     async def set_model(self, model: str, timeout_s: float) -> int:
         """Send ``set-model`` and wait for ``set-model-complete``; returns the time in ns."""
-        t0 = perf_counter_ns()
+        t0 = self._now()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._send(encode_set_model(model), during="set-model")
@@ -195,7 +209,7 @@ class Connection:
         except (aiohttp.ClientError, OSError) as exc:
             self.broken = True
             raise Disconnected(self._clean(f"connection lost during {during}: {type(exc).__name__}")) from None
-        t = perf_counter_ns()
+        t = self._now()
         kind = msg.type
         if kind is aiohttp.WSMsgType.TEXT:
             return decode_server_frame(msg.data), t
@@ -227,7 +241,7 @@ class Connection:
 
     async def ping(self, timeout_s: float) -> int:
         """Send ``ping``, wait for ``pong``; returns the round trip in ns."""
-        t0 = perf_counter_ns()
+        t0 = self._now()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._send(encode_ping(), during="ping")
@@ -253,26 +267,27 @@ class Connection:
     async def stream(self, frame: str, rec: RequestRecord, *, first_token_s: float, stream_s: float) -> None:
         """Send one ``gen`` and read its answer to the end, filling ``rec``.
 
-        Raises a ConnectionFailure on error; ``rec`` keeps what was measured before it.
-        After a timeout, protocol error or disconnect the connection is ``broken``: a late
-        frame of the old stream must never be read as part of the next one.
+        What each frame means is :class:`~loadtest.protocol.ClientStream`'s to say; this
+        method only reads frames, stamps their arrival time (before decoding) and keeps the
+        timeouts. Raises a ConnectionFailure on error; ``rec`` keeps what was measured
+        before it. After any failure the connection is ``broken`` (after an ``error`` event,
+        ``retired``): frames of the old stream may follow and must never be read as part of
+        the next one.
         """
         self.requests += 1
         rec.connection = self.id
-        rec.t_send = perf_counter_ns()
+        now = self._now
+        rec.t_send = now()
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + first_token_s
         stream_deadline = loop.time() + stream_s
+        answer = ClientStream()
         try:
             async with asyncio.timeout_at(min(first_deadline, stream_deadline)) as cm:
                 await self._send(frame, during="gen")
-                gaps = rec.gaps_ns
-                sizes = rec.chunk_chars
-                last = 0
-                # The hot path, once per chunk: _next_event inlined, and decode_stream_frame
-                # hands a message over as an (output, stop) tuple. The time is still read
-                # before decoding.
+                # The hot path, once per chunk: receive, stamp, feed.
                 receive = self.ws.receive
+                feed = answer.feed
                 text = aiohttp.WSMsgType.TEXT
                 while True:
                     try:
@@ -280,56 +295,33 @@ class Connection:
                     except (aiohttp.ClientError, OSError) as exc:
                         self.broken = True
                         raise Disconnected(self._clean(f"connection lost during stream: {type(exc).__name__}")) from None
-                    t = perf_counter_ns()
+                    t = now()
                     if msg.type is not text:
                         self._not_text(msg, "stream")
-                    ev = decode_stream_frame(msg.data)
-                    if type(ev) is tuple:
-                        output, stop = ev
-                    elif type(ev) is Message:  # the slow path's answer (e.g. extra keys in data)
-                        output, stop = ev.output, ev.stop
-                    else:
-                        output = None
-                    if output is not None:
-                        if output:
-                            if last:
-                                gaps.append(t - last)
-                            else:
-                                rec.t_first = t
-                                cm.reschedule(stream_deadline)
-                            last = t
-                            n = len(output)
-                            rec.chunks += 1
-                            rec.chars += n
-                            sizes.append(n)
-                        if stop:
-                            rec.t_stop = t
-                            rec.t_last = last
-                            return
-                    elif isinstance(ev, ConvMessage):
-                        rec.t_conv = t
-                        rec.conversation_id = ev.conversation_id
-                        rec.message_id = ev.message_id
-                    elif isinstance(ev, ErrorEvent):
-                        rec.t_last = last
+                    code = feed(msg.data, t)
+                    if code <= CHUNK:
+                        continue
+                    if code == FIRST_TOKEN:
+                        cm.reschedule(stream_deadline)
+                    elif code == DONE:
+                        return
+                    elif code == FAILED:
                         # PROTOCOL.md does not say that nothing follows an `error`: a proxy may
                         # still flush the rest of the answer and a `stop`. Those frames must
-                        # never be read as the next request's answer, so the connection is
+                        # never be read as the next request's answer: the connection is
                         # retired (closed and replaced, counted as a reconnect).
                         self.retire()
-                        raise ServerError(self._clean(ev.error or "error event without message"))
-                    elif isinstance(ev, UnknownEvent):
-                        rec.unknown_events += 1
-                    # pong / auth / set-model-complete inside a stream: harmless, ignored
+                        raise ServerError(self._clean(answer.error))
         except TimeoutError:
             self.broken = True
-            rec.t_last = rec.t_last or (rec.t_first and max(rec.t_first, rec.t_first + sum(rec.gaps_ns)))
-            if rec.t_first:
-                raise RequestTimeout(f"stream did not finish within {stream_s:g} s ({rec.chunks} chunks received)") from None
+            if answer.t_first:
+                raise RequestTimeout(f"stream did not finish within {stream_s:g} s ({answer.chunks} chunks received)") from None
             raise RequestTimeout(f"no first token within {min(first_token_s, stream_s):g} s") from None
         except RemoteProtocolError:
             self.broken = True
             raise
+        finally:
+            _observed(rec, answer)
 
     def retire(self) -> None:
         """Never hand this connection to another request: frames of a failed exchange may follow."""

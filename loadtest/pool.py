@@ -36,9 +36,9 @@ import random
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from time import perf_counter_ns
 from typing import Any, Protocol
 
+from loadtest.clock import Clock
 from loadtest.collector import Collector, RequestRecord
 from loadtest.connection import Connection
 from loadtest.errors import ConnectionFailure
@@ -53,6 +53,7 @@ class PoolContext(Protocol):
     collector: Collector
     active_sessions: int
     stopping: asyncio.Event
+    clock: Clock
 
     async def open_connection(self) -> Connection: ...
 
@@ -129,7 +130,7 @@ class Pool:
 
     def cancel_queued(self) -> None:
         """Report every queued request as ``cancelled`` (the run was stopped early)."""
-        self._cancel_queued(perf_counter_ns())
+        self._cancel_queued(self.ctx.clock.now_ns())
         if not self._tasks:
             self._quiet.set()
 
@@ -140,7 +141,7 @@ class Pool:
     async def close(self) -> None:
         """Cancel what is left, report it as ``cancelled``, close every socket. Idempotent."""
         self._closed = True
-        now = perf_counter_ns()
+        now = self.ctx.clock.now_ns()
         self._cancel_queued(now)
         tasks = list(self._tasks)
         for t in tasks:
@@ -178,13 +179,13 @@ class Pool:
             self._pending += 1
             if self._size > self.peak_size:
                 self.peak_size = self._size
-            queue.append(_Job(rec, frame, perf_counter_ns()))
+            queue.append(_Job(rec, frame, self.ctx.clock.now_ns()))
             self._spawn(self._grow())
         elif len(queue) < self.max_queue + self._pending:
-            queue.append(_Job(rec, frame, perf_counter_ns()))
+            queue.append(_Job(rec, frame, self.ctx.clock.now_ns()))
         else:
             rec.outcome = "dropped"
-            self.ctx.collector.on_request(rec, perf_counter_ns())
+            self.ctx.collector.on_request(rec, self.ctx.clock.now_ns())
             return
         if len(queue) > self.peak_queue:
             self.peak_queue = len(queue)
@@ -200,7 +201,7 @@ class Pool:
         self._tasks.discard(task)
         if not self._tasks:
             # nothing can serve the queue any more (the run is stopping): report it now
-            self._cancel_queued(perf_counter_ns())
+            self._cancel_queued(self.ctx.clock.now_ns())
             self._quiet.set()
 
     def _cancel_queued(self, now: int) -> None:
@@ -235,7 +236,7 @@ class Pool:
                 break
             job = queue.popleft()
             rec, frame = job.rec, job.frame
-            rec.queue_ns = perf_counter_ns() - job.t_enqueued
+            rec.queue_ns = self.ctx.clock.now_ns() - job.t_enqueued
             leased[rec.request_id] = rec
         self._idle.append(conn)
 
@@ -251,7 +252,7 @@ class Pool:
     def _serve_or_idle(self, conn: Connection) -> None:
         if self._queue:
             job = self._queue.popleft()
-            job.rec.queue_ns = perf_counter_ns() - job.t_enqueued
+            job.rec.queue_ns = self.ctx.clock.now_ns() - job.t_enqueued
             self._leased[job.rec.request_id] = job.rec
             self._spawn(self._lease(conn, job.rec, job.frame))
         else:
@@ -294,7 +295,7 @@ class Pool:
         try:
             conn = await self.ctx.open_connection()
         except ConnectionFailure as exc:
-            self.ctx.collector.on_failure(exc.category, str(exc), perf_counter_ns())
+            self.ctx.collector.on_failure(exc.category, str(exc), self.ctx.clock.now_ns())
             return None
         if self._closed:
             with contextlib.suppress(Exception):

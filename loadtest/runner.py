@@ -18,12 +18,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from time import perf_counter_ns
 from typing import Any
 
 import uvloop
 
 from loadtest.arrivals import RateProfile, Stage
+from loadtest.clock import Clock, RealClock
 from loadtest.collector import Collector, RequestRecord
 from loadtest.connection import make_session, target_url
 from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUnreachable, redact
@@ -133,6 +133,7 @@ async def _run(
     progress: Callable[[Progress], None] | None,
     request_sink: Callable[[RequestRecord, int], None] | None,
     insecure: bool,
+    clock: Clock | None = None,
 ) -> RunResult:
     """The one-process run: probe, pool, load for the duration, drain, figures.
 
@@ -146,15 +147,17 @@ async def _run(
     hard_stop = asyncio.Event()
     signals_seen = 0
 
+    clock = clock or RealClock()
+    now = clock.now_ns
     session = make_session(ssl_context=ssl_context)
-    t0 = perf_counter_ns()
+    t0 = now()
     collector = Collector(t0_ns=t0, warmup_s=float(load.warmup_s), duration_s=duration_s,
                           request_sink=request_sink)
     ctx = RunContext(
         session=session, url=url, api_key=api_key, model=sc.target.model,
         connect_s=sc.timeouts.connect_s, first_token_s=sc.timeouts.first_token_s,
         stream_s=sc.timeouts.stream_s, collector=collector, end_ns=t0 + round(duration_s * _NS),
-        max_requests=load.requests, seed=load.seed, max_frame_bytes=sc.target.max_frame_bytes,
+        max_requests=load.requests, seed=load.seed, max_frame_bytes=sc.target.max_frame_bytes, clock=clock,
     )
 
     def on_signal() -> None:
@@ -187,7 +190,7 @@ async def _run(
             await pool.start(load.connections or 1)
             open_loop = OpenLoop(ctx, pool, arrivals, make_frame)
         # the probe and the pool's set-up must not eat into the measured time: t0 is now
-        t0 = perf_counter_ns()
+        t0 = now()
         started_at = _wall_ms(time.time_ns())
         collector.start(t0)
         ctx.end_ns = t0 + round(duration_s * _NS)
@@ -195,7 +198,7 @@ async def _run(
             collector.end_window(t0)
         profile = _users_profile(sc)
         if profile is not None:
-            ctx.target_users = lambda: round(profile.value_at((perf_counter_ns() - t0) / _NS))
+            ctx.target_users = lambda: round(profile.value_at((now() - t0) / _NS))
 
         async with asyncio.TaskGroup() as tg:
             watch_task = tg.create_task(watch.run())
@@ -208,14 +211,14 @@ async def _run(
             # wait for the end of the duration (or a stop), then drain what is in flight
             await ctx.sleep_until_ns(ctx.end_ns)
             ctx.stop()
-            grace_end = perf_counter_ns() + round(min(GRACE_S, sc.timeouts.stream_s) * _NS)
-            while any(not w.done() for w in workers) and perf_counter_ns() < grace_end:
+            grace_end = now() + round(min(GRACE_S, sc.timeouts.stream_s) * _NS)
+            while any(not w.done() for w in workers) and now() < grace_end:
                 if hard_stop.is_set():
                     break
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(0.05):
                         await hard_stop.wait()
-            t_done = perf_counter_ns()
+            t_done = now()
             for w in workers:
                 w.cancel()
             ticker.cancel()
@@ -232,7 +235,7 @@ async def _run(
         await session.close()
 
     gc.unfreeze()
-    t_end = perf_counter_ns()
+    t_end = now()
     collector.close_intervals(t_end, final=True)
     lag = collector.metrics.totals["loop_lag"].summary_ms()
     cpu = [p for at, p in watch.cpu_samples if collector.in_window(at)]
@@ -294,7 +297,7 @@ async def _ticker(
     next_tick = c.t0_ns + _NS
     frozen_at = 0  # connections opened when the heap was last frozen
     while True:
-        now = perf_counter_ns()
+        now = ctx.clock.now_ns()
         opened = ctx.connections_opened
         if opened >= 100 and opened >= frozen_at * 5 // 4:
             # Why: with thousands of sessions, every full (gen-2) collection walks all their

@@ -10,7 +10,7 @@ hide its stall, because the dispatcher never waits for a response.
 
 Timer accuracy (aiperf's notes; DESIGN.md): uvloop (libuv) keeps timers in whole milliseconds
 of a clock cached per loop iteration, so a sleep ends anywhere from ~1 ms early to ~1 ms late.
-The dispatcher re-reads ``perf_counter_ns`` after every wake-up and sleeps again for what is
+The dispatcher re-reads the clock after every wake-up and sleeps again for what is
 left. uvloop rounds a remainder under 0.5 ms to a 0 ms timer (one loop iteration), so the last
 half millisecond is spent polling the loop, which keeps reading the connections meanwhile.
 Measured on the 2-core box (BENCHMARKS.md): at 300 arrivals/s that polling costs nothing
@@ -39,10 +39,10 @@ import contextlib
 import random
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from time import perf_counter_ns
 from typing import Any, Protocol
 
 from loadtest.arrivals import Arrival, RateProfile, Stage, parse_trace, schedule, trace_schedule
+from loadtest.clock import Clock
 from loadtest.collector import Collector, RequestRecord
 from loadtest.errors import BadInput
 from loadtest.pool import Pool
@@ -63,6 +63,7 @@ class SchedulerContext(Protocol):
     collector: Collector
     stopping: asyncio.Event
     end_ns: int
+    clock: Clock
     max_requests: int | None
     requests_issued: int
 
@@ -117,15 +118,15 @@ def _synthetic_prompt(chars: int) -> str:
     return (base * (chars // len(base) + 1))[:chars]
 
 
-async def _sleep_until(deadline_ns: int, stopping: asyncio.Event) -> bool:
-    """Sleep until ``perf_counter_ns() >= deadline_ns``; False if the run stopped first.
+async def _sleep_until(clock: Clock, deadline_ns: int, stopping: asyncio.Event) -> bool:
+    """Sleep until ``clock.now_ns() >= deadline_ns``; False if the run stopped first.
 
     A deadline already reached counts as reached even if ``stopping`` is set meanwhile: the
     runner sets it at the end of the duration, and an arrival due before the end that a busy
     loop wakes late for must still be offered (and its lateness measured), not lost.
     """
     while True:
-        remaining = deadline_ns - perf_counter_ns()
+        remaining = deadline_ns - clock.now_ns()
         if remaining <= 0:
             return True
         if stopping.is_set():
@@ -149,6 +150,7 @@ async def dispatch(
     ``requests`` cap) or ``"stopped"`` (the run was stopped early).
     """
     c = ctx.collector
+    now = ctx.clock.now_ns
     stopping = ctx.stopping
     end_ns = ctx.end_ns
     submit = pool.submit
@@ -162,14 +164,14 @@ async def dispatch(
             ctx.stop()  # as a closed-loop run does: the window ends, the runner drains
             return "cap"
         frame, plen = make_frame(a)  # prepared before the sleep: off the timed path
-        if deadline > perf_counter_ns():
+        if deadline > now():
             late_run = 0
-            if not await _sleep_until(deadline, stopping):
+            if not await _sleep_until(ctx.clock, deadline, stopping):
                 return "stopped"
         else:
             # late: send at once. The runner sets ``stopping`` at the end of the duration too;
             # only a stop before the end (signal, cap) cancels arrivals that were due in time
-            if stopping.is_set() and perf_counter_ns() < end_ns:
+            if stopping.is_set() and now() < end_ns:
                 return "stopped"
             late_run += 1
             if late_run >= _BURST:

@@ -14,11 +14,11 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from time import perf_counter_ns
 from typing import Any
 
 import aiohttp
 
+from loadtest.clock import Clock, RealClock
 from loadtest.collector import Collector, RequestRecord
 from loadtest.connection import DEFAULT_MAX_FRAME_BYTES, Connection, ConnectTimings
 from loadtest.errors import ConnectionFailure
@@ -76,6 +76,7 @@ class RunContext:
     max_requests: int | None = None
     seed: int = 1
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+    clock: Clock = field(default_factory=RealClock)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     connect_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONNECT_CONCURRENCY))
     active_sessions: int = 0
@@ -87,7 +88,7 @@ class RunContext:
     _conn_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def running(self) -> bool:
-        return not self.stopping.is_set() and perf_counter_ns() < self.end_ns
+        return not self.stopping.is_set() and self.clock.now_ns() < self.end_ns
 
     def stop(self) -> None:
         """Stop starting work (a signal, the request cap, the end of the duration).
@@ -95,7 +96,7 @@ class RunContext:
         A stop before the planned end also ends the measured window at this moment.
         """
         if not self.stopping.is_set():
-            self.collector.end_window(perf_counter_ns())
+            self.collector.end_window(self.clock.now_ns())
             self.stopping.set()
 
     def take_request(self) -> int | None:
@@ -116,7 +117,7 @@ class RunContext:
 
     async def sleep_until_ns(self, deadline_ns: int) -> None:
         # re-check after waking: uvloop timers can fire up to 1 ms early
-        while (remaining := deadline_ns - perf_counter_ns()) > 0 and not self.stopping.is_set():
+        while (remaining := deadline_ns - self.clock.now_ns()) > 0 and not self.stopping.is_set():
             await self.sleep(remaining / 1e9)
 
     async def open_connection(self, *, record: bool = True) -> Connection:
@@ -130,13 +131,13 @@ class RunContext:
             conn = await Connection.open(
                 self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
                 model=self.model, timeout_s=self.connect_s, timings=timings,
-                max_frame_bytes=self.max_frame_bytes,
+                max_frame_bytes=self.max_frame_bytes, clock=self.clock,
             )
         if not record:
             return conn
         self.connections_opened += 1
         self.collector.on_setup(connect_ns=timings.connect_ns, auth_ns=timings.auth_ns,
-                                set_model_ns=timings.set_model_ns, at_ns=perf_counter_ns())
+                                set_model_ns=timings.set_model_ns, at_ns=self.clock.now_ns())
         return conn
 
     async def gen(self, conn: Connection, frame: str, rec: RequestRecord) -> None:
@@ -158,7 +159,7 @@ class RunContext:
                 rec.t_intended = rec.t_send
             if rec.t_send:
                 self.collector.on_sent(rec)
-            self.collector.on_request(rec, perf_counter_ns())
+            self.collector.on_request(rec, self.clock.now_ns())
 
 
 async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float | None = None,
@@ -172,7 +173,8 @@ async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float
     conn: Connection | None = None
     paced_n = 0
     phase_ns = round((pace_s or 0) * 1e9 * uid / max(1, users))
-    start_ns = perf_counter_ns()
+    now = ctx.clock.now_ns
+    start_ns = now()
 
     def still_mine() -> bool:
         return ctx.running() and (ctx.target_users is None or uid < ctx.target_users())
@@ -189,7 +191,7 @@ async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float
                     conn = await ctx.open_connection()
                     delays = backoff(rng=rng)
                 except ConnectionFailure as exc:
-                    ctx.collector.on_failure(exc.category, str(exc), perf_counter_ns())
+                    ctx.collector.on_failure(exc.category, str(exc), now())
                     await ctx.sleep(next(delays))
                     continue
             for step in steps:
@@ -202,7 +204,7 @@ async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float
                         paced_n += 1
                         # a user still busy past its slot waited behind its own previous
                         # request: queue time, not schedule lag
-                        queued = max(0, perf_counter_ns() - intended)
+                        queued = max(0, now() - intended)
                         await ctx.sleep_until_ns(intended)
                         if not still_mine():
                             break
@@ -216,22 +218,22 @@ async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float
                         rec.scheduled = True
                         rec.queue_ns = queued
                         ctx.collector.on_offered(intended)
-                    rec.phase = ctx.collector.phase_of(intended or perf_counter_ns())
+                    rec.phase = ctx.collector.phase_of(intended or now())
                     await ctx.gen(conn, frame, rec)
                 elif isinstance(step, PingStep):
                     try:
                         rtt = await conn.ping(ctx.first_token_s)
-                        ctx.collector.on_ping(rtt, perf_counter_ns())
+                        ctx.collector.on_ping(rtt, now())
                     except ConnectionFailure as exc:
-                        ctx.collector.on_failure(exc.category, str(exc), perf_counter_ns())
+                        ctx.collector.on_failure(exc.category, str(exc), now())
                 elif isinstance(step, ThinkStep):
                     await ctx.sleep(step.sample_s(rng))
                 elif isinstance(step, SetModelStep):
                     try:
                         await conn.set_model(step.model, ctx.connect_s)
-                        ctx.collector.on_step(perf_counter_ns())
+                        ctx.collector.on_step(now())
                     except ConnectionFailure as exc:
-                        ctx.collector.on_failure(exc.category, str(exc), perf_counter_ns())
+                        ctx.collector.on_failure(exc.category, str(exc), now())
             if conn is not None and conn.broken and not conn.retired:
                 await ctx.sleep(next(delays))  # a retired connection is replaced at once
     finally:

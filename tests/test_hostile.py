@@ -392,7 +392,7 @@ def test_unreachable_target_leaves_a_minimal_run_directory(write_scenario: Calla
     assert proc.returncode == 3, proc.stderr
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["verdict"] == "unreachable" and summary["passed"] is False
-    assert summary["schema"] == 1 and summary["scenario"] == "hostile"
+    assert summary["schema"] == 2 and summary["scenario"] == "hostile"
     assert summary["target"] == "ws://127.0.0.1:9/v2/chat"
     assert "cannot reach ws://127.0.0.1:9/v2/chat?apikey=***" in summary["reason"]
     assert "apikey=test" not in (out / "summary.json").read_text()

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from loadtest.errors import RemoteProtocolError
 from loadtest.metrics import HIGHEST_US, Recorder
-from loadtest.protocol import Message, _loads, decode_server_frame, decode_stream_frame
+from loadtest.protocol import Message, decode_server_frame, decode_stream_frame
+from loadtest.protocol.codec import _loads
 
 FRAMES = [
     '{"event":"message","data":{"output":"hi ","stop":false}}',

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from helpers import read_csv_rows, run_cli
 
+from loadtest.clock import RealClock
 from loadtest.collector import Collector, RequestRecord
 from loadtest.errors import ConnectFailed
 from loadtest.pool import Pool
@@ -60,6 +61,7 @@ class _FakeCtx:
         self.collector = Collector(t0_ns=0, warmup_s=0)
         self.active_sessions = 0
         self.stopping = asyncio.Event()
+        self.clock = RealClock()
         self.opened: list[_FakeConn] = []
         self.fail_connects = fail_connects
         self.release: dict[int, asyncio.Event] = {}

@@ -125,7 +125,7 @@ def test_a_file_with_one_setting_is_a_scenario_of_defaults(tmp_path: Path) -> No
     assert (load.max_connections, load.max_queue, load.connections, load.stages) == (100, 10000, None, ())
     assert sc.session.steps == (GenStep.model_validate({"prompt": "Explain artificial intelligence"}),)
     assert (sc.timeouts.connect_s, sc.timeouts.first_token_s, sc.timeouts.stream_s) == (10.0, 30.0, 120.0)
-    assert sc.slo == {"ttft_p99_ms": 1000.0, "error_rate": 0.01}
+    assert sc.slo == {"ttft_p99_ms": 1000.0, "error_rate": 0.01, "session_error_rate": 0.01}
     assert sc.out is None
 
 

@@ -1,4 +1,4 @@
-"""Sans-I/O codec of the chat proxy protocol v2 (PROTOCOL.md).
+"""Sans-I/O codec of the chat proxy protocol v2 (PROTOCOL.md): frames <-> typed events.
 
 No sockets, no asyncio, no clock: the I/O layer feeds text frames in and writes
 the strings this module encodes. Every frame is one JSON object
