@@ -32,7 +32,7 @@ from loadtest.pool import Pool
 from loadtest.retry import backoff
 from loadtest.scheduler import OpenLoop, arrivals_for, frame_maker
 from loadtest.selfwatch import SelfWatch, fell_behind, saturation_reasons
-from loadtest.session import GenFactory, RunContext, run_user
+from loadtest.session import GenFactory, Ramp, RunContext, run_user
 
 __all__ = ["Progress", "RunResult", "run_scenario"]
 
@@ -197,8 +197,6 @@ async def _run(
         if ctx.stopping.is_set():  # a signal during the probe: nothing of the window was run
             collector.end_window(t0)
         profile = _users_profile(sc)
-        if profile is not None:
-            ctx.target_users = lambda: round(profile.value_at((now() - t0) / _NS))
 
         async with asyncio.TaskGroup() as tg:
             watch_task = tg.create_task(watch.run())
@@ -291,9 +289,8 @@ async def _ticker(
 ) -> None:
     """Every 100 ms: gauges and the user ramp; once a second: interval snapshots, progress."""
     c = ctx.collector
-    steps = list(sc.session.steps)
-    peak = max(1, round(profile.peak)) if profile is not None else 0
-    running: dict[int, asyncio.Task[None]] = {}
+    ramp = None if profile is None else Ramp(ctx, tg, profile, list(sc.session.steps), pace_s=sc.load.pace_s,
+                                             t0_ns=c.t0_ns)
     next_tick = c.t0_ns + _NS
     frozen_at = 0  # connections opened when the heap was last frozen
     while True:
@@ -309,14 +306,8 @@ async def _ticker(
             # Unfrozen when the run ends.
             gc.freeze()
             frozen_at = opened
-        if profile is not None and ctx.running():
-            want = round(profile.value_at((now - c.t0_ns) / _NS))
-            for uid in range(want):
-                task = running.get(uid)
-                if task is None or task.done():
-                    task = tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=peak))
-                    running[uid] = task
-                    workers.append(task)
+        if ramp is not None:
+            workers.extend(ramp.step(now))
         c.tick(now, active_sessions=ctx.active_sessions, in_flight=ctx.in_flight)
         if now >= next_tick:
             next_tick += _NS

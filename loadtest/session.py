@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from loadtest.errors import ConnectionFailure
 from loadtest.protocol import GenRequest, encode_gen
 from loadtest.retry import backoff
 
-__all__ = ["CONNECT_CONCURRENCY", "GenFactory", "RunContext", "run_user"]
+__all__ = ["CONNECT_CONCURRENCY", "GenFactory", "Ramp", "RunContext", "run_user"]
 
 #: handshakes in flight at once (see RunContext.open_connection)
 CONNECT_CONCURRENCY = 256
@@ -64,7 +64,7 @@ class GenFactory:
 class RunContext:
     """What every user and the scheduler share during one run."""
 
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession | None  # None only with ``connector``
     url: str
     api_key: str | None
     model: str | None
@@ -84,6 +84,10 @@ class RunContext:
     in_flight: int = 0
     requests_issued: int = 0
     target_users: Callable[[], int] | None = None
+    #: opens one connection (connect, auth, set-model) filling the timings; None: a WebSocket
+    #: to ``url`` through ``session``. Tests plug a fake transport in here (like httpx's
+    #: MockTransport), so users and the pool run in virtual time without sockets.
+    connector: Callable[[int, ConnectTimings], Awaitable[Connection]] | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _conn_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -128,11 +132,15 @@ class RunContext:
         # retry) and starve every handshake of loop time. The wait for a slot is the
         # generator's, so `connect` is timed from when the handshake starts.
         async with self.connect_slots:
-            conn = await Connection.open(
-                self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
-                model=self.model, timeout_s=self.connect_s, timings=timings,
-                max_frame_bytes=self.max_frame_bytes, clock=self.clock,
-            )
+            if self.connector is not None:
+                conn = await self.connector(next(self._conn_ids), timings)
+            else:
+                assert self.session is not None
+                conn = await Connection.open(
+                    self.session, self.url, conn_id=next(self._conn_ids), api_key=self.api_key,
+                    model=self.model, timeout_s=self.connect_s, timings=timings,
+                    max_frame_bytes=self.max_frame_bytes, clock=self.clock,
+                )
         if not record:
             return conn
         self.connections_opened += 1
@@ -240,3 +248,39 @@ async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float
         ctx.active_sessions -= 1
         if conn is not None:
             await conn.close()
+
+
+class Ramp:
+    """Closed-loop users that follow a stage profile (k6's ramping VUs).
+
+    Call :meth:`step` every ~100 ms: users ``0 .. want-1`` run, ``want`` being the profile's
+    value now; a user above the profile ends at its next step (``ctx.target_users``). Pacing
+    phases are spread over the profile's peak, so users keep their slots as the ramp moves.
+    """
+
+    def __init__(self, ctx: RunContext, tg: asyncio.TaskGroup, profile: Any, steps: list[Any], *,
+                 pace_s: float | None, t0_ns: int) -> None:
+        self.ctx, self.tg, self.profile, self.steps, self.pace_s, self.t0_ns = ctx, tg, profile, steps, pace_s, t0_ns
+        self.peak = max(1, round(profile.peak))
+        self.running: dict[int, asyncio.Task[None]] = {}
+        ctx.target_users = self.want_now
+
+    def want_now(self) -> int:
+        return self.want_at(self.ctx.clock.now_ns())
+
+    def want_at(self, now_ns: int) -> int:
+        value: float = self.profile.value_at((now_ns - self.t0_ns) / 1e9)
+        return round(value)
+
+    def step(self, now_ns: int) -> list[asyncio.Task[None]]:
+        """Start the users the profile wants now and that do not run; returns their tasks."""
+        if not self.ctx.running():
+            return []
+        started = []
+        for uid in range(self.want_at(now_ns)):
+            task = self.running.get(uid)
+            if task is None or task.done():
+                task = self.tg.create_task(run_user(self.ctx, uid, self.steps, pace_s=self.pace_s, users=self.peak))
+                self.running[uid] = task
+                started.append(task)
+        return started

@@ -1,23 +1,40 @@
-"""Test doubles shipped with the product: an in-process mock on port 0, a fake clock.
+"""Test doubles shipped with the product: an in-process mock on port 0, and virtual time.
 
     async with running_mock(ttft_ms=100, gap_ms=10, chunks=20) as server:
         url = server.url      # ws://127.0.0.1:PORT/v2/chat
 
 For a mock in its own process (benchmarks, ``loadtest run``) use
 :class:`loadtest.mock.MockProcess`.
+
+Virtual time (trio's ``MockClock(autojump_threshold=0)``, on asyncio)::
+
+    result = run_virtual(lambda clock: my_coroutine(clock))
+
+runs the coroutine on an event loop whose clock stands still while anything is ready to run
+and jumps straight to the next timer when nothing is: ``asyncio.sleep``, ``asyncio.timeout``
+and :meth:`VirtualClock.sleep_until` all follow it. A ten-second schedule then takes as long as
+its callbacks take to run, and every timestamp is exact. Only for code whose every wait is a
+timer or an event set by other tasks (no real sockets: a socket that is merely slow would look
+idle, and time would jump past it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
-from typing import Any
+import math
+import selectors
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from typing import Any, TypeVar
 
 from loadtest.faults import parse_faults
 from loadtest.mock import MockConfig, MockProcess, MockServer
 from loadtest.mockmodel import MockModel, parse_dist
 
-__all__ = ["FakeClock", "MockProcess", "MockServer", "make_mock_config", "running_mock"]
+__all__ = ["MockProcess", "MockServer", "VirtualClock", "VirtualLoop", "make_mock_config", "run_virtual",
+           "running_mock"]
+
+T = TypeVar("T")
 
 
 def make_mock_config(
@@ -56,14 +73,82 @@ async def running_mock(**kwargs: Any) -> AsyncIterator[MockServer]:
         await server.stop()
 
 
-class FakeClock:
-    """A manual clock in nanoseconds, for code that takes ``clock: Callable[[], int]``."""
+class _JumpSelector(selectors.BaseSelector):
+    """A real selector that, when nothing is ready, advances the loop's virtual time by the
+    wait the loop asked for instead of waiting."""
 
-    def __init__(self, start_ns: int = 0) -> None:
-        self.now_ns = start_ns
+    def __init__(self, loop: VirtualLoop) -> None:
+        self._real = selectors.DefaultSelector()
+        self._loop = loop
 
-    def __call__(self) -> int:
-        return self.now_ns
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.register(fileobj, events, data)
 
-    def advance_s(self, seconds: float) -> None:
-        self.now_ns += round(seconds * 1e9)
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._real.unregister(fileobj)
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        return self._real.modify(fileobj, events, data)
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return self._real.get_map()
+
+    def close(self) -> None:
+        self._real.close()
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._real.select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:
+            # no timer is pending and nothing is ready: every task waits for something that
+            # will never come (in virtual time there is nobody else to wake them)
+            raise RuntimeError("virtual loop: every task is waiting and no timer is pending (deadlock)")
+        self._loop.jump(timeout)
+        return []
+
+
+class VirtualLoop(asyncio.SelectorEventLoop):
+    """An asyncio loop on virtual time (integer ns): it jumps to the next timer when idle."""
+
+    def __init__(self) -> None:
+        self._virtual_ns = 0
+        super().__init__(selector=_JumpSelector(self))
+
+    def time(self) -> float:
+        return self._virtual_ns / 1e9
+
+    def now_ns(self) -> int:
+        return self._virtual_ns
+
+    def advance_ns(self, ns: int) -> None:
+        self._virtual_ns += ns
+
+    def jump(self, timeout_s: float) -> None:
+        """Idle: go to the next timer. Its float deadline is rounded to the nearest ns (not
+        up), so that ``sleep_until(deadline_ns)`` lands on the deadline itself, not 1 ns after."""
+        scheduled = getattr(self, "_scheduled", None)  # asyncio's timer heap (when: float s)
+        target = round(scheduled[0].when() * 1e9) if scheduled else self._virtual_ns + math.ceil(timeout_s * 1e9)
+        self._virtual_ns = max(self._virtual_ns + 1, target)
+
+
+class VirtualClock:
+    """The engine's :class:`~loadtest.clock.Clock` on a :class:`VirtualLoop`."""
+
+    def __init__(self, loop: VirtualLoop) -> None:
+        self._loop = loop
+
+    def now_ns(self) -> int:
+        return self._loop.now_ns()
+
+    async def sleep_until(self, deadline_ns: int) -> None:
+        while (remaining := deadline_ns - self._loop.now_ns()) > 0:
+            await asyncio.sleep(remaining / 1e9)
+
+
+def run_virtual(main: Callable[[VirtualClock], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main(clock)`` to completion on a fresh :class:`VirtualLoop`; returns its result."""
+    loop = VirtualLoop()
+    clock = VirtualClock(loop)
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        return runner.run(main(clock))

@@ -105,7 +105,11 @@ def _stop_server(proc: subprocess.Popen[str]) -> None:
 
 def _tree_rss(proc: psutil.Process) -> int:
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    try:
+        tree = [proc, *proc.children(recursive=True)]
+    except psutil.Error:  # it has just exited
+        return 0
+    for p in tree:
         try:
             total += p.memory_info().rss
         except psutil.Error:
