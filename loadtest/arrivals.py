@@ -59,12 +59,13 @@ import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from loadtest.errors import BadInput
 
 __all__ = [
     "ARRIVAL_KINDS",
+    "ArrivalKind",
     "MAX_PROMPT_CHARS",
     "MAX_TRACE_ARRIVALS",
     "Arrival",
@@ -76,8 +77,10 @@ __all__ = [
     "trace_schedule",
 ]
 
-#: the values ``schedule(kind=...)`` accepts
-ARRIVAL_KINDS: tuple[str, ...] = ("constant", "poisson", "gamma")
+#: the arrival kinds: what ``schedule(kind=...)`` accepts and the scenario's ``load.arrival``
+#: is typed with (defined here only)
+ArrivalKind = Literal["constant", "poisson", "gamma"]
+ARRIVAL_KINDS: tuple[str, ...] = get_args(ArrivalKind)
 
 _TRACE_KEYS = ("t", "t_ms", "prompt", "prompt_chars")
 #: the longest prompt a trace line may give or ask for (about 250k tokens)
