@@ -65,10 +65,10 @@ from loadtest.errors import BadInput
 
 __all__ = [
     "ARRIVAL_KINDS",
-    "ArrivalKind",
     "MAX_PROMPT_CHARS",
     "MAX_TRACE_ARRIVALS",
     "Arrival",
+    "ArrivalKind",
     "RateProfile",
     "Stage",
     "paced_starts",
