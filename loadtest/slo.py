@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ALWAYS_ON", "SLO_NAMES", "error_counts", "error_rate", "evaluate", "step_error_rate"]
+__all__ = ["ALWAYS_ON", "AT_LEAST", "SLO_NAMES", "error_counts", "error_rate", "evaluate", "step_error_rate"]
 
 _LATENCY = {"ttft_p99_ms": ("ttft", "p99"), "itl_p99_ms": ("itl", "p99"), "e2e_p99_ms": ("e2e", "p99")}
 SLO_NAMES: tuple[str, ...] = (*_LATENCY, "error_rate", "session_error_rate", "min_throughput_rps")
+#: SLOs that pass when the value is at least the limit (every other one: at most)
+AT_LEAST: frozenset[str] = frozenset({"min_throughput_rps"})
 #: SLOs that apply to every run, with these limits unless the scenario sets its own
 ALWAYS_ON: dict[str, float] = {"error_rate": 0.01, "session_error_rate": 0.01}
 
