@@ -156,12 +156,24 @@ def read_summary(path: Path) -> Summary:
     try:
         return Summary.model_validate(data)
     except ValidationError as exc:
-        raise BadInput(f"{path}: {_first_error(exc)}") from None
+        raise BadInput(f"{path}: {_first_error(exc, data)}") from None
 
 
-def _first_error(exc: ValidationError) -> str:
+def _first_error(exc: ValidationError, data: Any) -> str:
     error = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in error["loc"])
+    # pydantic's location also names the union member it tried ("duration_s.int"): keep the
+    # part that is a path in the file
+    parts: list[str] = []
+    node = data
+    for part in error["loc"]:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif error["type"] == "missing" and part == error["loc"][-1]:
+            pass
+        else:
+            break
+        parts.append(str(part))
+    where = ".".join(parts)
     if error["type"] == "missing":
         return f"field {where!r} is missing"
     return f"field {where!r} is missing or has the wrong type ({error['msg']})"
