@@ -119,6 +119,9 @@ def test_a_schema_1_summary_still_loads(run: Path) -> None:
     assert run_cli("report", str(run)).returncode == 0
     proc = run_cli("compare", str(run), str(run))
     assert proc.returncode in (0, 1) and "error_rate" in proc.stdout, proc.stderr
+    # an object written as null reads as empty, as report always took it
+    path.write_text(json.dumps(old | {"throughput": None, "tls": None}), encoding="utf-8")
+    assert read_summary(path).throughput == {} and read_summary(path).tls == {}
     # a summary written before schemas existed (no "schema" key) is schema 1
     del old["schema"]
     path.write_text(json.dumps(old), encoding="utf-8")

@@ -34,6 +34,8 @@ SCHEMA = 2
 
 Number = StrictInt | StrictFloat  # a JSON number, kept as written (an int stays an int)
 Count = Annotated[StrictInt, Field(ge=0)]
+_EMPTY_WHEN_NULL = ("errors", "error_samples", "throughput", "schedule", "generator", "slo", "tls",
+                    "chunks_per_answer")  # fmt: skip
 
 
 class Summary(BaseModel):
@@ -80,7 +82,10 @@ class Summary(BaseModel):
     @classmethod
     def _older_schemas(cls, data: Any) -> Any:
         """A file without ``error_rate`` (written before it was a field) gets the one formula's
-        value (:func:`loadtest.slo.error_rate`) when anything was offered, else None."""
+        value (:func:`loadtest.slo.error_rate`) when anything was offered, else None. An
+        object written as ``null`` reads as empty (as the readers always took it)."""
+        if isinstance(data, Mapping) and any(data.get(k, {}) is None for k in _EMPTY_WHEN_NULL):
+            data = {**data, **{k: {} for k in _EMPTY_WHEN_NULL if k in data and data[k] is None}}
         if isinstance(data, Mapping) and "error_rate" not in data:
             requests = data.get("requests")
             if isinstance(requests, Mapping) and all(
