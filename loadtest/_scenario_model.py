@@ -37,6 +37,7 @@ from loadtest._scenario_fields import (
     unknown_key_message,
 )
 from loadtest._scenario_steps import SessionConfig
+from loadtest.arrivals import ArrivalKind
 from loadtest.faults import FaultModel
 from loadtest.mockmodel import Dist, MockModel
 from loadtest.slo import ALWAYS_ON, SLO_NAMES
@@ -154,7 +155,7 @@ class LoadConfig(Model):
     mode: Literal["closed", "open"] = "closed"
     concurrency: StrictInt = Field(10, ge=1)
     rate_per_s: StrictFloat | None = Field(None, gt=0, alias="rate")
-    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
+    arrival: ArrivalKind = "poisson"
     burstiness: StrictFloat = Field(1.0, gt=0)
     stages: tuple[Stage, ...] = ()
     #: absolute path once loaded (the file gives it relative to itself)

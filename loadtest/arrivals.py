@@ -59,7 +59,7 @@ import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from loadtest.errors import BadInput
 
@@ -68,6 +68,7 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "MAX_TRACE_ARRIVALS",
     "Arrival",
+    "ArrivalKind",
     "RateProfile",
     "Stage",
     "paced_starts",
@@ -76,8 +77,10 @@ __all__ = [
     "trace_schedule",
 ]
 
-#: the values ``schedule(kind=...)`` accepts
-ARRIVAL_KINDS: tuple[str, ...] = ("constant", "poisson", "gamma")
+#: the arrival kinds: what ``schedule(kind=...)`` accepts and the scenario's ``load.arrival``
+#: is typed with (defined here only)
+ArrivalKind = Literal["constant", "poisson", "gamma"]
+ARRIVAL_KINDS: tuple[str, ...] = get_args(ArrivalKind)
 
 _TRACE_KEYS = ("t", "t_ms", "prompt", "prompt_chars")
 #: the longest prompt a trace line may give or ask for (about 250k tokens)

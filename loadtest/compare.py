@@ -8,15 +8,11 @@ the I/O and presentation around it (docs/run-directory.md is the contract they r
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest.errors import BadInput
-from loadtest.hlog import read_hlog
+from loadtest.errors import BadInput, OutputError
 from loadtest.judge import (
     _LATENCY_DEFAULT,
     DEFAULT_CHECKS,
@@ -33,7 +29,7 @@ from loadtest.judge import (
     parse_checks,
 )
 from loadtest.metrics import Recorder
-from loadtest.report import read_summary
+from loadtest.rundir import read_hlog_intervals, read_summary, read_timeseries, write_atomic
 
 __all__ = [
     "DEFAULT_CHECKS",
@@ -62,82 +58,49 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
     if not path.is_dir():
         raise BadInput(f"{summary_path}: missing; {path} is not a directory (expected a run directory)")
     summary = read_summary(summary_path)
-    latency = {k: v for k, v in summary["latency_ms"].items() if isinstance(v, dict)}
+    latency = dict(summary.latency_ms)
     intervals: dict[str, list[Recorder]] = {}
     for metric in metrics:
         hlog = path / f"{metric}.hlog"
-        if not hlog.exists():
-            continue
-        try:
-            intervals[metric] = [rec for _, _, rec in read_hlog(hlog)]
-        except Exception as exc:  # hdrh raises TypeError, zlib.error, HdrCookieException…
-            # a corrupted file is bad input (exit 2), as in `loadtest report`, never a bug
-            detail = str(exc) or type(exc).__name__
-            raise BadInput(f"{hlog}: not a readable HdrHistogram interval log ({detail[:200]})") from None
-    fingerprint = summary.get("fingerprint")
-    throughput = summary.get("throughput")
-    generator = summary.get("generator")
+        if hlog.exists():
+            intervals[metric] = [rec for _, _, rec in read_hlog_intervals(hlog)]
     warnings = []
-    if isinstance(generator, dict) and generator.get("saturated"):
-        reasons = "; ".join(str(r) for r in generator.get("reasons") or [])
+    if summary.saturated:
+        reasons = "; ".join(summary.saturation_reasons)
         warnings.append(f"the load generator was saturated ({reasons or 'see its report'}): its "
                         "latencies may be the generator's, not the target's")  # fmt: skip
-    if summary.get("interrupted"):
+    if summary.interrupted:
         warnings.append("the run was interrupted: partial results")
-    requests = summary.get("requests")
-    counts = None
-    if isinstance(requests, dict):
-        bad = [requests.get(k, 0) for k in ("failed", "dropped")]
-        good = requests.get("completed", 0)
-        if all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (*bad, good)):
-            counts = (sum(bad), sum(bad) + good)
-    # summary.json's error_rate; older runs without it: computed the same way (loadtest.slo)
-    error_rate = _num(summary.get("error_rate"))
-    if error_rate is None and counts and counts[1]:
-        error_rate = counts[0] / counts[1]
-    meta = {k: summary.get(k) for k in ("scenario", "started_at", "target", "mode", "measure_s")}
+    counts = summary.error_counts  # (not served, offered): loadtest.slo's one formula
+    meta = {"scenario": summary.scenario, "started_at": summary.started_at, "target": summary.target,
+            "mode": summary.mode, "measure_s": summary.measure_s}  # fmt: skip
     return RunData(
         label=str(path),
-        fingerprint=fingerprint if isinstance(fingerprint, str) else None,
+        fingerprint=summary.fingerprint,
         intervals=intervals,
         summary_ms=latency,
-        error_rate=error_rate,
+        error_rate=_num(summary.error_rate),
         error_counts=counts,
-        requests_per_s=_num(throughput.get("requests_per_s")) if isinstance(throughput, dict) else None,
-        completions_per_s=_completions(path / "timeseries.csv", _window_end_s(summary)),
+        requests_per_s=_num(summary.throughput.get("requests_per_s")),
+        completions_per_s=_completions(path / "timeseries.csv", summary.window_end_s),
         warnings=tuple(warnings),
         meta={"path": str(path), **meta},
     )
 
 
-def _window_end_s(summary: dict[str, object]) -> float | None:
-    """End of the measured window in seconds since t0 (schema 2), else the run's duration."""
-    window = summary.get("window")
-    if isinstance(window, dict) and _num(window.get("end_s")) is not None:
-        return _num(window.get("end_s"))
-    return _num(summary.get("duration_s"))
-
-
-def _completions(path: Path, duration_s: float | None) -> list[float]:
+def _completions(path: Path, window_end_s: float) -> list[float]:
     """Completions in each whole second of the measured window in timeseries.csv; ``[]`` when
     it is absent.
 
     Only ``measure`` rows (the drain after the window has rows of its own), and only whole
-    seconds inside the window (``t_s + 1 <= duration_s``, the window's end): a partial
-    second would pass for a slow one.
+    seconds inside the window (``t_s + 1 <= window_end_s``): a partial second would pass for
+    a slow one.
     """
-    try:
-        with path.open(encoding="utf-8", newline="") as fp:
-            rows = list(csv.DictReader(fp))
-    except FileNotFoundError:
+    if not path.exists():
         return []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise BadInput(f"{path}: not a readable CSV file ({exc})") from exc
-    try:
-        return [float(r["completions"]) for r in rows if r.get("phase") == "measure"
-                and (duration_s is None or float(r["t_s"]) + 1 <= duration_s)]  # fmt: skip
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BadInput(f"{path}: no usable 'completions' column ({exc!r})") from exc
+    frame = read_timeseries(path)
+    rows = frame[(frame["phase"] == "measure") & (frame["t_s"] + 1 <= window_end_s)]
+    return [float(v) for v in rows["completions"]]
 
 
 # ---- presentation --------------------------------------------------------------------------
@@ -168,14 +131,12 @@ def write_json(path: Path, verdict: Verdict, baseline: RunData, candidate: RunDa
     """The verdict as JSON in ``path``, written atomically (temp file, then ``os.replace``)."""
     data = {"baseline": dict(baseline.meta), "candidate": dict(candidate.meta), **verdict.to_dict()}
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    target = path.resolve()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fp:
-            fp.write(text)
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot write the comparison ({exc.strerror or exc})") from exc
+        write_atomic(path.resolve(), text)
+    except OutputError as exc:
+        cause = exc.__cause__
+        detail = (cause.strerror or cause) if isinstance(cause, OSError) else exc
+        raise BadInput(f"{path}: cannot write the comparison ({detail})") from exc
 
 
 def _fmt(v: float | None, row: Row) -> str:

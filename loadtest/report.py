@@ -20,9 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import string
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -34,26 +32,34 @@ import pandas as pd
 
 from loadtest import __version__
 from loadtest import report_charts as charts
-from loadtest.errors import ERROR_CATEGORIES, BadInput
-from loadtest.slo import error_rate
+from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError
+from loadtest.metrics import METRICS
+from loadtest.rundir import (
+    SCHEMA,
+    Summary,
+    read_hlog_total,
+    read_requests,
+    read_summary,
+    read_text,
+    read_timeseries,
+    write_atomic,
+)
 
-__all__ = ["KNOWN_SCHEMA", "build_report", "read_summary", "render_report"]
+__all__ = ["KNOWN_SCHEMA", "build_report", "render_report"]
 
 _RUN_COLOURS = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#4b5563")
-_METRICS = ("ttft", "ttft_uncorrected", "itl", "tpot", "e2e", "e2e_uncorrected", "connect", "auth",
-            "set_model", "ping_rtt", "queue", "schedule_lag", "loop_lag")  # fmt: skip
-_TS_COLUMNS = ("t_s", "phase", "offered", "achieved", "active_sessions", "completions", "failures",
-               "dropped", "chunks", "ttft_p50_ms", "ttft_p99_ms")  # fmt: skip
+_METRICS = METRICS  # the percentile table's rows, in the metric set's order
 _NUM = (int, float)
-#: the newest summary.json schema this reader knows (``loadtest.results.SCHEMA``; a test
-#: keeps the two equal: results sits beside this module, not below it)
-KNOWN_SCHEMA = 2
+#: the newest summary.json schema this reader knows: the one the writer writes
+KNOWN_SCHEMA = SCHEMA
 
 
 @dataclass(frozen=True)
 class _Run:
     path: Path
     label: str
+    #: summary.json as read through :class:`~loadtest.rundir.Summary`, every field present
+    #: (defaults filled in for older schemas), looked up by key
     summary: dict[str, Any]
     timeseries: pd.DataFrame
     scenario_text: str
@@ -64,78 +70,22 @@ class _Run:
 # ---- reading a run directory ---------------------------------------------------------------
 
 
-def read_summary(path: Path) -> dict[str, Any]:
-    """summary.json of a run directory, checked field by field; BadInput naming the file."""
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"{path}: missing; is {path.parent} a run directory?") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read ({exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-    if not isinstance(summary, dict):
-        raise BadInput(f"{path}: expected a JSON object at the top level")
-    schema = summary.get("schema", KNOWN_SCHEMA)  # absent: written before schemas existed
-    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
-        raise BadInput(f"{path}: field 'schema' should be a positive integer, got {str(schema)[:40]!r}")
-    if schema > KNOWN_SCHEMA:
-        raise BadInput(f"{path}: written with summary schema {schema}, newer than this loadtest "
-                       f"knows ({KNOWN_SCHEMA}); read it with a newer loadtest")
-    if summary.get("verdict") == "unreachable":
-        reason = str(summary.get("reason") or "no reason recorded")[:300]
-        raise BadInput(f"{path}: this run never reached its target, nothing was measured ({reason})")
-    required: dict[str, Any] = {"scenario": str, "started_at": str, "duration_s": _NUM, "requests": dict,
-                "latency_ms": dict, "passed": bool}  # fmt: skip
-    for key, kind in required.items():
-        if not isinstance(summary.get(key), kind):
-            raise BadInput(f"{path}: field {key!r} is missing or has the wrong type")
-    for key in ("errors", "error_samples", "throughput", "schedule", "generator", "slo", "tls",
-                "chunks_per_answer"):  # fmt: skip
-        if not isinstance(summary.get(key) or {}, dict):
-            raise BadInput(f"{path}: field {key!r} should be an object")
-    for metric, figures in summary["latency_ms"].items():
-        if not isinstance(figures, dict):
-            raise BadInput(f"{path}: latency_ms.{metric} should be an object")
-    return summary
-
-
-def _read_timeseries(path: Path) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise BadInput(f"{path}: missing; is {path.parent} a run directory?") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise BadInput(f"{path}: not a readable CSV file ({exc})") from exc
-    missing = [c for c in _TS_COLUMNS if c not in frame.columns]
-    if missing:
-        raise BadInput(f"{path}: missing column(s) {', '.join(missing)}")
-    for col in frame.columns:
-        if col == "phase":
-            continue
-        try:
-            frame[col] = pd.to_numeric(frame[col])
-        except (ValueError, TypeError) as exc:
-            raise BadInput(f"{path}: column {col!r} holds a non-number ({exc})") from exc
-    return frame
-
-
-def _read_chunks(path: Path, summary: dict[str, Any]) -> dict[int, int] | None:
+def _read_chunks(path: Path, summary: Summary) -> dict[int, int] | None:
     """The chunks-per-answer histogram: from summary.json, else counted in requests.csv."""
-    hist = summary.get("chunks_per_answer")
+    hist = summary.chunks_per_answer
     if hist:
         try:
-            return {int(k): int(v) for k, v in hist.items()}
-        except (TypeError, ValueError) as exc:
+            return {int(k): v for k, v in hist.items()}
+        except ValueError as exc:
             raise BadInput(f"{path / 'summary.json'}: chunks_per_answer is not {{chunks: answers}}") from exc
     csv = path / "requests.csv"
     if not csv.exists():
         return None
+    rows = read_requests(csv, ["phase", "outcome", "chunks"])
     try:
-        rows = pd.read_csv(csv, usecols=["phase", "outcome", "chunks"])
         ok = rows[(rows["outcome"] == "ok") & (rows["phase"] == "measure")]
         counts = pd.to_numeric(ok["chunks"]).astype(int).value_counts()
-    except (OSError, UnicodeDecodeError, ValueError, TypeError, pd.errors.ParserError) as exc:
+    except (ValueError, TypeError) as exc:
         raise BadInput(f"{csv}: not a readable requests file ({exc})") from exc
     return {int(str(k)): int(v) for k, v in counts.items()} or None
 
@@ -144,22 +94,17 @@ def _load_run(path: Path) -> _Run:
     if not path.is_dir():
         raise BadInput(f"{path}: not a run directory (no such directory)")
     summary = read_summary(path / "summary.json")
-    timeseries = _read_timeseries(path / "timeseries.csv")
-    try:
-        scenario_text = (path / "scenario.yaml").read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{path / 'scenario.yaml'}: missing; is {path} a run directory?") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path / 'scenario.yaml'}: cannot read ({exc})") from exc
+    timeseries = read_timeseries(path / "timeseries.csv")
+    scenario_text = read_text(path / "scenario.yaml")
     spectra: dict[str, charts.Spectrum | None] = {}
     for metric in charts.SPECTRUM_METRICS:
         hlog = path / f"{metric}.hlog"
-        total = charts.read_hlog_total(hlog) if hlog.exists() else None
+        total = read_hlog_total(hlog) if hlog.exists() else None
         if total is not None:
             spectra[metric] = charts.spectrum_from_histogram(total)
         else:
-            spectra[metric] = charts.spectrum_from_summary(summary["latency_ms"].get(metric) or {})
-    return _Run(path, path.resolve().name, summary, timeseries, scenario_text, spectra,
+            spectra[metric] = charts.spectrum_from_summary(summary.latency_ms.get(metric) or {})
+    return _Run(path, path.resolve().name, summary.to_dict(), timeseries, scenario_text, spectra,
                 _read_chunks(path, summary))  # fmt: skip
 
 
@@ -191,14 +136,11 @@ def _ms(v: Any) -> str:
 
 
 def _error_rate(s: dict[str, Any]) -> float | None:
-    """summary.json's ``error_rate`` (the figure the SLO judges); older runs: the same formula."""
+    """summary.json's ``error_rate`` (the figure the SLO judges; for older runs without it,
+    :class:`~loadtest.rundir.Summary` gives the one formula's value), None when nothing was
+    offered."""
     rate = s.get("error_rate")
-    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
-        return float(rate)
-    req = s.get("requests")
-    if not isinstance(req, dict) or not all(isinstance(v, int) for v in req.values()):
-        return None
-    return error_rate(req) if req.get("completed", 0) + req.get("failed", 0) else None
+    return None if rate is None else float(rate)
 
 
 def _pill(ok: bool | None, yes: str = "PASS", no: str = "FAIL") -> str:
@@ -519,13 +461,10 @@ def build_report(run_dirs: Sequence[Path], out: Path | None = None) -> Path:
     text = render_report(dirs)
     if not out.parent.is_dir():
         raise BadInput(f"{out}: cannot write the report, {out.parent} is not a directory")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are meant to be shared
-        os.replace(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise BadInput(f"{out}: cannot write the report ({exc.strerror})") from exc
+        write_atomic(out, text)
+    except OutputError as exc:
+        cause = exc.__cause__
+        detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc)
+        raise BadInput(f"{out}: cannot write the report ({detail})") from exc
     return out

@@ -16,24 +16,20 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from hdrh.histogram import HdrHistogram
-
-from loadtest.errors import ERROR_CATEGORIES, BadInput
+from loadtest.errors import ERROR_CATEGORIES
+from loadtest.metrics import Recorder
 
 __all__ = [
     "SPECTRUM_METRICS",
     "Spectrum",
     "charts_section",
-    "read_hlog_total",
     "spectrum_from_histogram",
     "spectrum_from_summary",
 ]
 
 SPECTRUM_METRICS = ("ttft", "itl", "e2e")
-_HIGHEST_US = 3600 * 1_000_000
 _FONT = "Inter, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif"
 _GRID = "#eceef2"
 _INK = "#1f2937"
@@ -59,54 +55,15 @@ class Spectrum:
     source: str
 
 
-def read_hlog_total(path: Path) -> HdrHistogram | None:
-    """Add every interval of an HdrHistogram log; ``None`` when the file has no interval.
-
-    A private reader (not hdrh's ``HistogramLogReader``, which never closes its file and
-    silently skips malformed lines): a line we cannot decode is a corrupt file.
-    """
-    total: HdrHistogram | None = None
-    try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                line = line.strip()
-                if not line or line.startswith(("#", '"')):
-                    continue
-                if line.startswith("Tag="):
-                    line = line.partition(",")[2]
-                fields = line.split(",")
-                try:
-                    if len(fields) != 4:
-                        raise ValueError(f"expected 4 fields, found {len(fields)}")
-                    float(fields[0]), float(fields[1])
-                    hist = HdrHistogram.decode(fields[3])
-                except Exception as exc:  # hdrh raises TypeError, zlib.error, its own classes…
-                    raise BadInput(f"{path}: line {lineno} is not an HdrHistogram interval ({exc})") from exc
-                if total is None:
-                    total = HdrHistogram(1, _HIGHEST_US, 3)
-                try:
-                    total.add(hist)
-                except IndexError as exc:
-                    raise BadInput(f"{path}: line {lineno} holds values beyond 1 h ({exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{path}: not a text HdrHistogram log ({exc})") from exc
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read ({exc.strerror})") from exc
-    return total if total is not None and total.get_total_count() else None
-
-
-def spectrum_from_histogram(hist: HdrHistogram) -> Spectrum:
-    """Percentile points as HdrHistogram's ``outputPercentileDistribution`` prints them."""
-    points: list[tuple[float, float]] = []
-    for it in hist.get_percentile_iterator(5):
-        pct = it.percentile_level_iterated_to
-        if pct < 100:
-            points.append((pct, it.value_iterated_to / 1000))
+def spectrum_from_histogram(hist: Recorder) -> Spectrum:
+    """Percentile points as HdrHistogram's ``outputPercentileDistribution`` prints them
+    (:meth:`Recorder.spectrum`); ``hist`` holds at least one value."""
+    points = [(q * 100, ms) for q, ms in hist.spectrum() if q < 1]
     # The maximum sits at the percentile of the last sample, (N−1)/N, not at 100 % (x = ∞).
-    count = hist.get_total_count()
+    count = hist.count
     last = 100 * (1 - 1 / count) if count > 1 else 0.0
     if not points or last > points[-1][0]:
-        points.append((last, hist.get_max_value() / 1000))
+        points.append((last, (hist.max_us or 0) / 1000))
     pcts, values = zip(*points, strict=True)
     return Spectrum(tuple(pcts), tuple(values), count, "hlog")
 

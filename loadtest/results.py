@@ -1,7 +1,8 @@
-"""The run directory (docs/run-directory.md): written atomically, read back.
+"""Writing a run's directory (docs/run-directory.md); :mod:`loadtest.rundir` reads it back.
 
-Every file is written to a temporary name in the same directory and moved into place
-with ``os.replace``, so a reader (or a crash) never sees half a file. ``requests.csv``
+Every file is written through :func:`loadtest.rundir.write_atomic` (a temporary name in the
+same directory, then ``os.replace``), so a reader (or a crash) never sees half a file;
+summary.json is checked against :class:`loadtest.rundir.Summary`, the model its readers use. ``requests.csv``
 is streamed while the run goes on (``requests.csv.partial``) so no measured request is
 held only in memory, and renamed when the run is written.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import os
 import re
 import signal
@@ -24,11 +24,13 @@ from typing import Any
 from loadtest.collector import RequestRecord, tpot_ns
 from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError, redact
 from loadtest.hlog import write_hlog
+from loadtest.rundir import SCHEMA, Summary, summary_text, write_atomic
 from loadtest.runner import RunResult
 from loadtest.slo import error_rate, evaluate, step_error_rate
 
 __all__ = [
     "REQUEST_COLUMNS",
+    "SCHEMA",
     "RequestCsv",
     "build_summary",
     "default_run_dir",
@@ -39,7 +41,6 @@ __all__ = [
     "write_unreachable",
 ]
 
-SCHEMA = 2
 REQUEST_COLUMNS: tuple[str, ...] = (
     "request_id", "user", "connection", "phase", "t_intended_s", "t_send_s", "t_conv_s",
     "t_first_s", "t_last_s", "t_stop_s", "ttft_ms", "ttft_uncorrected_ms", "e2e_ms",
@@ -99,29 +100,6 @@ def prepare_run_dir(run_dir: Path) -> None:
             os.unlink(probe)
     except OSError as exc:
         raise BadInput(f"{run_dir}: cannot write the run directory here ({exc.strerror or exc})") from None
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
-
-    Raises :class:`OutputError` (exit 74) when the write fails (disk full, I/O error, …);
-    the previous file at ``path``, if any, is left as it was.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run directories are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
 
 
 def _s(t: int, t0: int) -> str:
@@ -280,6 +258,7 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
     # an interrupted run is never a pass: its SLO values are shown, its verdict is "interrupted"
     summary["verdict"] = "interrupted" if result.interrupted else ("passed" if slo_pass else "failed")
     summary["passed"] = summary["verdict"] == "passed"
+    Summary.model_validate(summary)  # the model every reader reads it with (loadtest.rundir)
     return summary
 
 
@@ -336,7 +315,7 @@ def write_run_dir(
                    comment=f"loadtest {summary['scenario']} {name} (microseconds)")
         put(f"{name}.hlog", buf.getvalue())
     put("scenario.yaml", redact(scenario_yaml))
-    put("summary.json", redact(json.dumps(summary, indent=2, sort_keys=False)))
+    put("summary.json", redact(summary_text(summary)))
     if failures:
         raise OutputError(_output_failure(run_dir, failures))
     return summary
@@ -371,7 +350,7 @@ def write_unreachable(run_dir: Path, *, scenario: str, target: str, reason: str,
     }
     failures: list[str] = []
     for name, text in (("scenario.yaml", redact(scenario_yaml)),
-                       ("summary.json", redact(json.dumps(summary, indent=2)))):
+                       ("summary.json", redact(summary_text(summary)))):
         try:
             write_atomic(run_dir / name, text)
         except OutputError as exc:

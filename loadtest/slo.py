@@ -22,22 +22,30 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ALWAYS_ON", "SLO_NAMES", "error_rate", "evaluate", "step_error_rate"]
+__all__ = ["ALWAYS_ON", "AT_LEAST", "SLO_NAMES", "error_counts", "error_rate", "evaluate", "step_error_rate"]
 
 _LATENCY = {"ttft_p99_ms": ("ttft", "p99"), "itl_p99_ms": ("itl", "p99"), "e2e_p99_ms": ("e2e", "p99")}
 SLO_NAMES: tuple[str, ...] = (*_LATENCY, "error_rate", "session_error_rate", "min_throughput_rps")
+#: SLOs that pass when the value is at least the limit (every other one: at most)
+AT_LEAST: frozenset[str] = frozenset({"min_throughput_rps"})
 #: SLOs that apply to every run, with these limits unless the scenario sets its own
 ALWAYS_ON: dict[str, float] = {"error_rate": 0.01, "session_error_rate": 0.01}
 
 
-def error_rate(requests: Mapping[str, int]) -> float:
-    """The one request error rate: requests the target did not serve / requests offered.
+def error_counts(requests: Mapping[str, int]) -> tuple[int, int]:
+    """``(not served, offered)``: the two counts of :func:`error_rate`.
 
     Not served = failed + dropped (the queue was full) + cancelled (offered, never finished:
     still queued or in flight when the run ended). Offered = completed + those.
     """
     bad = requests.get("failed", 0) + requests.get("dropped", 0) + requests.get("cancelled", 0)
-    total = requests.get("completed", 0) + bad
+    return bad, requests.get("completed", 0) + bad
+
+
+def error_rate(requests: Mapping[str, int]) -> float:
+    """The one request error rate: requests the target did not serve / requests offered
+    (:func:`error_counts`); 0 when nothing was offered."""
+    bad, total = error_counts(requests)
     return bad / total if total else 0.0
 
 

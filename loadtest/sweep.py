@@ -210,7 +210,8 @@ def run_sweep(
 def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *, html: bool,
             warn: Callable[[str], None]) -> SweepOutcome:
     from loadtest.report import build_report
-    from loadtest.results import signals_ignored, write_atomic
+    from loadtest.results import signals_ignored
+    from loadtest.rundir import write_atomic
 
     answer = judge_sweep(steps)
     axis = _axis(plan.mode)[0]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from loadtest.errors import BadInput
+from loadtest.slo import AT_LEAST
 
 __all__ = [
     "MAX_LEVELS",
@@ -236,7 +237,7 @@ def step_line(step: SweepStep, *, mode: Mode) -> str:
         verdict += " (interrupted)"
     slos = []
     for name, v in step.slo.items():
-        op = ">=" if name == "min_throughput_rps" else "<="
+        op = ">=" if name in AT_LEAST else "<="
         value = "no data" if v["value"] is None else f"{v['value']:g}"
         slos.append(f"{name} {value} {op} {v['limit']:g}{'' if v['pass'] else ' FAIL'}")
     ttft = "-" if step.ttft_p50_ms is None or step.ttft_p99_ms is None else (

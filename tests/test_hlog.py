@@ -118,5 +118,16 @@ def test_read_detects_lines_hdrh_skips(tmp_path: Path) -> None:
     path, _ = _write(tmp_path)
     with open(path, "a", encoding="utf-8") as fp:
         fp.write("-1.000000,1.000000,0.000000,HISTgarbage\n")  # hdrh's regex cannot parse "-"
-    with pytest.raises(ValueError, match="4 interval lines but hdrh parsed 3"):
+    # hdrh's own reader would skip it silently; ours names the line (the file has 9 before it)
+    with pytest.raises(ValueError, match=r"line 10 is not an HdrHistogram interval"):
+        read_hlog(path)
+
+
+@pytest.mark.parametrize("bad", ["0.0,1.0,2.0\n", "0.0,1.0,2.0,HISTFAAAAnot-base64\n", "x,1.0,2.0,HISTF\n",
+                                 "0.0,1.0,2.0,HISTFAAAACl4nJNpmSzMwMDAxQABzFCaEUrLMdg/gIgwMvEBAB5OAs8=,extra\n"])
+def test_read_refuses_every_malformed_interval_line(tmp_path: Path, bad: str) -> None:
+    path, _ = _write(tmp_path)
+    with open(path, "a", encoding="utf-8") as fp:
+        fp.write(bad)
+    with pytest.raises(ValueError, match=r"line 10 is not an HdrHistogram interval"):
         read_hlog(path)

@@ -1,0 +1,36 @@
+"""The run directory (docs/run-directory.md): every file written and read back here.
+
+``summary.json`` through the :class:`Summary` model (:func:`read_summary`,
+:func:`summary_text`), ``<metric>.hlog`` through the one HdrHistogram log reader
+(:func:`read_hlog_intervals`, :func:`read_hlog_total`), ``timeseries.csv`` and
+``requests.csv`` through pandas (:func:`read_timeseries`, :func:`read_requests`), and every
+file through the one atomic writer (:func:`write_atomic`). ``loadtest.results`` writes a
+run with these; ``report``, ``compare`` and ``sweep`` read runs with them. Readers raise
+:class:`~loadtest.errors.BadInput` (exit 2) naming the file; the writer
+:class:`~loadtest.errors.OutputError` (exit 74).
+"""
+
+from loadtest.rundir.files import (
+    TIMESERIES_REQUIRED,
+    read_hlog_intervals,
+    read_hlog_total,
+    read_requests,
+    read_text,
+    read_timeseries,
+    write_atomic,
+)
+from loadtest.rundir.summary import SCHEMA, Summary, read_summary, summary_text
+
+__all__ = [
+    "SCHEMA",
+    "TIMESERIES_REQUIRED",
+    "Summary",
+    "read_hlog_intervals",
+    "read_hlog_total",
+    "read_requests",
+    "read_summary",
+    "read_text",
+    "read_timeseries",
+    "summary_text",
+    "write_atomic",
+]
