@@ -374,7 +374,8 @@ def main() -> None:
     """Console entry point: never lets a traceback reach the user for a known error."""
     try:
         rv = cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt
+        _ignore_signals()
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
@@ -386,8 +387,7 @@ def main() -> None:
     except KeyboardInterrupt:
         # outside a run (a run handles its own signals and writes what it measured); a
         # further signal now must not turn exit 4 into 130 (loadtest.entry)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        _ignore_signals()
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except SystemExit:
@@ -401,6 +401,13 @@ def main() -> None:
     except Exception as exc:
         _internal_error(exc)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _ignore_signals() -> None:
+    """We are exiting on a signal: a further SIGINT/SIGTERM (a second Ctrl-C) must not
+    interrupt the clean-up and turn exit 4 into 130."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _internal_error(exc: BaseException) -> None:
