@@ -33,11 +33,11 @@ import aiohttp
 import psutil
 import uvloop
 
-from loadtest.mock import MockProcess, model_args
-from loadtest.mockmodel import MockModel, parse_dist
+from loadtest.engine.runner import run_scenario
+from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.server import MockProcess, model_args
 from loadtest.protocol import GenRequest, encode_gen
-from loadtest.results import RequestCsv
-from loadtest.runner import run_scenario
+from loadtest.rundir.writer import RequestCsv
 from loadtest.scenario import Scenario
 
 PROMPT = "Explain artificial intelligence"

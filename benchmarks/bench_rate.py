@@ -31,10 +31,10 @@ from typing import Any
 
 import psutil
 
-from loadtest.mock import MockProcess, model_args
-from loadtest.mockmodel import MockModel, parse_dist
-from loadtest.results import RequestCsv
-from loadtest.runner import run_scenario
+from loadtest.engine.runner import run_scenario
+from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.server import MockProcess, model_args
+from loadtest.rundir.writer import RequestCsv
 from loadtest.scenario import Scenario
 
 PROMPT = "Explain artificial intelligence"

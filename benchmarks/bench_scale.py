@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from loadtest.collector import RequestRecord
-from loadtest.mock import MockProcess, model_args
-from loadtest.mockmodel import MockModel, parse_dist
-from loadtest.runner import run_scenario
+from loadtest.engine.runner import run_scenario
+from loadtest.metrics.collector import RequestRecord
+from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.server import MockProcess, model_args
 from loadtest.scenario import Scenario
 
 KIB = 1024

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.mock import MockProcess, model_args
-from loadtest.mockmodel import MockModel, parse_dist
+from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.server import MockProcess, model_args
 
 FAULTS = {
     "abrupt_close": 0.004,

@@ -19,8 +19,8 @@ from loadtest.errors import (
     BadInput,
     LoadtestError,
 )
-from loadtest.faults import parse_faults
-from loadtest.mockmodel import Dist, MockModel, parse_dist
+from loadtest.mock.faults import parse_faults
+from loadtest.mock.model import Dist, MockModel, parse_dist
 
 __all__ = ["main"]
 
@@ -119,7 +119,7 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
     variable LOADTEST_MOCK_API_KEYS, together; none = any key is accepted."""
     import os
 
-    from loadtest.mock import MockConfig, read_key_file, serve_forever
+    from loadtest.mock.server import MockConfig, read_key_file, serve_forever
 
     keys = set(api_keys)
     keys.update(k.strip() for k in os.environ.get(MOCK_KEYS_ENV, "").split(",") if k.strip())
@@ -164,7 +164,7 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
 
 def _tls(sc: Any, *, ca_file: str | None, insecure: bool) -> tuple[Any, bool]:
     """The SSL context for the target (flags over scenario), and whether verification is off."""
-    from loadtest.tlsconfig import ssl_context_for
+    from loadtest.engine.tls import ssl_context_for
 
     ssl_ctx = ssl_context_for(sc.target.url, ca_file=ca_file or sc.target.ca_file,
                               insecure=insecure or sc.target.insecure)
@@ -186,7 +186,7 @@ def _load(path: str, overrides: Any = None) -> Any:
 @click.argument("scenario_file", type=click.Path(dir_okay=False))
 def validate(scenario_file: str) -> int:
     """Check SCENARIO_FILE and print the resolved scenario (exit 2 if it is wrong)."""
-    from loadtest.execute import preflight
+    from loadtest.coordinator import preflight
     from loadtest.scenario import dump_scenario
 
     sc = _load(scenario_file)
@@ -221,9 +221,9 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
     from pathlib import Path
 
     from loadtest.console import print_summary
+    from loadtest.coordinator import run_to_dir
     from loadtest.errors import EXIT_SLO_FAILED
-    from loadtest.execute import run_to_dir
-    from loadtest.results import default_run_dir
+    from loadtest.rundir.writer import default_run_dir
     from loadtest.scenario import Overrides, parse_duration, resolve_api_key
 
     try:
@@ -252,7 +252,7 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> int:
     """Rebuild report.html from one run directory, or compare several in one report."""
     from pathlib import Path
 
-    from loadtest.report import build_report
+    from loadtest.report.html import build_report
 
     if len(run_dirs) > 1 and not out:
         raise click.UsageError("--out FILE is required when comparing several runs")
@@ -288,7 +288,7 @@ def compare(baseline_dir: str, candidate_dir: str, metrics: tuple[str, ...], max
     1 a regression, 2 bad input (e.g. runs of different scenarios)."""
     from pathlib import Path
 
-    from loadtest.compare import Thresholds, judge, load_run, parse_checks, render_table, write_json
+    from loadtest.compare.runs import Thresholds, judge, load_run, parse_checks, render_table, write_json
 
     checks = parse_checks(metrics)
     latency = [m for m, stat in checks if stat]
@@ -332,9 +332,9 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
     import os
     from pathlib import Path
 
-    from loadtest.results import default_run_dir
+    from loadtest.rundir.writer import default_run_dir
     from loadtest.scenario import Overrides, parse_duration, resolve_api_key
-    from loadtest.sweep import answer_line, parse_level_list, prepare_sweep, run_sweep, step_line
+    from loadtest.sweep.search import answer_line, parse_level_list, prepare_sweep, run_sweep, step_line
 
     if levels and rates:
         raise click.UsageError("give --levels (closed loop) or --rates (open loop), not both")
@@ -349,7 +349,7 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
         levels=None if listed is None else parse_level_list(listed, flag="--rates" if rates else "--levels"),
         start=start, factor=factor, max_load=max_load, rates_given=bool(rates), refine=refine,
         continue_after_fail=continue_after_fail)
-    from loadtest.limits import ensure_open_files
+    from loadtest.engine.limits import ensure_open_files
 
     key = resolve_api_key(sc, overrides, os.environ)
     # the busiest step decides (before the first step connects)

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loadtest.runner import Progress
+from loadtest.engine.runner import Progress
 
 __all__ = ["LiveProgress", "print_summary"]
 

@@ -27,9 +27,9 @@ import selectors
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
-from loadtest.faults import parse_faults
-from loadtest.mock import MockConfig, MockProcess, MockServer
-from loadtest.mockmodel import MockModel, parse_dist
+from loadtest.mock.faults import parse_faults
+from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.server import MockConfig, MockProcess, MockServer
 
 __all__ = ["MockProcess", "MockServer", "VirtualClock", "VirtualLoop", "make_mock_config", "run_virtual",
            "running_mock"]

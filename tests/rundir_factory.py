@@ -23,7 +23,7 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
 from loadtest.errors import ERROR_CATEGORIES
-from loadtest.metrics import METRICS
+from loadtest.metrics.recorder import METRICS
 
 __all__ = ["METRICS", "RunFacts", "make_run_dir"]
 

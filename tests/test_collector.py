@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest.collector import Collector, RequestRecord
-from loadtest.selfwatch import saturation_reasons
+from loadtest.engine.selfwatch import saturation_reasons
+from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.slo import error_rate, evaluate
 
 S = 1_000_000_000

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from loadtest.collector import Collector, RequestRecord
+from loadtest.metrics.collector import Collector, RequestRecord
 
 S = 1_000_000_000
 
@@ -40,7 +40,7 @@ def test_dropped_histograms_are_freed_without_the_cyclic_gc() -> None:
     import gc
     import weakref
 
-    from loadtest.metrics import Recorder
+    from loadtest.metrics.recorder import Recorder
 
     gc.disable()
     try:

@@ -13,7 +13,7 @@ import pytest
 from helpers import run_cli
 from rundir_factory import make_run_dir
 
-from loadtest.compare import (
+from loadtest.compare.runs import (
     DEFAULT_CHECKS,
     RunData,
     Thresholds,
@@ -23,8 +23,8 @@ from loadtest.compare import (
     parse_checks,
 )
 from loadtest.errors import BadInput
-from loadtest.metrics import Recorder, merge
-from loadtest.mock import MockProcess
+from loadtest.metrics.recorder import Recorder, merge
+from loadtest.mock.server import MockProcess
 
 # ---- pure judgement ------------------------------------------------------------------------
 

@@ -22,8 +22,8 @@ import pytest
 from helpers import ROOT, read_csv_rows
 
 from loadtest.errors import ERROR_CATEGORIES
-from loadtest.faults import FaultPlan, parse_faults
-from loadtest.hlog import read_hlog
+from loadtest.mock.faults import FaultPlan, parse_faults
+from loadtest.rundir.hlog import read_hlog
 
 FAST_MOCK = {"ttft_ms": 10, "gap_ms": 1, "chunks": 6}
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hdrh.log import HistogramLogReader
 
-from loadtest.hlog import read_hlog, write_hlog
-from loadtest.metrics import MetricSet, Recorder, merge
+from loadtest.metrics.recorder import MetricSet, Recorder, merge
+from loadtest.rundir.hlog import read_hlog, write_hlog
 
 START = 1_764_288_000.25  # an epoch time with a fraction
 

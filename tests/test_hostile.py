@@ -89,7 +89,7 @@ def test_soft_limit_below_need_is_raised_with_a_note(write_scenario: Callable[..
 
 
 def test_ensure_open_files_raises_the_soft_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    from loadtest import limits
+    from loadtest.engine import limits
 
     calls: list[tuple[int, int]] = []
     monkeypatch.setattr(resource, "getrlimit", lambda _: (100, 1000))
@@ -257,7 +257,8 @@ def test_disk_full_during_the_run_keeps_what_was_written_and_exits_74(
     """In process: requests.csv's file fails with ENOSPC after the header and three rows."""
     import csv
 
-    from loadtest import cli, results
+    from loadtest import cli
+    from loadtest.rundir import writer as results
 
     real_init = results.RequestCsv.__init__
 
@@ -284,7 +285,7 @@ def test_disk_full_during_the_run_keeps_what_was_written_and_exits_74(
 
 def test_write_atomic_enospc_is_output_error_and_keeps_the_old_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from loadtest import results
+    from loadtest.rundir import writer as results
 
     target = tmp_path / "summary.json"
     target.write_text("old")
@@ -327,8 +328,8 @@ def test_compare_corrupted_hlog_exit_2(tmp_path: Path) -> None:
 
 
 def test_report_refuses_a_newer_summary_schema(tmp_path: Path) -> None:
-    from loadtest.report import KNOWN_SCHEMA
-    from loadtest.results import SCHEMA
+    from loadtest.report.html import KNOWN_SCHEMA
+    from loadtest.rundir.writer import SCHEMA
 
     assert KNOWN_SCHEMA == SCHEMA
     run = make_run_dir(tmp_path / "future", seed=1).path
@@ -342,7 +343,7 @@ def test_report_refuses_a_newer_summary_schema(tmp_path: Path) -> None:
 
 
 def test_report_says_no_tls_for_ws(tmp_path: Path) -> None:
-    from loadtest.report import render_report
+    from loadtest.report.html import render_report
 
     run = make_run_dir(tmp_path / "ws", seed=1).path
     summary = json.loads((run / "summary.json").read_text())
@@ -354,7 +355,7 @@ def test_report_says_no_tls_for_ws(tmp_path: Path) -> None:
 
 def test_progress_line_names_requests_and_errors() -> None:
     from loadtest.console import _line
-    from loadtest.runner import Progress
+    from loadtest.engine.runner import Progress
 
     line = _line(Progress(elapsed_s=3, total_s=20, active_sessions=4, in_flight=2, completed=50, failed=0,
                           errors=75, ttft_p50_ms=None, ttft_p99_ms=None, phase="measure"))
@@ -364,7 +365,8 @@ def test_progress_line_names_requests_and_errors() -> None:
 def test_mock_keys_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from loadtest import cli, mock
+    from loadtest import cli
+    from loadtest.mock import server as mock
 
     seen: list[frozenset[str]] = []
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loadtest.errors import RemoteProtocolError
-from loadtest.metrics import HIGHEST_US, Recorder
+from loadtest.metrics.recorder import HIGHEST_US, Recorder
 from loadtest.protocol import Message, decode_server_frame, decode_stream_frame
 from loadtest.protocol.codec import _loads
 

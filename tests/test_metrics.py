@@ -11,7 +11,7 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loadtest.metrics import (
+from loadtest.metrics.recorder import (
     HIGHEST_US,
     METRICS,
     IntervalSnapshot,

@@ -21,8 +21,8 @@ import uvloop
 from aiohttp import WSMsgType
 
 from loadtest.errors import RemoteProtocolError, TargetUnreachable
-from loadtest.mock import CLOSE_BAD_KEY, MockProcess
-from loadtest.mockmodel import Dist, MockModel
+from loadtest.mock.model import Dist, MockModel
+from loadtest.mock.server import CLOSE_BAD_KEY, MockProcess
 from loadtest.protocol import (
     AuthComplete,
     ConvMessage,

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from loadtest.errors import EXIT_BAD_INPUT, BadInput
-from loadtest.faults import STREAM_FAULTS, FaultModel, FaultPlan, StreamFault, parse_faults
-from loadtest.mockmodel import Dist, MockModel, parse_dist
+from loadtest.mock.faults import STREAM_FAULTS, FaultModel, FaultPlan, StreamFault, parse_faults
+from loadtest.mock.model import Dist, MockModel, parse_dist
 
 # --------------------------------------------------------------------------- parse_dist
 

@@ -17,9 +17,9 @@ import pytest
 from helpers import read_csv_rows, run_cli
 
 from loadtest.clock import RealClock
-from loadtest.collector import Collector, RequestRecord
+from loadtest.engine.pool import Pool
 from loadtest.errors import ConnectFailed
-from loadtest.pool import Pool
+from loadtest.metrics.collector import Collector, RequestRecord
 
 
 def _pct(values: list[float], p: float) -> float:

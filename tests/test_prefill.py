@@ -9,7 +9,7 @@ from pathlib import Path
 
 from helpers import read_csv_rows, run_cli
 
-from loadtest.mockmodel import Dist, MockModel
+from loadtest.mock.model import Dist, MockModel
 
 
 def test_plan_adds_prefill_per_thousand_prompt_chars() -> None:

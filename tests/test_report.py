@@ -12,8 +12,8 @@ from plotly.offline import get_plotlyjs
 from rundir_factory import make_run_dir
 
 from loadtest.errors import BadInput
-from loadtest.report import build_report, render_report
-from loadtest.report_charts import spectrum_from_histogram
+from loadtest.report.charts import spectrum_from_histogram
+from loadtest.report.html import build_report, render_report
 from loadtest.rundir import read_hlog_total
 
 SCRIPT = "<script>alert(1)</script>"

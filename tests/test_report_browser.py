@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rundir_factory import make_run_dir
 
-from loadtest.report import build_report
+from loadtest.report.html import build_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHARTS = 8  # 3 spectra, TTFT, rate, chunks/s, errors, chunks per answer

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import read_csv_rows, run_cli
 
-from loadtest.hlog import read_hlog
+from loadtest.rundir.hlog import read_hlog
 
 MOCK_50_USERS = """
 name: e2e-50

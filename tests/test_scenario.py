@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loadtest.errors import EXIT_BAD_INPUT, BadInput, ScenarioError
-from loadtest.faults import FaultModel
-from loadtest.mockmodel import Dist, MockModel
+from loadtest.mock.faults import FaultModel
+from loadtest.mock.model import Dist, MockModel
 from loadtest.scenario import (
     GenStep,
     Overrides,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from helpers import run_cli
 
-from loadtest import sweep
 from loadtest.errors import BadInput
 from loadtest.scenario import Overrides
-from loadtest.sweep import (
+from loadtest.sweep import search as sweep
+from loadtest.sweep.search import (
     SweepPlan,
     SweepStep,
     answer_line,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from loadtest.mock import MockConfig, MockProcess, MockServer
-from loadtest.mockmodel import MockModel, parse_dist
+from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.server import MockConfig, MockProcess, MockServer
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 

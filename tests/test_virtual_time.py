@@ -12,13 +12,13 @@ import aiohttp
 import pytest
 
 from loadtest.arrivals import RateProfile, Stage, schedule
-from loadtest.collector import Collector, RequestRecord
-from loadtest.connection import Connection, ConnectTimings
+from loadtest.engine.connection import Connection, ConnectTimings
+from loadtest.engine.openloop import dispatch
+from loadtest.engine.users import Ramp, RunContext, run_user
 from loadtest.errors import RequestTimeout
+from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.protocol import encode_server_event
 from loadtest.scenario import GenStep
-from loadtest.scheduler import dispatch
-from loadtest.session import Ramp, RunContext, run_user
 from loadtest.testing import VirtualClock, run_virtual
 
 MS = 1_000_000

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from loadtest.errors import BadInput, OutputError
-from loadtest.hlog import read_hlog
-from loadtest.metrics import Recorder, merge
+from loadtest.metrics.recorder import Recorder, merge
+from loadtest.rundir.hlog import read_hlog
 
 __all__ = [
     "TIMESERIES_REQUIRED",

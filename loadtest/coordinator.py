@@ -17,13 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.console import LiveProgress
+from loadtest.engine.limits import ensure_open_files
+from loadtest.engine.openloop import arrivals_for
+from loadtest.engine.runner import run_scenario
 from loadtest.errors import LoadtestError, TargetUnreachable, redact
-from loadtest.limits import ensure_open_files
-from loadtest.report import build_report
-from loadtest.results import RequestCsv, prepare_run_dir, signals_ignored, write_run_dir, write_unreachable
-from loadtest.runner import run_scenario
+from loadtest.report.html import build_report
+from loadtest.rundir.writer import (
+    RequestCsv,
+    prepare_run_dir,
+    signals_ignored,
+    write_run_dir,
+    write_unreachable,
+)
 from loadtest.scenario import dump_scenario, fingerprint
-from loadtest.scheduler import arrivals_for
 
 __all__ = ["preflight", "run_to_dir"]
 

@@ -12,8 +12,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest.errors import BadInput, OutputError
-from loadtest.judge import (
+from loadtest.compare.judge import (
     _LATENCY_DEFAULT,
     DEFAULT_CHECKS,
     PERCENTILES,
@@ -28,7 +27,8 @@ from loadtest.judge import (
     judge,
     parse_checks,
 )
-from loadtest.metrics import Recorder
+from loadtest.errors import BadInput, OutputError
+from loadtest.metrics.recorder import Recorder
 from loadtest.rundir import read_hlog_intervals, read_summary, read_timeseries, write_atomic
 
 __all__ = [

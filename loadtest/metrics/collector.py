@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest.errors import ERROR_CATEGORIES
-from loadtest.metrics import IntervalSnapshot, MetricSet, Recorder
+from loadtest.metrics.recorder import IntervalSnapshot, MetricSet, Recorder
 
 __all__ = ["TIMESERIES_COLUMNS", "Collector", "RequestRecord", "SecondRow", "tpot_ns"]
 

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loadtest.clock import Clock
-from loadtest.collector import Collector, RequestRecord
-from loadtest.connection import Connection
+from loadtest.engine.connection import Connection
+from loadtest.engine.retry import backoff
 from loadtest.errors import ConnectionFailure
-from loadtest.retry import backoff
+from loadtest.metrics.collector import Collector, RequestRecord
 
 __all__ = ["Pool", "PoolContext"]
 

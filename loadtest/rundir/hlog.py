@@ -38,7 +38,7 @@ from typing import TextIO
 from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
-from loadtest.metrics import Recorder
+from loadtest.metrics.recorder import Recorder
 
 __all__ = ["read_hlog", "write_hlog"]
 

@@ -21,11 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtest.collector import RequestRecord, tpot_ns
+from loadtest.engine.runner import RunResult
 from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError, redact
-from loadtest.hlog import write_hlog
+from loadtest.metrics.collector import RequestRecord, tpot_ns
 from loadtest.rundir import SCHEMA, Summary, summary_text, write_atomic
-from loadtest.runner import RunResult
+from loadtest.rundir.hlog import write_hlog
 from loadtest.slo import error_rate, evaluate, step_error_rate
 
 __all__ = [
@@ -289,7 +289,7 @@ def write_run_dir(
     redacted at the source, the scenario never carries one), so they are not rewritten
     here; only stray ``apikey=`` values would be masked.
     """
-    from loadtest.collector import TIMESERIES_COLUMNS
+    from loadtest.metrics.collector import TIMESERIES_COLUMNS
 
     requests_csv.finish()
     summary = build_summary(result, fingerprint=fingerprint, slo_limits=slo_limits)

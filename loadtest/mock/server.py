@@ -31,8 +31,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from loadtest.errors import BadInput, RemoteProtocolError, TargetUnreachable
-from loadtest.faults import FaultModel, FaultPlan, StreamFault
-from loadtest.mockmodel import MockModel
+from loadtest.mock.faults import FaultModel, FaultPlan, StreamFault
+from loadtest.mock.model import MockModel
 from loadtest.protocol import GenRequest, Ping, SetModel, decode_client_frame, encode_server_event
 
 __all__ = ["MockConfig", "MockProcess", "MockServer", "read_key_file", "serve_forever"]

@@ -24,7 +24,10 @@ from pydantic import (
     model_validator,
 )
 
-from loadtest._scenario_fields import (
+from loadtest.arrivals import ArrivalKind
+from loadtest.mock.faults import FaultModel
+from loadtest.mock.model import Dist, MockModel
+from loadtest.scenario.fields import (
     DistField,
     Duration,
     FaultsField,
@@ -36,10 +39,7 @@ from loadtest._scenario_fields import (
     to_seconds,
     unknown_key_message,
 )
-from loadtest._scenario_steps import SessionConfig
-from loadtest.arrivals import ArrivalKind
-from loadtest.faults import FaultModel
-from loadtest.mockmodel import Dist, MockModel
+from loadtest.scenario.steps import SessionConfig
 from loadtest.slo import ALWAYS_ON, SLO_NAMES
 
 __all__ = [

@@ -20,7 +20,6 @@ import aiohttp
 from yarl import URL
 
 from loadtest.clock import Clock, RealClock
-from loadtest.collector import RequestRecord
 from loadtest.errors import (
     AuthFailed,
     AuthTimeout,
@@ -32,6 +31,7 @@ from loadtest.errors import (
     ServerError,
     redact,
 )
+from loadtest.metrics.collector import RequestRecord
 from loadtest.protocol import (
     CHUNK,
     DONE,

@@ -29,8 +29,8 @@ from pydantic import (
 )
 
 from loadtest.errors import BadInput
-from loadtest.faults import FaultModel, parse_faults
-from loadtest.mockmodel import Dist, parse_dist
+from loadtest.mock.faults import FaultModel, parse_faults
+from loadtest.mock.model import Dist, parse_dist
 
 __all__ = [
     "DistField",

@@ -47,7 +47,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from loadtest.errors import BadInput
-from loadtest.metrics import METRICS, Recorder, merge
+from loadtest.metrics.recorder import METRICS, Recorder, merge
 
 __all__ = [
     "DEFAULT_CHECKS",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtest.errors import ERROR_CATEGORIES
-from loadtest.metrics import Recorder
+from loadtest.metrics.recorder import Recorder
 
 __all__ = [
     "SPECTRUM_METRICS",

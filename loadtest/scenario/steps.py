@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from loadtest._scenario_fields import Duration, FieldProblem, Model, format_duration, json_value
+from loadtest.scenario.fields import Duration, FieldProblem, Model, format_duration, json_value
 
 __all__ = [
     "STEP_KINDS",

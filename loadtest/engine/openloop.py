@@ -43,9 +43,9 @@ from typing import Any, Protocol
 
 from loadtest.arrivals import Arrival, RateProfile, Stage, parse_trace, schedule, trace_schedule
 from loadtest.clock import Clock
-from loadtest.collector import Collector, RequestRecord
+from loadtest.engine.pool import Pool
 from loadtest.errors import BadInput
-from loadtest.pool import Pool
+from loadtest.metrics.collector import Collector, RequestRecord
 
 __all__ = ["FrameMaker", "OpenLoop", "SchedulerContext", "arrivals_for", "dispatch", "frame_maker"]
 

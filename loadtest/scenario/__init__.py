@@ -28,9 +28,9 @@ from typing import Any
 
 import yaml
 
-from loadtest._scenario_fields import format_duration, parse_duration
-from loadtest._scenario_load import Overrides, load_scenario, resolve_api_key
-from loadtest._scenario_model import (
+from loadtest.scenario.fields import format_duration, parse_duration
+from loadtest.scenario.load import Overrides, load_scenario, resolve_api_key
+from loadtest.scenario.model import (
     SLO_NAMES,
     LoadConfig,
     MockConfig,
@@ -39,7 +39,7 @@ from loadtest._scenario_model import (
     TargetConfig,
     TimeoutsConfig,
 )
-from loadtest._scenario_steps import GenStep, PingStep, SessionConfig, SetModelStep, Step, ThinkStep
+from loadtest.scenario.steps import GenStep, PingStep, SessionConfig, SetModelStep, Step, ThinkStep
 
 __all__ = [
     "SLO_NAMES",

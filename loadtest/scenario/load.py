@@ -20,11 +20,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from loadtest._scenario_fields import FieldProblem, short
-from loadtest._scenario_model import Scenario
-from loadtest._scenario_steps import STEP_KINDS
-from loadtest._scenario_yaml import locate, parse_yaml
 from loadtest.errors import ScenarioError
+from loadtest.scenario.fields import FieldProblem, short
+from loadtest.scenario.model import Scenario
+from loadtest.scenario.steps import STEP_KINDS
+from loadtest.scenario.yamlsrc import locate, parse_yaml
 
 __all__ = ["Overrides", "load_scenario", "resolve_api_key"]
 

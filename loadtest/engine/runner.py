@@ -24,15 +24,15 @@ import uvloop
 
 from loadtest.arrivals import RateProfile, Stage
 from loadtest.clock import Clock, RealClock
-from loadtest.collector import Collector, RequestRecord
-from loadtest.connection import make_session, target_url
+from loadtest.engine.connection import make_session, target_url
+from loadtest.engine.openloop import OpenLoop, arrivals_for, frame_maker
+from loadtest.engine.pool import Pool
+from loadtest.engine.retry import backoff
+from loadtest.engine.selfwatch import SelfWatch, fell_behind, saturation_reasons
+from loadtest.engine.users import GenFactory, Ramp, RunContext, run_user
 from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUnreachable, redact
-from loadtest.mock import MockProcess, model_args
-from loadtest.pool import Pool
-from loadtest.retry import backoff
-from loadtest.scheduler import OpenLoop, arrivals_for, frame_maker
-from loadtest.selfwatch import SelfWatch, fell_behind, saturation_reasons
-from loadtest.session import GenFactory, Ramp, RunContext, run_user
+from loadtest.metrics.collector import Collector, RequestRecord
+from loadtest.mock.server import MockProcess, model_args
 
 __all__ = ["Progress", "RunResult", "run_scenario"]
 
@@ -319,7 +319,7 @@ async def _ticker(
 def _progress(ctx: RunContext, now: int, duration_s: float) -> Progress:
     c = ctx.collector
     # rolling TTFT over the last 5 whole seconds
-    from loadtest.metrics import Recorder
+    from loadtest.metrics.recorder import Recorder
 
     r = Recorder()
     sec = (now - c.t0_ns) // _NS

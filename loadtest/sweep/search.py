@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+# one step is one ordinary run (module-level name: tests replace it with a fake)
+from loadtest.coordinator import run_to_dir as _run_step
 from loadtest.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -26,10 +28,7 @@ from loadtest.errors import (
     LoadtestError,
     TargetUnreachable,
 )
-
-# one step is one ordinary run (module-level name: tests replace it with a fake)
-from loadtest.execute import run_to_dir as _run_step
-from loadtest.sweep_plan import (
+from loadtest.sweep.plan import (
     MAX_LEVELS,
     RULE,
     Mode,
@@ -209,9 +208,9 @@ def run_sweep(
 
 def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *, html: bool,
             warn: Callable[[str], None]) -> SweepOutcome:
-    from loadtest.report import build_report
-    from loadtest.results import signals_ignored
+    from loadtest.report.html import build_report
     from loadtest.rundir import write_atomic
+    from loadtest.rundir.writer import signals_ignored
 
     answer = judge_sweep(steps)
     axis = _axis(plan.mode)[0]

@@ -31,9 +31,9 @@ from typing import Any
 import pandas as pd
 
 from loadtest import __version__
-from loadtest import report_charts as charts
 from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError
-from loadtest.metrics import METRICS
+from loadtest.metrics.recorder import METRICS
+from loadtest.report import charts
 from loadtest.rundir import (
     SCHEMA,
     Summary,
@@ -400,7 +400,7 @@ def _script_json(value: Any) -> str:
 @functools.cache
 def _template() -> string.Template:
     return string.Template(
-        (resources.files("loadtest") / "templates" / "report.html").read_text(encoding="utf-8")
+        (resources.files("loadtest.report") / "templates" / "report.html").read_text(encoding="utf-8")
     )
 
 
