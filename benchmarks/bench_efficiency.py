@@ -33,7 +33,7 @@ import aiohttp
 import psutil
 import uvloop
 
-from loadtest.engine.runner import run_scenario
+from loadtest.coordinator import run as run_scenario
 from loadtest.mock.model import MockModel, parse_dist
 from loadtest.mock.server import MockProcess, model_args
 from loadtest.protocol import GenRequest, encode_gen
@@ -119,7 +119,7 @@ def run_harness(url: str, users: int, seconds: float, out_dir: Path) -> Round:
     result = run_scenario(sc, request_sink=sink)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     sink.finish()
-    c = result.collector
+    c = result.figures
     chunks = sum(row.chunks for row in c.seconds.values())
     requests = sum(row.completions for row in c.seconds.values())
     itl_expected = sum((n - 1) * k for n, k in c.chunks_per_answer.items() if n > 1)

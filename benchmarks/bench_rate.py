@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from loadtest.engine.runner import run_scenario
+from loadtest.coordinator import run as run_scenario
 from loadtest.mock.model import MockModel, parse_dist
 from loadtest.mock.server import MockProcess, model_args
 from loadtest.rundir.writer import RequestCsv
@@ -74,7 +74,7 @@ def one_rate(url: str, rate: float, seconds: float, *, arrival: str, connections
     m1 = mock_proc.cpu_times()
     load1 = psutil.getloadavg()[0]
     sink.finish()
-    c = result.collector
+    c = result.figures
     lat = {k: r.summary_ms() for k, r in c.metrics.totals.items() if r.count}
     offered, achieved = result.offered_rate or 0.0, result.achieved_rate or 0.0
     lag99 = lat.get("schedule_lag", {}).get("p99")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from loadtest.engine.runner import run_scenario
+from loadtest.coordinator import run as run_scenario
 from loadtest.metrics.collector import RequestRecord
 from loadtest.mock.model import MockModel, parse_dist
 from loadtest.mock.server import MockProcess, model_args
@@ -169,7 +169,7 @@ def main() -> int:
             th.join()
             gcp.close()
         t_end = time.perf_counter()
-    c = result.collector
+    c = result.figures
     connect = c.metrics.totals["connect"].summary_ms()
     errors = {k: v for k, v in c.errors.items() if v}
 

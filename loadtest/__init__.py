@@ -1,4 +1,35 @@
-"""loadtest: a load tester for streaming LLM chat proxies over WebSocket."""
+"""loadtest: a load tester for streaming LLM chat proxies over WebSocket.
+
+The library API (what the CLI calls)::
+
+    import loadtest
+    sc = loadtest.load_scenario("scenarios/smoke.yaml")
+    result = loadtest.run(sc)                  # RunResult: every worker merged
+    summary = loadtest.summarize(result)       # summary.json as a dict
+    print(summary["latency_ms"]["ttft"]["p99"], summary["verdict"])
+
+Names are imported on first use, so that ``python -m loadtest`` starts fast.
+"""
+
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["Overrides", "RunResult", "__version__", "load_scenario", "run", "run_to_dir", "summarize"]
+
+_LAZY = {
+    "run": "loadtest.coordinator",
+    "run_to_dir": "loadtest.coordinator",
+    "summarize": "loadtest.coordinator",
+    "RunResult": "loadtest.engine.result",
+    "load_scenario": "loadtest.scenario",
+    "Overrides": "loadtest.scenario",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loadtest' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from loadtest.engine.runner import Progress
+from loadtest.engine.result import Progress
 
 __all__ = ["LiveProgress", "print_summary"]
 
@@ -37,7 +37,7 @@ def _line(p: Progress) -> str:
 
 
 class LiveProgress:
-    """A progress callback for :func:`loadtest.runner.run_scenario`; use as a context manager."""
+    """A progress callback for :func:`loadtest.coordinator.run`; use as a context manager."""
 
     def __init__(self, *, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.quiet = quiet

@@ -1,4 +1,17 @@
-"""Run a scenario into a run directory: the one path `loadtest run` and each sweep step take.
+"""The coordinator: runs a scenario's workers, merges what they measured, writes the run.
+
+:func:`run` is the library's entry point (what ``loadtest run`` calls, as uvicorn's ``run()``
+over its ``Config``): it starts the embedded mock in its own process when the target is
+``mock`` (so the mock does not share the generator's CPU), runs the worker on a uvloop
+event loop (a loop factory, no global policy), owns SIGINT/SIGTERM (first signal: the
+workers stop starting work and drain; second: they stop at once) and merges the workers'
+reports exactly into one :class:`~loadtest.engine.result.RunResult`, even when interrupted.
+One process today is one coordinator and one in-process worker; the seam is plain data
+(:class:`~loadtest.engine.worker.WorkerSpec` in, :class:`~loadtest.engine.worker.WorkerReport`
+out).
+
+:func:`run_to_dir` runs a scenario into a run directory: the one path `loadtest run` and
+each sweep step take.
 
 Order matters for "no recorded data is lost": requests.csv is streamed while the run goes
 on; after the run the directory is written with SIGINT/SIGTERM ignored (a second Ctrl-C
@@ -12,15 +25,27 @@ everything that could be written is.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import uvloop
+
+from loadtest.clock import Clock
 from loadtest.console import LiveProgress
+from loadtest.engine.connection import target_url
 from loadtest.engine.limits import ensure_open_files
 from loadtest.engine.openloop import arrivals_for
-from loadtest.engine.runner import run_scenario
+from loadtest.engine.result import Progress, RunResult
+from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec, wall_ms
 from loadtest.errors import LoadtestError, TargetUnreachable, redact
+from loadtest.metrics.collector import RequestRecord
+from loadtest.metrics.figures import Figures
+from loadtest.mock.server import MockProcess, model_args
 from loadtest.report.html import build_report
 from loadtest.rundir.writer import (
     RequestCsv,
@@ -31,7 +56,7 @@ from loadtest.rundir.writer import (
 )
 from loadtest.scenario import dump_scenario, fingerprint
 
-__all__ = ["preflight", "run_to_dir"]
+__all__ = ["merge_reports", "preflight", "run", "run_to_dir", "summarize"]
 
 
 def preflight(sc: Any, *, apply: bool = True) -> list[str]:
@@ -71,8 +96,8 @@ def run_to_dir(
     sink = RequestCsv(run_dir, secret=api_key)
     try:
         with LiveProgress(quiet=quiet) as live:
-            result = run_scenario(sc, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
-                                  progress=live, request_sink=sink)
+            result = run(sc, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
+                         progress=live, request_sink=sink)
     except TargetUnreachable as exc:
         # nothing was measured, but CI keeps the run directory: say why there is no result
         sink.discard()
@@ -93,3 +118,105 @@ def run_to_dir(
             except LoadtestError as exc:
                 warn(f"warning: {run_dir}/report.html not written: {exc}")
     return summary
+
+
+def run(
+    sc: Any,
+    *,
+    api_key: str | None = None,
+    ssl_context: ssl.SSLContext | bool | None = None,
+    insecure: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+    request_sink: Callable[[RequestRecord, int], None] | None = None,
+    clock: Clock | None = None,
+) -> RunResult:
+    """Run ``sc`` (a validated Scenario) to completion, interruption, or an error.
+
+    Raises TargetUnreachable (exit 3) when no connection could be made; a signal ends the
+    run early with ``interrupted`` set, never with an exception.
+    """
+    url = sc.target.url
+
+    def go(target: str) -> RunResult:
+        spec = WorkerSpec(scenario=sc, url=target, api_key=api_key)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(_coordinate(spec, ssl_context=ssl_context, insecure=insecure, progress=progress,
+                                          request_sink=request_sink, clock=clock))
+
+    if url != "mock":
+        return go(url)
+    m = sc.mock
+    faults = m.faults.spec if m.faults.active else None
+    with MockProcess(model_args(m.model, seed=sc.mock_seed, faults=faults)) as mock_url:
+        return go(mock_url)
+
+
+async def _coordinate(spec: WorkerSpec, *, ssl_context: ssl.SSLContext | bool | None, insecure: bool,
+                      progress: Callable[[Progress], None] | None,
+                      request_sink: Callable[[RequestRecord, int], None] | None, clock: Clock | None) -> RunResult:
+    """One in-process worker under the coordinator's signal handling."""
+    worker = Worker(spec, ssl_context=ssl_context, clock=clock, request_sink=request_sink, on_progress=progress)
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        worker.stop() if signals_seen == 1 else worker.abort()
+
+    with _signals(on_signal):
+        report = await worker.run()
+    return merge_reports([report], scenario=spec.scenario, target=redact(target_url(spec.url, spec.api_key),
+                                                                            spec.api_key),
+                         interrupted=signals_seen > 0, insecure=insecure)
+
+
+@contextlib.contextmanager
+def _signals(handler: Callable[[], None]) -> Any:
+    """SIGINT/SIGTERM call ``handler`` on the running loop; the previous handlers come back after
+    (``remove_signal_handler`` alone would leave the default: the CLI's guard, loadtest.entry)."""
+    loop = asyncio.get_running_loop()
+    installed: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, handler)
+            installed[sig] = previous
+    try:
+        yield
+    finally:
+        for sig, previous in installed.items():
+            loop.remove_signal_handler(sig)
+            if previous is not None:
+                signal.signal(sig, previous)
+
+
+def merge_reports(reports: list[WorkerReport], *, scenario: Any, target: str, interrupted: bool,
+                  insecure: bool) -> RunResult:
+    """The run, from its workers' reports: figures added exactly, rates over the one window,
+    the generator's health per worker (any saturated worker flags the run, naming it)."""
+    warmup_s = float(scenario.load.warmup_s)
+    figures = Figures.merge([r.figures for r in reports], warmup_s=warmup_s,
+                            window_end_s=min(r.figures.window_end_s for r in reports))
+    window_s = figures.window_s
+    offered = achieved = None
+    if figures.offered:
+        offered = figures.offered / window_s if window_s else 0.0
+        achieved = figures.sent_in_window / window_s if window_s else 0.0
+    several = len(reports) > 1
+    reasons = [f"worker {r.index}: {why}" if several else why for r in reports for why in r.health.saturation]
+    return RunResult(
+        scenario=scenario, figures=figures, target=target,
+        started_at=wall_ms(min(r.started_at_epoch_ns for r in reports)),
+        duration_s=max(r.duration_s for r in reports), measure_s=window_s,
+        drain_s=max(r.drain_s for r in reports), interrupted=interrupted,
+        cpu_percents=[p for r in reports for p in r.cpu_percents], saturation=reasons,
+        offered_rate=offered, achieved_rate=achieved, insecure=insecure, workers=[r.health for r in reports],
+    )
+
+
+def summarize(result: RunResult) -> dict[str, Any]:
+    """summary.json of a result (the same dict ``run_to_dir`` writes)."""
+    from loadtest.rundir.writer import build_summary
+    from loadtest.scenario import fingerprint as fp
+
+    return build_summary(result, fingerprint=fp(result.scenario), slo_limits=dict(result.scenario.slo))

@@ -25,8 +25,8 @@ def test_old_rows_keep_their_percentiles_but_not_their_histograms() -> None:
         c.tick(round((s + 0.9) * S), active_sessions=1, in_flight=0)
     before = c.timeseries()
     old, recent = c.seconds[3], c.seconds[25]
-    assert old.frozen is not None and old.ttft is None and old.e2e is None and old.loop_lag is None
-    assert recent.frozen is None and recent.ttft is not None  # the live view's window
+    assert old.encoded is not None and old.ttft is None and old.e2e is None and old.loop_lag is None
+    assert recent.encoded is None and recent.ttft is not None  # the live view's window
     # freezing changes no figure of timeseries.csv
     for row in c.seconds.values():
         row.freeze()

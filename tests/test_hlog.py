@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hdrh.log import HistogramLogReader
 
-from loadtest.metrics.recorder import MetricSet, Recorder, merge
+from loadtest.metrics.metricset import MetricSet
+from loadtest.metrics.recorder import Recorder, merge
 from loadtest.rundir.hlog import read_hlog, write_hlog
 
 START = 1_764_288_000.25  # an epoch time with a fraction

@@ -355,7 +355,7 @@ def test_report_says_no_tls_for_ws(tmp_path: Path) -> None:
 
 def test_progress_line_names_requests_and_errors() -> None:
     from loadtest.console import _line
-    from loadtest.engine.runner import Progress
+    from loadtest.engine.result import Progress
 
     line = _line(Progress(elapsed_s=3, total_s=20, active_sessions=4, in_flight=2, completed=50, failed=0,
                           errors=75, ttft_p50_ms=None, ttft_p99_ms=None, phase="measure"))

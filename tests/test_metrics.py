@@ -11,11 +11,10 @@ from hdrh.histogram import HdrHistogram
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loadtest.metrics.metricset import IntervalSnapshot, MetricSet
 from loadtest.metrics.recorder import (
     HIGHEST_US,
     METRICS,
-    IntervalSnapshot,
-    MetricSet,
     Recorder,
     merge,
 )

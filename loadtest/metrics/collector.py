@@ -32,26 +32,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest.errors import ERROR_CATEGORIES
-from loadtest.metrics.recorder import IntervalSnapshot, MetricSet, Recorder
+from loadtest.metrics.figures import COUNTS, MAX_ERROR_SAMPLES, Figures
+from loadtest.metrics.metricset import IntervalSnapshot, MetricSet
+from loadtest.metrics.seconds import TIMESERIES_COLUMNS, SecondRow, timeseries_rows
 
 __all__ = ["TIMESERIES_COLUMNS", "Collector", "RequestRecord", "SecondRow", "tpot_ns"]
 
 _NS_PER_US = 1_000
 _NS_PER_S = 1_000_000_000
-_MAX_SAMPLES = 5
+_MAX_SAMPLES = MAX_ERROR_SAMPLES
 _FAR_FUTURE_NS = 1 << 62
 # A per-second row keeps its histograms (~190 KB each) this long, for the live view's
 # rolling window (the last 5 s); older rows keep only the percentiles timeseries.csv
 # shows. Unfrozen, three recorders a second grew a 1-hour run by ~2 GB (bench_soak.py).
 _LIVE_ROW_S = 10
-_ROW_PERCENTILES: tuple[tuple[str, float], ...] = (("ttft", 50), ("ttft", 99), ("e2e", 99), ("loop_lag", 99))
-
-TIMESERIES_COLUMNS: tuple[str, ...] = (
-    "t_s", "phase", "offered", "achieved", "active_sessions", "in_flight", "completions",
-    "failures", "dropped", *(f"err_{c}" for c in ERROR_CATEGORIES), "unknown_events",
-    "chunks", "chars", "ttft_p50_ms", "ttft_p99_ms", "e2e_p99_ms", "loop_lag_p99_ms",
-)
-
 
 def tpot_ns(chunks: int, t_first: int, t_last: int) -> float | None:
     """Time per output token of one answer: ``(t_last - t_first) / (chunks - 1)`` (ns).
@@ -91,47 +85,6 @@ class RequestRecord:
     conversation_id: str = ""
     message_id: str = ""
     prompt_chars: int = 0
-
-
-@dataclass(slots=True)
-class SecondRow:
-    """Counters of one whole second of the run."""
-
-    offered: int = 0
-    achieved: int = 0
-    completions: int = 0
-    failures: int = 0
-    dropped: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    unknown_events: int = 0
-    chunks: int = 0
-    chars: int = 0
-    active_sessions: int = 0
-    in_flight: int = 0
-    ttft: Recorder | None = None
-    e2e: Recorder | None = None
-    loop_lag: Recorder | None = None
-    #: set when the row is frozen: {"ttft_p50": ms, ...}; the recorders are then dropped
-    frozen: dict[str, float | None] | None = None
-
-    def freeze(self) -> None:
-        """Keep the percentiles of this row and release its histograms."""
-        if self.frozen is None:
-            self.frozen = {f"{n}_p{p:g}": _pct_ms(getattr(self, n), p) for n, p in _ROW_PERCENTILES}
-            self.ttft = self.e2e = self.loop_lag = None
-
-    def pct_ms(self, name: str, p: float) -> float | None:
-        if self.frozen is not None:
-            return self.frozen[f"{name}_p{p:g}"]
-        return _pct_ms(getattr(self, name), p)
-
-
-def _rec(row: SecondRow, name: str) -> Recorder:
-    r: Recorder | None = getattr(row, name)
-    if r is None:
-        r = Recorder()
-        setattr(row, name, r)
-    return r
 
 
 class Collector:
@@ -283,7 +236,7 @@ class Collector:
 
     def on_loop_lag(self, lag_ns: int, at_ns: int) -> None:
         self._at(at_ns)
-        _rec(self.second(at_ns), "loop_lag").record_us(lag_ns / _NS_PER_US)
+        self.second(at_ns).recorder("loop_lag").record_us(lag_ns / _NS_PER_US)
         if self.in_window(at_ns):
             self.metrics.record("loop_lag", lag_ns / _NS_PER_US)
 
@@ -320,8 +273,8 @@ class Collector:
             row.completions += 1
             start = rec.t_intended or rec.t_send
             if rec.t_first:
-                _rec(row, "ttft").record_us((rec.t_first - start) / _NS_PER_US)
-            _rec(row, "e2e").record_us((rec.t_stop - start) / _NS_PER_US)
+                row.recorder("ttft").record_us((rec.t_first - start) / _NS_PER_US)
+            row.recorder("e2e").record_us((rec.t_stop - start) / _NS_PER_US)
             if self.in_window(t_end):
                 self.ok_in_window += 1
             elif after:
@@ -470,37 +423,20 @@ class Collector:
         return "measure" if at < self.window_end_ns else "drain"
 
     def timeseries(self) -> list[dict[str, Any]]:
-        if not self.seconds:
-            return []
-        rows = []
-        for s in range(0, max(self.seconds) + 1):
-            r = self.seconds.get(s) or SecondRow()
-            row: dict[str, Any] = {
-                "t_s": s,
-                "phase": self.row_phase(s),
-                "offered": r.offered,
-                "achieved": r.achieved,
-                "active_sessions": r.active_sessions,
-                "in_flight": r.in_flight,
-                "completions": r.completions,
-                "failures": r.failures,
-                "dropped": r.dropped,
-            }
-            for c in ERROR_CATEGORIES:
-                row[f"err_{c}"] = r.errors.get(c, 0)
-            row["unknown_events"] = r.unknown_events
-            row["chunks"] = r.chunks
-            row["chars"] = r.chars
-            row["ttft_p50_ms"] = r.pct_ms("ttft", 50)
-            row["ttft_p99_ms"] = r.pct_ms("ttft", 99)
-            row["e2e_p99_ms"] = r.pct_ms("e2e", 99)
-            row["loop_lag_p99_ms"] = r.pct_ms("loop_lag", 99)
-            rows.append(row)
-        return rows
+        return timeseries_rows(self.seconds, self.row_phase)
 
+    def export(self) -> Figures:
+        """Everything this collector measured, as plain data a coordinator merges exactly.
 
-def _pct_ms(r: Recorder | None, p: float) -> float | None:
-    if r is None or r.count == 0:
-        return None
-    v = r.percentile_us(p)
-    return None if v is None else round(v / 1000, 3)
+        Call after ``close_intervals(final=True)``: the totals are then all in the snapshots.
+        """
+        return Figures(
+            counts={name: getattr(self, name) for name in COUNTS},
+            errors=dict(self.errors), drain=dict(self.drain), failed_samples=dict(self.failed_samples),
+            chunks_per_answer=dict(self.chunks_per_answer),
+            error_samples={k: list(v) for k, v in self.error_samples.items()},
+            intervals=list(self.intervals),
+            seconds={s: SecondRow.from_plain(row.to_plain()) for s, row in self.seconds.items()},
+            warmup_s=self.warmup_ns / _NS_PER_S,
+            window_end_s=(min(self.window_end_ns, _FAR_FUTURE_NS) - self.t0_ns) / _NS_PER_S,
+        )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import binascii
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import TypedDict
 
 import numpy as np
@@ -35,8 +34,6 @@ __all__ = [
     "LOWEST_US",
     "METRICS",
     "SIGNIFICANT_FIGURES",
-    "IntervalSnapshot",
-    "MetricSet",
     "Recorder",
     "RecorderData",
     "merge",
@@ -427,87 +424,3 @@ def merge(recorders: Iterable[Recorder]) -> Recorder:
     for rec in recorders:
         out.add(rec)
     return out
-
-
-@dataclass(frozen=True)
-class IntervalSnapshot:
-    """One reporting interval of a :class:`MetricSet`, as plain data.
-
-    ``start_s``/``end_s`` are seconds since the run start. ``histograms`` maps each metric
-    that has samples to its :meth:`Recorder.encode` string. ``out_of_range`` maps each metric
-    with any out-of-range value to its total (below + above + NaN); ``below_range`` and
-    ``above_range`` give the split, so ``merge_snapshot`` restores every counter exactly.
-    """
-
-    start_s: float
-    end_s: float
-    histograms: dict[str, str]
-    out_of_range: dict[str, int]
-    below_range: dict[str, int] = field(default_factory=dict)
-    above_range: dict[str, int] = field(default_factory=dict)
-
-
-class MetricSet:
-    """Cumulative ``totals[name]`` and a current-interval recorder for every name in METRICS.
-
-    ``record`` goes to the interval recorder only; ``snapshot`` moves the interval into
-    the totals. Not thread-safe: one owner (the event loop of one worker).
-    """
-
-    __slots__ = ("_interval", "totals")
-
-    def __init__(self) -> None:
-        self.totals: dict[str, Recorder] = {name: Recorder() for name in METRICS}
-        self._interval: dict[str, Recorder] = {name: Recorder() for name in METRICS}
-
-    def record(self, name: str, value_us: float) -> None:
-        """Record one value of metric ``name`` in the current interval (hot path)."""
-        try:
-            rec = self._interval[name]
-        except KeyError:
-            raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}") from None
-        rec.record_us(value_us)
-
-    def interval(self, name: str) -> Recorder:
-        """The current (not yet snapshotted) interval recorder of ``name`` (read it, do not keep it)."""
-        return self._interval[name]
-
-    def snapshot(self, start_s: float, end_s: float) -> IntervalSnapshot:
-        """Close the interval ``[start_s, end_s)``: encode it, add it to the totals, reset it."""
-        if end_s < start_s:
-            raise ValueError(f"interval ends before it starts: {start_s} .. {end_s}")
-        histograms: dict[str, str] = {}
-        out_of_range: dict[str, int] = {}
-        below: dict[str, int] = {}
-        above: dict[str, int] = {}
-        for name, rec in self._interval.items():
-            if not rec.count and not rec.out_of_range:
-                continue
-            if rec.count:
-                histograms[name] = rec.encode()
-            if rec.out_of_range:
-                out_of_range[name] = rec.out_of_range
-                below[name] = rec.below_range
-                above[name] = rec.above_range
-            self.totals[name].add(rec)
-            rec.reset()
-        return IntervalSnapshot(start_s, end_s, histograms, out_of_range, below, above)
-
-    def merge_snapshot(self, snap: IntervalSnapshot) -> None:
-        """Add a snapshot (e.g. from another worker) into the totals, counters included."""
-        unknown = (set(snap.histograms) | set(snap.out_of_range)) - set(self.totals)
-        if unknown:
-            raise KeyError(f"snapshot has unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
-        for name, encoded in snap.histograms.items():
-            self.totals[name].add(Recorder.decode(encoded))
-        for name, total in snap.out_of_range.items():
-            below = snap.below_range.get(name, 0)
-            above = snap.above_range.get(name, 0)
-            invalid = total - below - above
-            if invalid < 0:
-                raise ValueError(f"inconsistent out-of-range counters for {name!r}")
-            self.totals[name].add_counters(below_range=below, above_range=above, invalid=invalid)
-
-    def summary_ms(self) -> dict[str, dict[str, float | int | None]]:
-        """``{metric: Recorder.summary_ms()}`` of the totals, for every metric in METRICS."""
-        return {name: self.totals[name].summary_ms() for name in METRICS}

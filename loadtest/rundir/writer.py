@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loadtest.engine.runner import RunResult
+from loadtest.engine.result import RunResult
 from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError, redact
 from loadtest.metrics.collector import RequestRecord, tpot_ns
 from loadtest.rundir import SCHEMA, Summary, summary_text, write_atomic
@@ -203,7 +203,7 @@ def _rate(n: int, window_s: float) -> float:
 def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, float]) -> dict[str, Any]:
     """summary.json (docs/run-directory.md, schema 2). Every rate is events inside the
     measured window over its length; the drain after it is reported on its own."""
-    c = result.collector
+    c = result.figures
     sc = result.scenario
     latency = {name: rec.summary_ms() for name, rec in c.metrics.totals.items() if rec.count}
     window_s = result.measure_s
@@ -229,7 +229,7 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
         "reconnects": c.reconnects,
         "session": {"steps": c.steps, "failed": c.steps_failed},
         "latency_ms": latency,
-        "latency_from_failed": {"ttft": c.failed_samples["ttft"], "itl": c.failed_samples["itl"]},
+        "latency_from_failed": {"ttft": c.failed_samples.get("ttft", 0), "itl": c.failed_samples.get("itl", 0)},
         "throughput": {
             "requests_per_s": _rate(c.ok_in_window, window_s),
             "chunks_per_s": _rate(c.chunks, window_s),
@@ -289,11 +289,11 @@ def write_run_dir(
     redacted at the source, the scenario never carries one), so they are not rewritten
     here; only stray ``apikey=`` values would be masked.
     """
-    from loadtest.metrics.collector import TIMESERIES_COLUMNS
+    from loadtest.metrics.seconds import TIMESERIES_COLUMNS
 
     requests_csv.finish()
     summary = build_summary(result, fingerprint=fingerprint, slo_limits=slo_limits)
-    c = result.collector
+    c = result.figures
     failures: list[str] = []
     line = requests_csv.failure()
     if line:

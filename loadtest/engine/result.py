@@ -1,0 +1,56 @@
+"""What a run gives back: live progress while it goes, the merged result at its end. Plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadtest.metrics.figures import Figures
+
+__all__ = ["Progress", "RunResult", "WorkerHealth"]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    elapsed_s: float
+    total_s: float
+    active_sessions: int
+    in_flight: int
+    completed: int
+    failed: int
+    errors: int
+    ttft_p50_ms: float | None
+    ttft_p99_ms: float | None
+    phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHealth:
+    """How one worker fared: whether its own figures can be trusted (saturation is per worker)."""
+
+    index: int
+    loop: str  # the event loop class the worker ran on (uvloop.Loop, …)
+    cpu_percent: float | None  # median over the window, % of one core
+    loop_lag_p99_ms: float | None
+    saturation: tuple[str, ...] = ()
+    lost: str = ""  # why the worker's data stops early ("" = it finished)
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    """A finished (or interrupted) run, every worker merged: what the run directory is written from."""
+
+    scenario: Any
+    figures: Figures
+    target: str  # redacted
+    started_at: str  # t0's wall-clock time, ISO 8601 with ms
+    duration_s: float  # t0 to the end of the drain
+    measure_s: float  # the measured window's length
+    drain_s: float = 0.0  # from the end of the window until the last request ended (or the grace ran out)
+    interrupted: bool = False
+    cpu_percents: list[float] = field(default_factory=list)
+    saturation: list[str] = field(default_factory=list)
+    offered_rate: float | None = None
+    achieved_rate: float | None = None
+    insecure: bool = False
+    workers: list[WorkerHealth] = field(default_factory=list)

@@ -1,0 +1,344 @@
+"""One worker: its shard of the load, on one event loop, into one collector.
+
+A worker is given plain data (:class:`WorkerSpec`: the scenario, its shard, the target, a
+common start time) and gives plain data back (:class:`WorkerReport`: its
+:class:`~loadtest.metrics.figures.Figures` — interval snapshots of every histogram, every
+counter, per-second rows — and its own health). It owns no signal and writes no run
+directory: the coordinator (:mod:`loadtest.coordinator`) does, for one worker in its own
+process or many in others, and merges their reports exactly.
+
+The order inside :meth:`Worker.run` matters: the reachability probe and the open-loop
+pool's first connections come before t0, so set-up never eats into the measured window;
+t0's wall-clock time is ``started_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from loadtest.arrivals import RateProfile, Stage
+from loadtest.clock import Clock, RealClock
+from loadtest.engine.connection import make_session, target_url
+from loadtest.engine.openloop import OpenLoop, arrivals_for, frame_maker
+from loadtest.engine.pool import Pool
+from loadtest.engine.result import Progress, WorkerHealth
+from loadtest.engine.retry import backoff
+from loadtest.engine.selfwatch import SelfWatch, fell_behind, saturation_reasons
+from loadtest.engine.users import GenFactory, Ramp, RunContext, run_user
+from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUnreachable, redact
+from loadtest.metrics.collector import Collector, RequestRecord
+from loadtest.metrics.figures import Figures
+
+__all__ = ["GRACE_S", "Worker", "WorkerReport", "WorkerSpec", "wall_ms"]
+
+_NS = 1_000_000_000
+GRACE_S = 10.0  # in-flight streams get this long to finish after the duration (or a stop)
+_PROBE_ATTEMPTS = 3
+#: users started per batch; between batches the loop runs (signals, the ticker, connections)
+_USER_BATCH = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerSpec:
+    """What a worker needs, as plain data (it crosses a process boundary as is)."""
+
+    scenario: Any  # a validated Scenario
+    url: str  # the target (the embedded mock's real URL, not "mock")
+    api_key: str | None = None
+    ca_file: str | None = None  # TLS, rebuilt in the worker (an SSLContext does not pickle)
+    insecure: bool = False
+    index: int = 0  # this worker's number, 0 .. workers-1
+    workers: int = 1
+    #: a common start for several workers (wall clock, ns since the epoch); None: at once
+    start_epoch_ns: int | None = None
+
+
+@dataclass(kw_only=True)
+class WorkerReport:
+    """What a worker measured, as plain data."""
+
+    index: int
+    figures: Figures
+    started_at_epoch_ns: int  # t0's wall-clock time
+    duration_s: float  # t0 to the end of the drain
+    drain_s: float
+    health: WorkerHealth
+    cpu_percents: list[float] = field(default_factory=list)
+
+
+def wall_ms(epoch_ns: int) -> str:
+    """ISO 8601 UTC with milliseconds."""
+    dt = datetime.fromtimestamp(epoch_ns // 1_000_000 / 1000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{epoch_ns // 1_000_000 % 1000:03d}Z"
+
+
+def _users_profile(sc: Any) -> RateProfile | None:
+    stages = sc.load.stages
+    if sc.load.mode != "closed" or not stages:
+        return None
+    return RateProfile(stages=[Stage(duration_s=s.duration_s, target=s.target) for s in stages], start=0.0)
+
+
+def _shown(ctx: RunContext) -> str:
+    """The URL as a user may see it: with ``apikey=***`` when a key is in use."""
+    return redact(target_url(ctx.url, ctx.api_key), ctx.api_key)
+
+
+async def probe(ctx: RunContext) -> None:
+    """Open one connection with bounded retries; TargetUnreachable if none succeeds.
+
+    An auth failure is retried too: a proxy that refuses some handshakes (overload,
+    a flaky auth backend) must not end the run on one unlucky draw; a key that is
+    really wrong fails every attempt and ends it with the auth message.
+    """
+    delays = backoff(base_s=0.25, cap_s=2.0)
+    last: ConnectionFailure | None = None
+    for attempt in range(_PROBE_ATTEMPTS):
+        try:
+            conn = await ctx.open_connection(record=False)  # a check, not part of the load
+        except ConnectionFailure as exc:
+            last = exc
+            if attempt + 1 < _PROBE_ATTEMPTS:
+                await asyncio.sleep(next(delays))
+            continue
+        await conn.close()
+        return
+    if isinstance(last, AuthTimeout):
+        raise TargetUnreachable(
+            f"{_shown(ctx)} accepted the WebSocket but sent no auth-connect-complete ({_PROBE_ATTEMPTS} "
+            f"attempts): {last}. An auth timeout, not a refused key: is this the chat proxy's URL?"
+        )
+    if isinstance(last, AuthFailed):
+        raise TargetUnreachable(
+            f"{_shown(ctx)} refused the API key ({_PROBE_ATTEMPTS} attempts): {last}. Check the key "
+            "(--api-key, or the variable named by target.api_key_env)."
+        )
+    raise TargetUnreachable(f"cannot reach {_shown(ctx)} after {_PROBE_ATTEMPTS} attempts: {last}")
+
+
+class Worker:
+    """Runs one :class:`WorkerSpec` on the running event loop. ``stop()`` asks it to stop
+    starting work and drain (a first Ctrl-C); ``abort()`` ends the drain at once (a second)."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        *,
+        ssl_context: ssl.SSLContext | bool | None = None,
+        clock: Clock | None = None,
+        request_sink: Callable[[RequestRecord, int], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self._ssl = ssl_context
+        self.clock = clock or RealClock()
+        self._sink = request_sink
+        self._on_progress = on_progress
+        self._hard_stop = asyncio.Event()
+        self._ctx: RunContext | None = None
+        self._stop_early = False
+
+    def stop(self) -> None:
+        self._stop_early = True
+        if self._ctx is not None:
+            self._ctx.stop()
+
+    def abort(self) -> None:
+        self.stop()
+        self._hard_stop.set()
+
+    def _context(self, collector: Collector, session: Any) -> RunContext:
+        sc = self.spec.scenario
+        load = sc.load
+        return RunContext(
+            session=session, url=self.spec.url, api_key=self.spec.api_key, model=sc.target.model,
+            connect_s=sc.timeouts.connect_s, first_token_s=sc.timeouts.first_token_s,
+            stream_s=sc.timeouts.stream_s, collector=collector,
+            end_ns=collector.t0_ns + round(float(load.duration_s) * _NS), max_requests=load.requests,
+            seed=load.seed, max_frame_bytes=sc.target.max_frame_bytes, clock=self.clock,
+        )
+
+    async def _wait_for_start(self) -> None:
+        """Several workers start their t0 together, at the coordinator's wall-clock instant."""
+        at = self.spec.start_epoch_ns
+        if at is not None:
+            await self.clock.sleep_until(self.clock.now_ns() + max(0, at - time.time_ns()))
+
+    async def run(self) -> WorkerReport:
+        """Probe, open the pool, load for the duration, drain; returns what was measured.
+
+        Raises TargetUnreachable (nothing measured) when the probe fails. Its length is the
+        run's order of events, kept in one place on purpose (see the module docstring).
+        """
+        sc = self.spec.scenario
+        load = sc.load
+        duration_s = float(load.duration_s)
+        now = self.clock.now_ns
+        session = make_session(ssl_context=self._ssl)
+        collector = Collector(t0_ns=now(), warmup_s=float(load.warmup_s), duration_s=duration_s,
+                              request_sink=self._sink)
+        ctx = self._ctx = self._context(collector, session)
+        if self._stop_early:
+            ctx.stop()
+        watch = SelfWatch(collector.on_loop_lag)
+        pool: Pool | None = None
+        open_loop: OpenLoop | None = None
+        t0 = t_done = now()
+        started_epoch = 0
+        try:
+            if load.mode == "open":  # schedule and trace checked before any connection opens
+                arrivals = arrivals_for(load)
+                make_frame = frame_maker([GenFactory(s) for s in sc.session.steps if s.kind == "gen"],
+                                         seed=load.seed)
+            await probe(ctx)
+            if load.mode == "open":  # the initial connections open before the measured clock starts
+                pool = Pool(ctx, max_connections=load.max_connections, max_queue=load.max_queue, seed=load.seed)
+                await pool.start(load.connections or 1)
+                open_loop = OpenLoop(ctx, pool, arrivals, make_frame)
+            await self._wait_for_start()
+            t0 = now()
+            started_epoch = time.time_ns()
+            collector.start(t0)
+            ctx.end_ns = t0 + round(duration_s * _NS)
+            if ctx.stopping.is_set():  # stopped during the set-up: nothing of the window was run
+                collector.end_window(t0)
+            t_done = await self._load(ctx, open_loop, watch, t0)
+        finally:
+            if pool is not None:
+                await pool.close()  # idempotent; OpenLoop closed it unless the run failed before
+            await session.close()
+        gc.unfreeze()
+        t_end = now()
+        collector.close_intervals(t_end, final=True)
+        cpu = [p for at, p in watch.cpu_samples if collector.in_window(at)]
+        figures = collector.export()
+        return WorkerReport(
+            index=self.spec.index, figures=figures, started_at_epoch_ns=started_epoch,
+            duration_s=(t_end - t0) / _NS, drain_s=max(0, t_done - collector.window_end_ns) / _NS,
+            health=health(self.spec.index, figures, cpu, max_connections=load.max_connections if open_loop else None),
+            cpu_percents=cpu,
+        )
+
+    async def _load(self, ctx: RunContext, open_loop: OpenLoop | None, watch: SelfWatch, t0: int) -> int:
+        """The load itself, then the drain; returns when the drain ended (clock ns)."""
+        sc = self.spec.scenario
+        now = self.clock.now_ns
+        profile = _users_profile(sc)
+        async with asyncio.TaskGroup() as tg:
+            watch_task = tg.create_task(watch.run())
+            tasks: list[asyncio.Task[None]] = []
+            if open_loop is not None:
+                tasks.append(tg.create_task(open_loop.run(tg, t0_ns=t0)))
+            elif profile is None:
+                tasks.append(tg.create_task(_start_users(tg, ctx, sc, tasks)))
+            ticker = tg.create_task(self._ticker(ctx, tasks, tg, profile))
+            # wait for the end of the duration (or a stop), then drain what is in flight
+            await ctx.sleep_until_ns(ctx.end_ns)
+            ctx.stop()
+            grace_end = now() + round(min(GRACE_S, sc.timeouts.stream_s) * _NS)
+            while any(not t.done() for t in tasks) and now() < grace_end and not self._hard_stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await self._hard_stop.wait()
+            t_done = now()
+            for t in tasks:
+                t.cancel()
+            ticker.cancel()
+            watch_task.cancel()
+        return t_done
+
+    async def _ticker(self, ctx: RunContext, tasks: list[asyncio.Task[None]], tg: asyncio.TaskGroup,
+                      profile: RateProfile | None) -> None:
+        """Every 100 ms: gauges and the user ramp; once a second: interval snapshots, progress."""
+        sc = self.spec.scenario
+        c = ctx.collector
+        ramp = None if profile is None else Ramp(ctx, tg, profile, list(sc.session.steps), pace_s=sc.load.pace_s,
+                                                 t0_ns=c.t0_ns)
+        next_tick = c.t0_ns + _NS
+        frozen_at = 0  # connections opened when the heap was last frozen
+        while True:
+            now = self.clock.now_ns()
+            opened = ctx.connections_opened
+            if opened >= 100 and opened >= frozen_at * 5 // 4:
+                # Why: with thousands of sessions, every full (gen-2) collection walks all their
+                # long-lived objects and stops the loop for up to ~1 s (bench_scale saw 13 such
+                # pauses while opening 10,000 sessions). Each time the number of connections has
+                # grown by a quarter, what exists is moved out of future collections (gc.freeze).
+                # Geometric steps: a run that opens N connections (reconnects included) freezes
+                # about log1.25(N/100) times, so cyclic garbage held back is bounded.
+                # Unfrozen when the run ends.
+                gc.freeze()
+                frozen_at = opened
+            if ramp is not None:
+                tasks.extend(ramp.step(now))
+            c.tick(now, active_sessions=ctx.active_sessions, in_flight=ctx.in_flight)
+            if now >= next_tick:
+                next_tick += _NS
+                if self._on_progress is not None:
+                    self._on_progress(_progress(ctx, now, float(sc.load.duration_s)))
+            await asyncio.sleep(0.1)
+
+
+def health(index: int, figures: Figures, cpu: list[float], *, max_connections: int | None) -> WorkerHealth:
+    """Whether this worker's figures can be trusted: its own loop lag, CPU, schedule."""
+    totals = figures.metrics.totals
+    lag_p99 = totals["loop_lag"].summary_ms()["p99"]
+    sched_p99 = totals["schedule_lag"].summary_ms()["p99"]
+    reasons = saturation_reasons(
+        float(lag_p99) if lag_p99 is not None else None, cpu,
+        schedule_lag_p99_ms=float(sched_p99) if sched_p99 is not None else None,
+    )
+    window = figures.window_s
+    if figures.offered and window:
+        behind = fell_behind(figures.offered / window, figures.sent_in_window / window, window,
+                             queue_p99_ms=totals["queue"].summary_ms()["p99"], schedule_lag_p99_ms=sched_p99,
+                             max_connections=max_connections)
+        if behind:
+            reasons.append(behind)
+    s = sorted(cpu)
+    loop = type(asyncio.get_running_loop()).__module__ + "." + type(asyncio.get_running_loop()).__name__
+    return WorkerHealth(index=index, loop=loop, cpu_percent=round(s[len(s) // 2], 1) if s else None,
+                        loop_lag_p99_ms=None if lag_p99 is None else float(lag_p99), saturation=tuple(reasons))
+
+
+async def _start_users(tg: asyncio.TaskGroup, ctx: RunContext, sc: Any, tasks: list[asyncio.Task[None]]) -> None:
+    """Start the closed loop's users in batches, so that a stop is honoured at once even
+    while a very large number of users is being created."""
+    steps = list(sc.session.steps)
+    users = sc.load.concurrency
+    for uid in range(users):
+        if ctx.stopping.is_set():
+            return
+        tasks.append(tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=users)))
+        if uid % _USER_BATCH == _USER_BATCH - 1:
+            await asyncio.sleep(0)
+
+
+def _progress(ctx: RunContext, now: int, duration_s: float) -> Progress:
+    c = ctx.collector
+    # rolling TTFT over the last 5 whole seconds
+    from loadtest.metrics.recorder import Recorder
+
+    r = Recorder()
+    sec = (now - c.t0_ns) // _NS
+    for s in range(max(0, sec - 5), sec + 1):
+        row = c.seconds.get(s)
+        if row is not None and row.ttft is not None:
+            r.add(row.ttft)
+    p50 = r.percentile_us(50) if r.count else None
+    p99 = r.percentile_us(99) if r.count else None
+    return Progress(
+        elapsed_s=(now - c.t0_ns) / _NS, total_s=duration_s, active_sessions=ctx.active_sessions,
+        in_flight=ctx.in_flight, completed=c.completed, failed=c.failed,
+        errors=sum(c.errors.values()),
+        ttft_p50_ms=None if p50 is None else p50 / 1000, ttft_p99_ms=None if p99 is None else p99 / 1000,
+        phase="warmup" if now < c.window_start_ns else ("measure" if now < c.window_end_ns else "drain"),
+    )

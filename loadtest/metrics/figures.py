@@ -1,0 +1,133 @@
+"""A run's measurements as plain data: what a worker hands its coordinator, and what the
+coordinator's merge of several workers is. Pure core.
+
+Everything in :class:`Figures` adds up exactly across workers: counters are summed,
+histograms are added interval by interval (:func:`~loadtest.metrics.metricset.merge_intervals`)
+and second by second (:meth:`~loadtest.metrics.seconds.SecondRow.add`), error samples are
+pooled (up to 5 a category). Times are seconds since the run's t0, which every worker of a
+run shares. The run directory is written from a ``Figures``, whether it came from one
+worker or many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadtest.metrics.metricset import IntervalSnapshot, MetricSet, merge_intervals
+from loadtest.metrics.seconds import SecondRow, timeseries_rows
+
+__all__ = ["COUNTS", "MAX_ERROR_SAMPLES", "Figures"]
+
+MAX_ERROR_SAMPLES = 5
+#: the collector's counters (see loadtest.metrics.collector for what each one counts)
+COUNTS: tuple[str, ...] = (
+    "started", "completed", "failed", "dropped", "cancelled", "offered", "sent_after_window", "early_sends",
+    "unknown_events", "reconnects", "sent_in_window", "ok_in_window", "chunks", "chars", "steps",
+    "steps_failed",
+)
+
+
+def _add_counts(into: dict[Any, int], other: dict[Any, int]) -> None:
+    for k, v in other.items():
+        into[k] = into.get(k, 0) + v
+
+
+@dataclass
+class Figures:
+    """Counters, interval snapshots and per-second rows of one worker, or of a whole run.
+
+    The counters read as attributes (``figures.completed``), like the collector's.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    drain: dict[str, int] = field(default_factory=dict)
+    failed_samples: dict[str, int] = field(default_factory=dict)
+    chunks_per_answer: dict[int, int] = field(default_factory=dict)
+    error_samples: dict[str, list[str]] = field(default_factory=dict)
+    intervals: list[IntervalSnapshot] = field(default_factory=list)
+    seconds: dict[int, SecondRow] = field(default_factory=dict)
+    #: the measured window, seconds since t0
+    warmup_s: float = 0.0
+    window_end_s: float = 0.0
+    _totals: MetricSet | None = field(default=None, repr=False, compare=False)
+
+    def __getattr__(self, name: str) -> int:
+        if name in COUNTS:
+            return self.counts.get(name, 0)
+        raise AttributeError(name)
+
+    @property
+    def window_s(self) -> float:
+        return max(0.0, self.window_end_s - self.warmup_s)
+
+    @property
+    def metrics(self) -> MetricSet:
+        """The run's histograms: every interval snapshot added (exactly the workers' totals)."""
+        if self._totals is None:
+            totals = MetricSet()
+            for snap in self.intervals:
+                totals.merge_snapshot(snap)
+            self._totals = totals
+        return self._totals
+
+    def phase_of_second(self, s: int) -> str:
+        """``warmup``, ``measure`` or ``drain``: where second ``s`` of the run starts."""
+        if s < self.warmup_s:
+            return "warmup"
+        return "measure" if s < self.window_end_s else "drain"
+
+    def timeseries(self) -> list[dict[str, Any]]:
+        return timeseries_rows(self.seconds, self.phase_of_second)
+
+    @classmethod
+    def merge(cls, parts: Iterable[Figures], *, warmup_s: float, window_end_s: float) -> Figures:
+        """The exact sum of several workers' figures over the run's window."""
+        out = cls(warmup_s=warmup_s, window_end_s=window_end_s)
+        runs = []
+        for p in parts:
+            for target, source in ((out.counts, p.counts), (out.errors, p.errors), (out.drain, p.drain),
+                                   (out.failed_samples, p.failed_samples),
+                                   (out.chunks_per_answer, p.chunks_per_answer)):
+                _add_counts(target, source)
+            for cat, msgs in p.error_samples.items():
+                pooled = out.error_samples.setdefault(cat, [])
+                pooled.extend(m for m in msgs if m not in pooled and len(pooled) < MAX_ERROR_SAMPLES)
+            for s, row in p.seconds.items():
+                mine = out.seconds.get(s)
+                if mine is None:
+                    out.seconds[s] = mine = SecondRow()
+                mine.add(row)
+            runs.append(p.intervals)
+        out.intervals = merge_intervals(runs)
+        return out
+
+    # ------------------------------------------------------------------ plain data
+
+    def to_plain(self) -> dict[str, Any]:
+        """JSON-able (for a pipe or a Ray object); :meth:`from_plain` is its inverse."""
+        return {
+            "counts": self.counts, "errors": self.errors, "drain": self.drain,
+            "failed_samples": self.failed_samples,
+            "chunks_per_answer": {str(k): v for k, v in self.chunks_per_answer.items()},
+            "error_samples": self.error_samples,
+            "intervals": [{"start_s": i.start_s, "end_s": i.end_s, "histograms": i.histograms,
+                           "out_of_range": i.out_of_range, "below_range": i.below_range,
+                           "above_range": i.above_range} for i in self.intervals],
+            "seconds": {str(s): row.to_plain() for s, row in self.seconds.items()},
+            "warmup_s": self.warmup_s, "window_end_s": self.window_end_s,
+        }
+
+    @classmethod
+    def from_plain(cls, data: dict[str, Any]) -> Figures:
+        return cls(
+            counts=dict(data["counts"]), errors=dict(data["errors"]), drain=dict(data["drain"]),
+            failed_samples=dict(data["failed_samples"]),
+            chunks_per_answer={int(k): v for k, v in data["chunks_per_answer"].items()},
+            error_samples={k: list(v) for k, v in data["error_samples"].items()},
+            intervals=[IntervalSnapshot(**i) for i in data["intervals"]],
+            seconds={int(s): SecondRow.from_plain(row) for s, row in data["seconds"].items()},
+            warmup_s=float(data["warmup_s"]), window_end_s=float(data["window_end_s"]),
+        )
