@@ -35,7 +35,7 @@ import uvloop
 
 from loadtest.coordinator import run as run_scenario
 from loadtest.mock.model import MockModel, parse_dist
-from loadtest.mock.server import MockProcess, model_args
+from loadtest.mock.process import MockProcess, model_args
 from loadtest.protocol import GenRequest, encode_gen
 from loadtest.rundir.writer import RequestCsv
 from loadtest.scenario import Scenario

@@ -33,7 +33,7 @@ import psutil
 from loadtest.coordinator import run as run_scenario
 from loadtest.metrics.collector import RequestRecord
 from loadtest.mock.model import MockModel, parse_dist
-from loadtest.mock.server import MockProcess, model_args
+from loadtest.mock.process import MockProcess, model_args
 from loadtest.scenario import Scenario
 
 KIB = 1024

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from loadtest.mock.model import MockModel, parse_dist
-from loadtest.mock.server import MockProcess, model_args
+from loadtest.mock.process import MockProcess, model_args
 
 FAULTS = {
     "abrupt_close": 0.004,

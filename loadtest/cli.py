@@ -4,7 +4,6 @@ to exit codes (DESIGN.md). No logic lives here."""
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import signal
 import sys
@@ -12,6 +11,7 @@ from typing import Any
 
 import click
 
+from loadtest.clitypes import DistType, FractionType, JsonType
 from loadtest.errors import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
@@ -20,59 +20,12 @@ from loadtest.errors import (
     LoadtestError,
 )
 from loadtest.mock.faults import parse_faults
-from loadtest.mock.model import Dist, MockModel, parse_dist
+from loadtest.mock.model import Dist, MockModel
 
 __all__ = ["main"]
 
 #: ``loadtest mock`` reads accepted keys from this variable too (comma-separated)
 MOCK_KEYS_ENV = "LOADTEST_MOCK_API_KEYS"
-
-
-class DistType(click.ParamType):  # type: ignore[type-arg]
-    """A number, or a JSON distribution such as ``{"dist":"lognormal","median":100,"p99":400}``."""
-
-    name = "number|json"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Dist:
-        if isinstance(value, Dist):
-            return value
-        try:
-            spec = json.loads(value) if isinstance(value, str) else value
-            return parse_dist(spec, name=param.name if param and param.name else "value")
-        except (ValueError, BadInput) as exc:
-            self.fail(f"{value!r}: {exc}", param, ctx)
-
-
-class JsonType(click.ParamType):  # type: ignore[type-arg]
-    name = "json"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            return json.loads(value)
-        except ValueError as exc:
-            self.fail(f"not valid JSON: {exc}", param, ctx)
-
-
-class FractionType(click.ParamType):  # type: ignore[type-arg]
-    """``10%`` or ``0.1``; a bare number must be below 1 (``10`` is ambiguous: write ``10%``)."""
-
-    name = "fraction|percent"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        if isinstance(value, float):
-            return value
-        text = str(value).strip()
-        try:
-            number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-        except ValueError:
-            self.fail(f"{value!r} is not a fraction (0.1) or a percentage (10%)", param, ctx)
-        if not (number >= 0 and number != float("inf")):
-            self.fail(f"{value!r} must be >= 0 and finite", param, ctx)
-        if not text.endswith("%") and number >= 1:
-            self.fail(f"{value!r} is ambiguous: write a percentage ({text}%) or a fraction below 1", param, ctx)
-        return number
 
 
 def _run_loop(coro: Any) -> Any:
@@ -119,7 +72,8 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
     variable LOADTEST_MOCK_API_KEYS, together; none = any key is accepted."""
     import os
 
-    from loadtest.mock.server import MockConfig, read_key_file, serve_forever
+    from loadtest.mock.process import read_key_file, serve_forever
+    from loadtest.mock.server import MockConfig
 
     keys = set(api_keys)
     keys.update(k.strip() for k in os.environ.get(MOCK_KEYS_ENV, "").split(",") if k.strip())

@@ -45,7 +45,7 @@ from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec, wall_ms
 from loadtest.errors import LoadtestError, TargetUnreachable, redact
 from loadtest.metrics.collector import RequestRecord
 from loadtest.metrics.figures import Figures
-from loadtest.mock.server import MockProcess, model_args
+from loadtest.mock.process import MockProcess, model_args
 from loadtest.report.html import build_report
 from loadtest.rundir.writer import (
     RequestCsv,

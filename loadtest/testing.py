@@ -29,7 +29,8 @@ from typing import Any, TypeVar
 
 from loadtest.mock.faults import parse_faults
 from loadtest.mock.model import MockModel, parse_dist
-from loadtest.mock.server import MockConfig, MockProcess, MockServer
+from loadtest.mock.process import MockProcess
+from loadtest.mock.server import MockConfig, MockServer
 
 __all__ = ["MockProcess", "MockServer", "VirtualClock", "VirtualLoop", "make_mock_config", "run_virtual",
            "running_mock"]

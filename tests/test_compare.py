@@ -18,13 +18,13 @@ from loadtest.compare.runs import (
     RunData,
     Thresholds,
     Verdict,
-    _Stack,
     judge,
     parse_checks,
 )
+from loadtest.compare.stats import Stack
 from loadtest.errors import BadInput
 from loadtest.metrics.recorder import Recorder, merge
-from loadtest.mock.server import MockProcess
+from loadtest.mock.process import MockProcess
 
 # ---- pure judgement ------------------------------------------------------------------------
 
@@ -123,7 +123,7 @@ def test_a_small_absolute_increase_is_ok_even_when_relatively_large() -> None:
 
 def test_bootstrap_merges_histograms_exactly_like_recorder_add() -> None:
     seconds = _seconds(8, 50, sigma=0.8, seed=11)
-    stack = _Stack(seconds)
+    stack = Stack(seconds)
     rng = np.random.default_rng(0)
     for _ in range(5):
         weights = rng.integers(0, 3, size=len(seconds))

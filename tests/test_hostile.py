@@ -366,7 +366,7 @@ def test_mock_keys_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from click.testing import CliRunner
 
     from loadtest import cli
-    from loadtest.mock import server as mock
+    from loadtest.mock import process as mock
 
     seen: list[frozenset[str]] = []
 

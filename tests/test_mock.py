@@ -22,7 +22,8 @@ from aiohttp import WSMsgType
 
 from loadtest.errors import RemoteProtocolError, TargetUnreachable
 from loadtest.mock.model import Dist, MockModel
-from loadtest.mock.server import CLOSE_BAD_KEY, MockProcess
+from loadtest.mock.process import MockProcess
+from loadtest.mock.server import CLOSE_BAD_KEY
 from loadtest.protocol import (
     AuthComplete,
     ConvMessage,

@@ -97,7 +97,7 @@ def test_key_not_in_unreachable_target_error(scenario: Path, tmp_path: Path, via
 
 def test_key_not_in_wrong_key_error(tmp_path: Path, write_scenario: Callable[..., Path]) -> None:
     """A target that rejects the key with an error event and a close (the other auth path)."""
-    from loadtest.mock.server import MockProcess
+    from loadtest.mock.process import MockProcess
 
     path = write_scenario("""
         name: wrong-key
@@ -118,7 +118,7 @@ def test_short_key_does_not_corrupt_the_run_directory(tmp_path: Path, write_scen
                                                       key: str) -> None:
     """Issue 10: with key ``k``, summary.json gained ``chun***s_per_s``. Redaction touches free
     text only (whole tokens, ``apikey=`` values); structured files are written as built."""
-    from loadtest.mock.server import MockProcess
+    from loadtest.mock.process import MockProcess
 
     path = write_scenario("""
         name: short-key

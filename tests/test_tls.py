@@ -21,7 +21,8 @@ import pytest
 from helpers import run_cli
 
 from loadtest.mock.model import MockModel, parse_dist
-from loadtest.mock.server import MockConfig, MockProcess, MockServer
+from loadtest.mock.process import MockProcess
+from loadtest.mock.server import MockConfig, MockServer
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
 

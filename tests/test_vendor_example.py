@@ -16,7 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from loadtest.mock.server import MockProcess, mock_chunk_chars
+from loadtest.mock.process import MockProcess
+from loadtest.mock.server import mock_chunk_chars
 
 VENDOR_CLIENT = Path(__file__).with_name("vendor_client.py")
 TIMEOUT_S = 15.0

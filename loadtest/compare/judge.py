@@ -40,12 +40,11 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from hdrh.histogram import HdrHistogram
 
+from loadtest.compare.stats import Stack, interval, newcombe
 from loadtest.errors import BadInput
 from loadtest.metrics.recorder import METRICS, Recorder, merge
 
@@ -300,7 +299,7 @@ def _judge_error_rate(b: RunData, c: RunData, t: Thresholds) -> Row:
         return Row(name, "", "", br, cr, None, None, None, NA, "thresholds only", "unknown in one run")
     ci, basis = None, "thresholds only: no request counts"
     if b.error_counts and c.error_counts and b.error_counts[1] and c.error_counts[1]:
-        ci, basis = _newcombe(c.error_counts, b.error_counts, t.confidence), "Newcombe interval"
+        ci, basis = newcombe(c.error_counts, b.error_counts, t.confidence), "Newcombe interval"
     diff = cr - br
     change = diff / br if br > 0 else (math.inf if diff > 0 else 0.0)
     size = f"{diff:+.4f} (absolute)"
@@ -312,24 +311,6 @@ def _judge_error_rate(b: RunData, c: RunData, t: Thresholds) -> Row:
         if_within=f"{size}: within ±{t.max_error_increase:g}",
     )
     return Row(name, "", "", br, cr, change, round(diff, 6), ci, verdict, basis, reason)
-
-
-def _newcombe(c: tuple[int, int], b: tuple[int, int], confidence: float) -> tuple[float, float]:
-    """Interval of p_c − p_b for two proportions ``(events, trials)`` (Newcombe 1998, method 10)."""
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-
-    def wilson(k: int, n: int) -> tuple[float, float, float]:
-        p = k / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return p, centre - half, centre + half
-
-    pc, lc, uc = wilson(*c)
-    pb, lb, ub = wilson(*b)
-    d = pc - pb
-    low = d - math.sqrt((pc - lc) ** 2 + (ub - pb) ** 2)
-    high = d + math.sqrt((uc - pc) ** 2 + (pb - lb) ** 2)
-    return round(low, 6), round(high, 6)
 
 
 def _judge_throughput(b: RunData, c: RunData, t: Thresholds) -> Row:
@@ -348,7 +329,7 @@ def _judge_throughput(b: RunData, c: RunData, t: Thresholds) -> Row:
             rng = np.random.default_rng([t.seed, zlib.crc32(name.encode()), role])
             values = np.asarray(per_s, dtype=np.float64)
             means.append(values[rng.integers(0, len(values), size=(t.resamples, len(values)))].mean(axis=1))
-        ci, basis = _interval(means[1] - means[0], t.confidence), "bootstrap"
+        ci, basis = interval(means[1] - means[0], t.confidence), "bootstrap"
     diff = cr - br
     change = diff / br
     size = _signed_pct(change)
@@ -382,47 +363,6 @@ def _verdict(*, worse: bool, better: bool, ci: tuple[float, float] | None, worse
     return verdict, reason
 
 
-def _interval(diff: np.ndarray, confidence: float) -> tuple[float, float]:
-    alpha = 1 - confidence
-    lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
-    return round(float(lo), 3), round(float(hi), 3)
-
-
-class _Stack:
-    """The per-second histograms of one run and metric as sparse bucket counts.
-
-    ``percentiles_us(weights)`` merges the seconds, each counted ``weights[i]`` times, by
-    adding bucket counts, and reads percentiles exactly as hdrh's ``get_value_at_percentile``
-    does (first bucket whose cumulative count reaches ``int(p * total / 100 + 0.5)``, at
-    least 1; reported as the bucket's highest equivalent value). Same figures as merging
-    Recorders with ``add`` and calling ``percentile_us``.
-    """
-
-    def __init__(self, intervals: Sequence[Recorder]) -> None:
-        hists = [HdrHistogram.decode(r.encode()) for r in intervals]
-        nonzero = [np.flatnonzero(np.ctypeslib.as_array(h.counts)) for h in hists]
-        index = np.unique(np.concatenate(nonzero))  # bucket indices are in value order
-        self.values_us = [int(hists[0].get_highest_equivalent_value(hists[0].get_value_from_index(int(i))))
-                          for i in index]  # fmt: skip
-        self.cols = np.concatenate([np.searchsorted(index, nz) for nz in nonzero])
-        self.counts = np.concatenate([np.ctypeslib.as_array(h.counts)[nz].astype(np.float64)
-                                      for h, nz in zip(hists, nonzero, strict=True)])  # fmt: skip
-        self.owner = np.repeat(np.arange(len(hists)), [len(nz) for nz in nonzero])
-        self.n = len(hists)
-        for h in hists:
-            h.encoder = None  # break hdrh's reference cycle now (see metrics._free)
-
-    def percentiles_us(self, weights: np.ndarray, percentiles: Sequence[float]) -> list[int]:
-        totals = np.bincount(self.cols, weights=self.counts * weights[self.owner], minlength=len(self.values_us))
-        cumulative = np.cumsum(totals)
-        total = int(cumulative[-1])
-        out = []
-        for p in percentiles:
-            target = max(int(p * total / 100 + 0.5), 1)  # hdrh's get_target_count_at_percentile
-            out.append(self.values_us[int(np.searchsorted(cumulative, target, side="left"))])
-        return out
-
-
 def _bootstrap_ci(metric: str, stats: Sequence[str], b_iv: Sequence[Recorder], c_iv: Sequence[Recorder],
                   t: Thresholds) -> dict[str, tuple[float, float]]:  # fmt: skip
     pcts = [PERCENTILES[s] for s in stats]
@@ -430,13 +370,13 @@ def _bootstrap_ci(metric: str, stats: Sequence[str], b_iv: Sequence[Recorder], c
     for role, intervals in enumerate((b_iv, c_iv)):
         # Seeded per metric and role, so restricting --metric does not change an interval.
         rng = np.random.default_rng([t.seed, zlib.crc32(metric.encode()), role])
-        stack = _Stack(intervals)
+        stack = Stack(intervals)
         picks = rng.integers(0, stack.n, size=(t.resamples, stack.n))
         values = [stack.percentiles_us(np.bincount(pick, minlength=stack.n).astype(np.float64), pcts)
                   for pick in picks]  # fmt: skip
         draws.append(np.asarray(values, dtype=np.float64) / 1000.0)
     diff = draws[1] - draws[0]  # resamples × stats, ms
-    return {s: _interval(diff[:, i], t.confidence) for i, s in enumerate(stats)}
+    return {s: interval(diff[:, i], t.confidence) for i, s in enumerate(stats)}
 
 
 def _signed_pct(change: float | None) -> str:

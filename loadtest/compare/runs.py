@@ -23,7 +23,6 @@ from loadtest.compare.judge import (
     Verdict,
     _num,
     _signed_pct,
-    _Stack,  # noqa: F401 - re-exported for the tests, which import it from here
     judge,
     parse_checks,
 )

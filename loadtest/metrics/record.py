@@ -1,0 +1,47 @@
+"""One ``gen`` as measured: the record every layer fills and the collector counts. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["RequestRecord", "tpot_ns"]
+
+
+def tpot_ns(chunks: int, t_first: int, t_last: int) -> float | None:
+    """Time per output token of one answer: ``(t_last - t_first) / (chunks - 1)`` (ns).
+
+    The one TPOT formula (summary, requests.csv): None below two chunks.
+    """
+    if chunks > 1 and t_last > t_first:
+        return (t_last - t_first) / (chunks - 1)
+    return None
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """Everything measured about one ``gen``; times are ``perf_counter_ns`` values (0 = not reached)."""
+
+    request_id: int
+    user: int
+    phase: str = "measure"
+    connection: int = -1
+    t_intended: int = 0
+    t_send: int = 0
+    t_conv: int = 0
+    t_first: int = 0
+    t_last: int = 0
+    t_stop: int = 0
+    queue_ns: int = 0
+    scheduled: bool = False  # t_intended came from a schedule (open loop, paced user)
+    chunks: int = 0
+    chars: int = 0
+    unknown_events: int = 0
+    gaps_ns: list[int] = field(default_factory=list)
+    #: characters of each non-empty chunk, in order (to place each chunk in its second and window)
+    chunk_chars: list[int] = field(default_factory=list)
+    outcome: str = ""  # ok | failed | dropped | cancelled
+    error_category: str = ""
+    error_message: str = ""
+    conversation_id: str = ""
+    message_id: str = ""
+    prompt_chars: int = 0
