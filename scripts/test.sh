@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The whole test suite: environment, lint, types, import contracts, pytest (incl. browser tests).
+# The test suite. `scripts/test.sh` runs everything (CI): environment, lint, types, import
+# contracts, pytest incl. real-socket and headless-browser tests. `scripts/test.sh --fast`
+# runs the fast tier only: pure and virtual-time unit tests, no sockets or processes
+# (under a minute on 2 cores). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=0
+if [ "${1:-}" = "--fast" ]; then fast=1; shift; fi
 scripts/bootstrap.sh
+if [ "$fast" = 1 ]; then
+  echo "== pytest (fast tier)"; exec .venv/bin/pytest -W error -q -m "not realtime" "$@"
+fi
 # Headless Chromium for the report's browser tests (Debian's package; needs root or sudo).
 if [ ! -x /usr/bin/chromium ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -56,7 +56,7 @@ def _hists(f: Figures) -> dict[tuple[float, str], Recorder]:
     return {(snap.start_s, name): Recorder.decode(text) for snap in f.intervals for name, text in snap.histograms.items()}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(requests, st.integers(1, 4))
 def test_figures_of_workers_merge_into_those_of_one_collector(draw: list, workers: int) -> None:
     recs = [_request(i + 1, *row[:4]) for i, row in enumerate(draw)]
