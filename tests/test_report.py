@@ -233,6 +233,7 @@ def ten_minute_run(tmp_path_factory):
     shutil.rmtree(path)
 
 
+@pytest.mark.slow  # builds a 60,000-row run directory: ~5 s, so not in the fast tier
 def test_a_ten_minute_run_at_100_per_second_stays_under_10_mb(ten_minute_run) -> None:
     path = ten_minute_run.path
     assert ten_minute_run.requests > 58_000

@@ -127,6 +127,9 @@ class Connection:
 
         Raises ConnectFailed, AuthFailed, Disconnected, RemoteProtocolError or
         RequestTimeout; fills ``timings`` as far as it got.
+
+        Longer than most functions here on purpose: it is aiohttp's error mapping, one
+        ``except`` clause per failure, most specific first, and it reads best in one place.
         """
         full = target_url(url, api_key)
         now = (clock or _REAL).now_ns

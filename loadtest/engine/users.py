@@ -173,81 +173,116 @@ class RunContext:
 async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float | None = None,
                    users: int = 1) -> None:
     """One closed-loop virtual user; returns when the run stops it."""
-    from loadtest.scenario import GenStep, PingStep, SetModelStep, ThinkStep
+    await _User(ctx, uid, steps, pace_s=pace_s, users=users).run()
 
-    rng = random.Random(ctx.seed * 1_000_003 + uid)
-    gens = {id(s): GenFactory(s) for s in steps if isinstance(s, GenStep)}
-    delays = backoff(rng=rng)
-    conn: Connection | None = None
-    paced_n = 0
-    phase_ns = round((pace_s or 0) * 1e9 * uid / max(1, users))
-    now = ctx.clock.now_ns
-    start_ns = now()
 
-    def still_mine() -> bool:
-        return ctx.running() and (ctx.target_users is None or uid < ctx.target_users())
+class _User:
+    """A virtual user's state: its connection, seeded randomness and pacing slot."""
 
-    ctx.active_sessions += 1
-    try:
-        while still_mine():
-            if conn is None or conn.broken:
-                if conn is not None:
-                    await conn.close()
-                    ctx.collector.on_reconnect()
-                    conn = None
-                try:
-                    conn = await ctx.open_connection()
-                    delays = backoff(rng=rng)
-                except ConnectionFailure as exc:
-                    ctx.collector.on_failure(exc.category, str(exc), now())
-                    await ctx.sleep(next(delays))
-                    continue
-            for step in steps:
-                if not still_mine() or conn.broken:
-                    break
-                if isinstance(step, GenStep):
-                    intended = queued = 0
-                    if pace_s:
-                        intended = start_ns + phase_ns + round(paced_n * pace_s * 1e9)
-                        paced_n += 1
-                        # a user still busy past its slot waited behind its own previous
-                        # request: queue time, not schedule lag
-                        queued = max(0, now() - intended)
-                        await ctx.sleep_until_ns(intended)
-                        if not still_mine():
-                            break
-                    rid = ctx.take_request()
-                    if rid is None:
+    def __init__(self, ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float | None, users: int) -> None:
+        from loadtest.scenario import GenStep
+
+        self.ctx, self.uid, self.steps, self.pace_s = ctx, uid, steps, pace_s
+        self.rng = random.Random(ctx.seed * 1_000_003 + uid)
+        self.gens = {id(s): GenFactory(s) for s in steps if isinstance(s, GenStep)}
+        self.delays = backoff(rng=self.rng)
+        self.conn: Connection | None = None
+        self.paced_n = 0
+        # pacing slots spread over the users, so that paced users do not start in lock-step
+        self.phase_ns = round((pace_s or 0) * 1e9 * uid / max(1, users))
+        self.now = ctx.clock.now_ns
+        self.start_ns = self.now()
+
+    def still_mine(self) -> bool:
+        ctx = self.ctx
+        return ctx.running() and (ctx.target_users is None or self.uid < ctx.target_users())
+
+    async def run(self) -> None:
+        ctx = self.ctx
+        ctx.active_sessions += 1
+        try:
+            while self.still_mine():
+                conn = self.conn
+                if conn is None or conn.broken:
+                    conn = await self._connect()
+                    if conn is None:
+                        continue
+                for step in self.steps:
+                    if not self.still_mine() or conn.broken:
                         break
-                    frame, plen = gens[id(step)].build(rng)
-                    rec = RequestRecord(request_id=rid, user=uid, prompt_chars=plen)
-                    if intended:
-                        rec.t_intended = intended
-                        rec.scheduled = True
-                        rec.queue_ns = queued
-                        ctx.collector.on_offered(intended)
-                    rec.phase = ctx.collector.phase_of(intended or now())
-                    await ctx.gen(conn, frame, rec)
-                elif isinstance(step, PingStep):
-                    try:
-                        rtt = await conn.ping(ctx.first_token_s)
-                        ctx.collector.on_ping(rtt, now())
-                    except ConnectionFailure as exc:
-                        ctx.collector.on_failure(exc.category, str(exc), now())
-                elif isinstance(step, ThinkStep):
-                    await ctx.sleep(step.sample_s(rng))
-                elif isinstance(step, SetModelStep):
-                    try:
-                        await conn.set_model(step.model, ctx.connect_s)
-                        ctx.collector.on_step(now())
-                    except ConnectionFailure as exc:
-                        ctx.collector.on_failure(exc.category, str(exc), now())
-            if conn is not None and conn.broken and not conn.retired:
-                await ctx.sleep(next(delays))  # a retired connection is replaced at once
-    finally:
-        ctx.active_sessions -= 1
-        if conn is not None:
-            await conn.close()
+                    if not await self._step(step, conn):
+                        break
+                if conn.broken and not conn.retired:
+                    await ctx.sleep(next(self.delays))  # a retired connection is replaced at once
+        finally:
+            ctx.active_sessions -= 1
+            if self.conn is not None:
+                await self.conn.close()
+
+    async def _connect(self) -> Connection | None:
+        """Replace a broken connection (a reconnect) or open the first; None after a failure."""
+        ctx = self.ctx
+        if self.conn is not None:
+            await self.conn.close()
+            ctx.collector.on_reconnect()
+            self.conn = None
+        try:
+            self.conn = await ctx.open_connection()
+        except ConnectionFailure as exc:
+            ctx.collector.on_failure(exc.category, str(exc), self.now())
+            await ctx.sleep(next(self.delays))
+            return None
+        self.delays = backoff(rng=self.rng)
+        return self.conn
+
+    async def _step(self, step: Any, conn: Connection) -> bool:
+        """Run one step; False when the user should stop going through its steps."""
+        from loadtest.scenario import GenStep, PingStep, SetModelStep, ThinkStep
+
+        ctx, now = self.ctx, self.now
+        if isinstance(step, GenStep):
+            return await self._gen(step, conn)
+        if isinstance(step, PingStep):
+            try:
+                rtt = await conn.ping(ctx.first_token_s)
+                ctx.collector.on_ping(rtt, now())
+            except ConnectionFailure as exc:
+                ctx.collector.on_failure(exc.category, str(exc), now())
+        elif isinstance(step, ThinkStep):
+            await ctx.sleep(step.sample_s(self.rng))
+        elif isinstance(step, SetModelStep):
+            try:
+                await conn.set_model(step.model, ctx.connect_s)
+                ctx.collector.on_step(now())
+            except ConnectionFailure as exc:
+                ctx.collector.on_failure(exc.category, str(exc), now())
+        return True
+
+    async def _gen(self, step: Any, conn: Connection) -> bool:
+        ctx, now = self.ctx, self.now
+        intended = queued = 0
+        if self.pace_s:
+            intended = self.start_ns + self.phase_ns + round(self.paced_n * self.pace_s * 1e9)
+            self.paced_n += 1
+            # a user still busy past its slot waited behind its own previous request:
+            # queue time, not schedule lag
+            queued = max(0, now() - intended)
+            await ctx.sleep_until_ns(intended)
+            if not self.still_mine():
+                return False
+        rid = ctx.take_request()
+        if rid is None:
+            return False
+        frame, plen = self.gens[id(step)].build(self.rng)
+        rec = RequestRecord(request_id=rid, user=self.uid, prompt_chars=plen)
+        if intended:
+            rec.t_intended = intended
+            rec.scheduled = True
+            rec.queue_ns = queued
+            ctx.collector.on_offered(intended)
+        rec.phase = ctx.collector.phase_of(intended or now())
+        await ctx.gen(conn, frame, rec)
+        return True
 
 
 class Ramp:

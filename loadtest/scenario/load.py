@@ -229,6 +229,9 @@ def load_scenario(
     ``FILE:LINE: key.path``. ``environ`` given (the CLI passes ``os.environ``): a real target
     must then have an API key (``overrides.api_key`` or the ``target.api_key_env`` variable).
     ``environ`` None skips that check (validation only).
+
+    Its length is the order in which a scenario is checked (YAML, keys, model, overrides,
+    key, files), each step with its own error location; split, the order would be harder to see.
     """
     path = Path(path)
     file = str(path)

@@ -153,6 +153,9 @@ def run_sweep(
     the generator saturates or a signal interrupts a step. ``sweep.json`` is written in every
     case (also before TargetUnreachable is re-raised); ``sweep.html`` unless ``html`` is False.
     ``out`` must not exist or be empty.
+
+    Its length is the sweep's control flow (plan, steps, refinement, stop reasons, writing
+    sweep.json in every case) kept in one loop, so that every way it can end is visible.
     """
     from loadtest.scenario import load_scenario
 
