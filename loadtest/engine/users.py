@@ -88,8 +88,15 @@ class RunContext:
     #: to ``url`` through ``session``. Tests plug a fake transport in here (like httpx's
     #: MockTransport), so users and the pool run in virtual time without sockets.
     connector: Callable[[int, ConnectTimings], Awaitable[Connection]] | None = None
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _conn_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: (this worker, of how many): request and connection ids are disjoint across workers
+    shard: tuple[int, int] = (0, 1)
+    _ids: itertools.count[int] = field(init=False)
+    _conn_ids: itertools.count[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        index, workers = self.shard
+        self._ids = itertools.count(index + 1, workers)
+        self._conn_ids = itertools.count(index + 1, workers)
 
     def running(self) -> bool:
         return not self.stopping.is_set() and self.clock.now_ns() < self.end_ns
@@ -288,8 +295,8 @@ class _User:
 class Ramp:
     """Closed-loop users that follow a stage profile (k6's ramping VUs).
 
-    Call :meth:`step` every ~100 ms: users ``0 .. want-1`` run, ``want`` being the profile's
-    value now; a user above the profile ends at its next step (``ctx.target_users``). Pacing
+    Call :meth:`step` every ~100 ms: users ``0 .. want-1`` run (those of this worker's
+    shard: ``uid % workers == index``), ``want`` being the profile's value now; a user above the profile ends at its next step (``ctx.target_users``). Pacing
     phases are spread over the profile's peak, so users keep their slots as the ramp moves.
     """
 
@@ -312,7 +319,8 @@ class Ramp:
         if not self.ctx.running():
             return []
         started = []
-        for uid in range(self.want_at(now_ns)):
+        index, workers = self.ctx.shard
+        for uid in range(index, self.want_at(now_ns), workers):  # this worker's users: uid ≡ index
             task = self.running.get(uid)
             if task is None or task.done():
                 task = self.tg.create_task(run_user(self.ctx, uid, self.steps, pace_s=self.pace_s, users=self.peak))

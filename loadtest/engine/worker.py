@@ -19,7 +19,7 @@ import contextlib
 import gc
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +37,7 @@ from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUn
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.metrics.figures import Figures
 
-__all__ = ["GRACE_S", "Worker", "WorkerReport", "WorkerSpec", "wall_ms"]
+__all__ = ["GRACE_S", "Worker", "WorkerReport", "WorkerSpec", "share", "wall_ms"]
 
 _NS = 1_000_000_000
 GRACE_S = 10.0  # in-flight streams get this long to finish after the duration (or a stop)
@@ -57,8 +57,12 @@ class WorkerSpec:
     insecure: bool = False
     index: int = 0  # this worker's number, 0 .. workers-1
     workers: int = 1
-    #: a common start for several workers (wall clock, ns since the epoch); None: at once
-    start_epoch_ns: int | None = None
+
+
+def share(total: int, index: int, workers: int) -> int:
+    """Worker ``index``'s share of ``total`` (users, connections, a request cap): the shares
+    differ by at most one and add up to ``total`` exactly."""
+    return total // workers + (index < total % workers)
 
 
 @dataclass(kw_only=True)
@@ -136,12 +140,20 @@ class Worker:
         clock: Clock | None = None,
         request_sink: Callable[[RequestRecord, int], None] | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        on_tick: Callable[[Figures, Progress], None] | None = None,
+        ready: Callable[[], Awaitable[int | None]] | None = None,
     ) -> None:
+        """``on_tick`` gets, every second, what is new in this worker's figures (for a
+        coordinator in another process). ``ready`` is awaited once the worker is set up
+        (probe, pool): it returns the common start (wall clock, ns since the epoch) that
+        several workers' t0 share, or None to start at once."""
         self.spec = spec
         self._ssl = ssl_context
         self.clock = clock or RealClock()
         self._sink = request_sink
         self._on_progress = on_progress
+        self._on_tick = on_tick
+        self._ready = ready
         self._hard_stop = asyncio.Event()
         self._ctx: RunContext | None = None
         self._stop_early = False
@@ -158,19 +170,37 @@ class Worker:
     def _context(self, collector: Collector, session: Any) -> RunContext:
         sc = self.spec.scenario
         load = sc.load
+        index, workers = self.spec.index, self.spec.workers
         return RunContext(
             session=session, url=self.spec.url, api_key=self.spec.api_key, model=sc.target.model,
             connect_s=sc.timeouts.connect_s, first_token_s=sc.timeouts.first_token_s,
             stream_s=sc.timeouts.stream_s, collector=collector,
-            end_ns=collector.t0_ns + round(float(load.duration_s) * _NS), max_requests=load.requests,
-            seed=load.seed, max_frame_bytes=sc.target.max_frame_bytes, clock=self.clock,
+            end_ns=collector.t0_ns + round(float(load.duration_s) * _NS),
+            max_requests=None if load.requests is None else share(load.requests, index, workers),
+            seed=load.seed, max_frame_bytes=sc.target.max_frame_bytes, clock=self.clock, shard=(index, workers),
         )
 
     async def _wait_for_start(self) -> None:
         """Several workers start their t0 together, at the coordinator's wall-clock instant."""
-        at = self.spec.start_epoch_ns
+        at = None if self._ready is None else await self._ready()
         if at is not None:
             await self.clock.sleep_until(self.clock.now_ns() + max(0, at - time.time_ns()))
+
+    def _open_loop(self, ctx: RunContext) -> tuple[Pool, Any, Any]:
+        """This worker's share of the open loop: every ``workers``-th arrival of the one global
+        schedule (so the workers' arrivals together are exactly the schedule one process would
+        send, for every arrival kind and for a trace), and its share of the pool's limits."""
+        load = self.spec.scenario.load
+        index, workers = self.spec.index, self.spec.workers
+        arrivals = arrivals_for(load)
+        if workers > 1:
+            arrivals = (a for a in arrivals if a.index % workers == index)
+        seed = load.seed if workers == 1 else load.seed * 1_000 + index  # one worker: as always
+        make_frame = frame_maker([GenFactory(s) for s in self.spec.scenario.session.steps if s.kind == "gen"],
+                                 seed=seed)
+        pool = Pool(ctx, max_connections=max(1, share(load.max_connections, index, workers)),
+                    max_queue=share(load.max_queue, index, workers), seed=seed)
+        return pool, arrivals, make_frame
 
     async def run(self) -> WorkerReport:
         """Probe, open the pool, load for the duration, drain; returns what was measured.
@@ -195,13 +225,10 @@ class Worker:
         started_epoch = 0
         try:
             if load.mode == "open":  # schedule and trace checked before any connection opens
-                arrivals = arrivals_for(load)
-                make_frame = frame_maker([GenFactory(s) for s in sc.session.steps if s.kind == "gen"],
-                                         seed=load.seed)
+                pool, arrivals, make_frame = self._open_loop(ctx)
             await probe(ctx)
-            if load.mode == "open":  # the initial connections open before the measured clock starts
-                pool = Pool(ctx, max_connections=load.max_connections, max_queue=load.max_queue, seed=load.seed)
-                await pool.start(load.connections or 1)
+            if pool is not None:  # the initial connections open before the measured clock starts
+                await pool.start(max(1, share(load.connections or 1, self.spec.index, self.spec.workers)))
                 open_loop = OpenLoop(ctx, pool, arrivals, make_frame)
             await self._wait_for_start()
             t0 = now()
@@ -282,8 +309,12 @@ class Worker:
             c.tick(now, active_sessions=ctx.active_sessions, in_flight=ctx.in_flight)
             if now >= next_tick:
                 next_tick += _NS
-                if self._on_progress is not None:
-                    self._on_progress(_progress(ctx, now, float(sc.load.duration_s)))
+                if self._on_progress is not None or self._on_tick is not None:
+                    progress = _progress(ctx, now, float(sc.load.duration_s))
+                    if self._on_progress is not None:
+                        self._on_progress(progress)
+                    if self._on_tick is not None:
+                        self._on_tick(c.take_partial(now), progress)
             await asyncio.sleep(0.1)
 
 
@@ -314,11 +345,12 @@ async def _start_users(tg: asyncio.TaskGroup, ctx: RunContext, sc: Any, tasks: l
     while a very large number of users is being created."""
     steps = list(sc.session.steps)
     users = sc.load.concurrency
-    for uid in range(users):
+    index, workers = ctx.shard
+    for n, uid in enumerate(range(index, users, workers)):  # this worker's users: uid ≡ index (mod workers)
         if ctx.stopping.is_set():
             return
         tasks.append(tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=users)))
-        if uid % _USER_BATCH == _USER_BATCH - 1:
+        if n % _USER_BATCH == _USER_BATCH - 1:
             await asyncio.sleep(0)
 
 

@@ -70,6 +70,8 @@ class Collector:
         self._next_interval_s = 0
         self._next_close_ns = 0
         self._next_freeze_s = 0
+        self._rows_sent = 0
+        self._intervals_sent = 0
         self.start(t0_ns)
         # the cohort: requests intended inside the window, wherever they end
         self.started = 0
@@ -385,18 +387,33 @@ class Collector:
     def timeseries(self) -> list[dict[str, Any]]:
         return timeseries_rows(self.seconds, self.row_phase)
 
+    def take_partial(self, now_ns: int) -> Figures:
+        """What is new since the last call, for a coordinator's live view and for a worker that
+        may be lost: the counters so far (cumulative), the interval snapshots closed since, and
+        the per-second rows of the seconds that ended at least a second ago (settled)."""
+        settled = max(0, (now_ns - self.t0_ns) // _NS_PER_S - 1)
+        rows = {s: SecondRow.from_plain(self.seconds[s].to_plain())
+                for s in range(self._rows_sent, settled) if s in self.seconds}
+        self._rows_sent = max(self._rows_sent, settled)
+        intervals = self.intervals[self._intervals_sent:]
+        self._intervals_sent = len(self.intervals)
+        return self._figures(intervals, rows)
+
     def export(self) -> Figures:
         """Everything this collector measured, as plain data a coordinator merges exactly.
 
         Call after ``close_intervals(final=True)``: the totals are then all in the snapshots.
         """
+        return self._figures(list(self.intervals),
+                             {s: SecondRow.from_plain(row.to_plain()) for s, row in self.seconds.items()})
+
+    def _figures(self, intervals: list[IntervalSnapshot], seconds: dict[int, SecondRow]) -> Figures:
         return Figures(
             counts={name: getattr(self, name) for name in COUNTS},
             errors=dict(self.errors), drain=dict(self.drain), failed_samples=dict(self.failed_samples),
             chunks_per_answer=dict(self.chunks_per_answer),
             error_samples={k: list(v) for k, v in self.error_samples.items()},
-            intervals=list(self.intervals),
-            seconds={s: SecondRow.from_plain(row.to_plain()) for s, row in self.seconds.items()},
+            intervals=intervals, seconds=seconds,
             warmup_s=self.warmup_ns / _NS_PER_S,
             window_end_s=(min(self.window_end_ns, _FAR_FUTURE_NS) - self.t0_ns) / _NS_PER_S,
         )

@@ -45,7 +45,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "request_id", "user", "connection", "phase", "t_intended_s", "t_send_s", "t_conv_s",
     "t_first_s", "t_last_s", "t_stop_s", "ttft_ms", "ttft_uncorrected_ms", "e2e_ms",
     "e2e_uncorrected_ms", "tpot_ms", "queue_ms", "chunks", "chars", "unknown_events", "outcome",
-    "error_category", "error_message", "conversation_id", "message_id", "prompt_chars",
+    "error_category", "error_message", "conversation_id", "message_id", "prompt_chars", "worker",
 )
 _NS = 1e9
 
@@ -118,16 +118,20 @@ class RequestCsv:
     caller reports it (:class:`OutputError`, exit 74) once the run directory is written.
     """
 
-    def __init__(self, run_dir: Path, *, secret: str | None = None) -> None:
+    def __init__(self, run_dir: Path, *, secret: str | None = None, worker: int = 0, part: bool = False) -> None:
         self._created_dir = not run_dir.exists()
         self._dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "requests.csv"
-        self._partial = run_dir / "requests.csv.partial"
+        # a worker in another process writes a headerless part that the coordinator absorbs
+        self._partial = run_dir / (f".requests-w{worker}.part" if part else "requests.csv.partial")
         self._f = open(self._partial, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in finish()
         self._w = csv.writer(self._f)
-        self._w.writerow(REQUEST_COLUMNS)
+        if not part:
+            self._w.writerow(REQUEST_COLUMNS)
         self._secret = secret
+        self._worker = worker
+        self._part = part
         self.rows = 0
         self.lost = 0
         self.error: OSError | None = None
@@ -161,6 +165,7 @@ class RequestCsv:
             _ms(r.t_stop, r.t_send), tpot, f"{r.queue_ns / 1e6:.3f}" if r.scheduled else "",
             r.chunks, r.chars, r.unknown_events, r.outcome, r.error_category,
             redact(r.error_message, self._secret), r.conversation_id, r.message_id, r.prompt_chars,
+            self._worker,
         ))
 
     def discard(self) -> None:
@@ -172,9 +177,40 @@ class RequestCsv:
             with contextlib.suppress(OSError):
                 self._dir.rmdir()  # only if empty
 
+    def close_part(self) -> Path:
+        """A worker's part is complete: flush and close it; returns its path."""
+        if not self._f.closed:
+            try:
+                self._f.flush()
+                self._f.close()
+            except OSError as exc:
+                self._failed(exc)
+        return self._partial
+
+    def absorb(self, part: Path) -> None:
+        """Append a worker's part (rows already in this file's columns), then delete it.
+
+        What a lost worker wrote before it was lost is kept: no recorded row is dropped.
+        """
+        if self.error is not None or not part.exists():
+            return
+        try:
+            self._f.flush()
+            with part.open(encoding="utf-8", newline="") as f:
+                for line in f:
+                    if line.endswith("\n"):  # a row cut short by a killed worker is left out
+                        self._f.write(line)
+                        self.rows += 1
+            part.unlink()
+        except OSError as exc:
+            self._failed(exc)
+
     def finish(self) -> None:
         """Flush and rename to ``requests.csv``. After a failed write the rows that made it to
         disk are renamed all the same (a truncated last line is possible)."""
+        if self._part:
+            self.close_part()
+            return
         if not self._f.closed:
             try:
                 self._f.flush()
