@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
-from loadtest.clitypes import DistType, FractionType, JsonType
+from loadtest.clitypes import DistType, FractionType, JsonType, WorkersType
 from loadtest.errors import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
+    EXIT_INCOMPLETE,
     EXIT_INTERRUPTED,
     BadInput,
     LoadtestError,
@@ -162,15 +163,16 @@ def validate(scenario_file: str) -> int:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open-loop arrivals per second.")
 @click.option("--requests", type=click.IntRange(min=1), help="Stop after this many gen requests.")
 @click.option("--seed", type=int, help="Seed for schedules, prompts and think times.")
+@click.option("--workers", type=WorkersType(), help="Worker processes on this host: a number or auto.")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle (wss://).")
 @click.option("--insecure", is_flag=True, help="Skip TLS certificate verification (wss://). Not for real tests.")
 @click.option("--no-html", is_flag=True, help="Do not write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress or table; only warnings and the verdict.")
 def run(scenario_file: str, target: str | None, api_key: str | None, out: str | None, duration: str | None,
         concurrency: int | None, rate: float | None, requests: int | None, seed: int | None,
-        ca_file: str | None, insecure: bool, no_html: bool, quiet: bool) -> int:
+        workers: int | str | None, ca_file: str | None, insecure: bool, no_html: bool, quiet: bool) -> int:
     """Run SCENARIO_FILE and write a run directory. Exit 0 passed, 1 an SLO failed,
-    2 bad input, 3 target unreachable, 4 interrupted."""
+    2 bad input, 3 target unreachable, 4 interrupted, 5 a worker was lost."""
     import os
     from pathlib import Path
 
@@ -185,17 +187,19 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
     except (ValueError, BadInput) as exc:
         raise click.BadParameter(str(exc), param_hint="--duration") from None
     overrides = Overrides(target_url=target, api_key=api_key, duration_s=duration_s, concurrency=concurrency,
-                          rate_per_s=rate, requests=requests, seed=seed, out=out)
+                          rate_per_s=rate, requests=requests, seed=seed, out=out, workers=workers)
     sc = _load(scenario_file, overrides)
     key = resolve_api_key(sc, overrides, os.environ)
     ssl_ctx, insecure_used = _tls(sc, ca_file=ca_file, insecure=insecure)
     run_dir = Path(out) if out else default_run_dir(sc.name)
     summary = run_to_dir(sc, run_dir, api_key=key, ssl_context=ssl_ctx, insecure=insecure_used,
-                         html=not no_html, quiet=quiet,
+                         html=not no_html, quiet=quiet, ca_file=ca_file or sc.target.ca_file,
                          warn=lambda text: click.secho(text, fg="yellow", err=True))
     print_summary(summary, str(run_dir), quiet=quiet)
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
+    if summary.get("verdict") == "incomplete":
+        return EXIT_INCOMPLETE
     return 0 if summary["passed"] else EXIT_SLO_FAILED
 
 

@@ -11,7 +11,7 @@ import click
 from loadtest.errors import BadInput
 from loadtest.mock.model import Dist, parse_dist
 
-__all__ = ["DistType", "FractionType", "JsonType"]
+__all__ = ["DistType", "FractionType", "JsonType", "WorkersType"]
 
 
 class DistType(click.ParamType):  # type: ignore[type-arg]
@@ -59,3 +59,22 @@ class FractionType(click.ParamType):  # type: ignore[type-arg]
         if not text.endswith("%") and number >= 1:
             self.fail(f"{value!r} is ambiguous: write a percentage ({text}%) or a fraction below 1", param, ctx)
         return number
+
+
+class WorkersType(click.ParamType):  # type: ignore[type-arg]
+    """``auto`` or a whole number of worker processes, 1 .. 256."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if value == "auto":
+            return "auto"
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        try:
+            n = int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of workers nor auto", param, ctx)
+        if not 1 <= n <= 256:
+            self.fail(f"{n} workers: give 1 .. 256, or auto", param, ctx)
+        return n

@@ -56,7 +56,7 @@ from loadtest.rundir.writer import (
 )
 from loadtest.scenario import dump_scenario, fingerprint
 
-__all__ = ["merge_reports", "preflight", "run", "run_to_dir", "summarize"]
+__all__ = ["merge_reports", "preflight", "run", "run_to_dir", "summarize", "worker_count"]
 
 
 def preflight(sc: Any, *, apply: bool = True) -> list[str]:
@@ -70,8 +70,21 @@ def preflight(sc: Any, *, apply: bool = True) -> list[str]:
     """
     if sc.load.open_loop and sc.load.trace is not None:
         arrivals_for(sc.load)  # parses the whole trace at once; the schedule itself is lazy
-    note = ensure_open_files(sc.load.peak_connections, apply=apply)
+    # each worker process holds its share of the connections (and inherits the raised limit)
+    workers = worker_count(sc)
+    note = ensure_open_files(-(-sc.load.peak_connections // workers), apply=apply)
     return [note] if note else []
+
+
+def worker_count(sc: Any) -> int:
+    """``load.workers`` resolved on this machine (``auto``: see LoadConfig.worker_count)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    url = sc.target.url
+    local = url == "mock" or any(h in url for h in ("://127.", "://localhost", "://[::1]"))
+    n: int = sc.load.worker_count(cores=cores, local_target=local)
+    return n
 
 
 def run_to_dir(
@@ -84,6 +97,7 @@ def run_to_dir(
     html: bool,
     quiet: bool,
     warn: Callable[[str], None],
+    ca_file: str | None = None,
 ) -> dict[str, Any]:
     """Run ``sc``, write ``run_dir`` (and report.html when ``html``); returns the summary.
 
@@ -97,7 +111,7 @@ def run_to_dir(
     try:
         with LiveProgress(quiet=quiet) as live:
             result = run(sc, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
-                         progress=live, request_sink=sink)
+                         progress=live, request_sink=sink, workers=worker_count(sc), ca_file=ca_file)
     except TargetUnreachable as exc:
         # nothing was measured, but CI keeps the run directory: say why there is no result
         sink.discard()
@@ -129,17 +143,26 @@ def run(
     progress: Callable[[Progress], None] | None = None,
     request_sink: Callable[[RequestRecord, int], None] | None = None,
     clock: Clock | None = None,
+    workers: int = 1,
+    ca_file: str | None = None,
 ) -> RunResult:
     """Run ``sc`` (a validated Scenario) to completion, interruption, or an error.
 
-    Raises TargetUnreachable (exit 3) when no connection could be made; a signal ends the
-    run early with ``interrupted`` set, never with an exception.
+    ``workers`` > 1: that many worker processes on this host, each with its shard of the load
+    (``ca_file``/``insecure`` rebuild the TLS context in each; a ``RequestCsv`` sink collects
+    their rows). Raises TargetUnreachable (exit 3) when no connection could be made; a signal
+    ends the run early with ``interrupted`` set, never with an exception.
     """
     url = sc.target.url
 
     def go(target: str) -> RunResult:
-        spec = WorkerSpec(scenario=sc, url=target, api_key=api_key)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            if workers > 1:
+                specs = [WorkerSpec(scenario=sc, url=target, api_key=api_key, ca_file=ca_file, insecure=insecure,
+                                    index=i, workers=workers) for i in range(workers)]
+                return runner.run(_coordinate_processes(specs, progress=progress, request_sink=request_sink,
+                                                        insecure=insecure))
+            spec = WorkerSpec(scenario=sc, url=target, api_key=api_key)
             return runner.run(_coordinate(spec, ssl_context=ssl_context, insecure=insecure, progress=progress,
                                           request_sink=request_sink, clock=clock))
 
@@ -170,6 +193,44 @@ async def _coordinate(spec: WorkerSpec, *, ssl_context: ssl.SSLContext | bool | 
                          interrupted=signals_seen > 0, insecure=insecure)
 
 
+#: after every worker process is set up, t0 is this far ahead: time for the start to reach them
+_START_DELAY_S = 0.25
+
+
+async def _coordinate_processes(specs: list[WorkerSpec], *, progress: Callable[[Progress], None] | None,
+                                request_sink: Callable[[RequestRecord, int], None] | None,
+                                insecure: bool) -> RunResult:
+    """Several worker processes under the coordinator's signal handling; their reports merged."""
+    from loadtest.workerproc import Children
+
+    sink = request_sink if isinstance(request_sink, RequestCsv) else None
+    spec = specs[0]
+    children = Children(specs, run_dir=None if sink is None else sink.path.parent, secret=spec.api_key)
+    signals_seen = 0
+
+    def on_signal() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        children.stop() if signals_seen == 1 else children.abort()
+
+    try:
+        with _signals(on_signal):
+            reports = await children.run(start_delay_s=_START_DELAY_S, progress=progress)
+    finally:
+        if sink is not None:
+            for s in specs:  # every row a worker wrote, a lost worker's included
+                sink.absorb(sink.path.parent / f".requests-w{s.index}.part")
+    errors = children.errors()
+    if not reports:
+        code, message = errors[0]
+        raise TargetUnreachable(message) if code == TargetUnreachable.exit_code else LoadtestError(message)
+    result = merge_reports(reports, scenario=spec.scenario,
+                           target=redact(target_url(spec.url, spec.api_key), spec.api_key),
+                           interrupted=signals_seen > 0, insecure=insecure)
+    result.lost = children.lost()
+    return result
+
+
 @contextlib.contextmanager
 def _signals(handler: Callable[[], None]) -> Any:
     """SIGINT/SIGTERM call ``handler`` on the running loop; the previous handlers come back after
@@ -195,8 +256,9 @@ def merge_reports(reports: list[WorkerReport], *, scenario: Any, target: str, in
     """The run, from its workers' reports: figures added exactly, rates over the one window,
     the generator's health per worker (any saturated worker flags the run, naming it)."""
     warmup_s = float(scenario.load.warmup_s)
+    ends = [r.figures.window_end_s for r in reports if r.figures.counts]  # a worker lost before its first tick has none
     figures = Figures.merge([r.figures for r in reports], warmup_s=warmup_s,
-                            window_end_s=min(r.figures.window_end_s for r in reports))
+                            window_end_s=min(ends) if ends else warmup_s)
     window_s = figures.window_s
     offered = achieved = None
     if figures.offered:
@@ -204,9 +266,10 @@ def merge_reports(reports: list[WorkerReport], *, scenario: Any, target: str, in
         achieved = figures.sent_in_window / window_s if window_s else 0.0
     several = len(reports) > 1
     reasons = [f"worker {r.index}: {why}" if several else why for r in reports for why in r.health.saturation]
+    started = [r.started_at_epoch_ns for r in reports if r.started_at_epoch_ns]  # a lost worker's is 0
     return RunResult(
         scenario=scenario, figures=figures, target=target,
-        started_at=wall_ms(min(r.started_at_epoch_ns for r in reports)),
+        started_at=wall_ms(min(started) if started else 0),
         duration_s=max(r.duration_s for r in reports), measure_s=window_s,
         drain_s=max(r.drain_s for r in reports), interrupted=interrupted,
         cpu_percents=[p for r in reports for p in r.cpu_percents], saturation=reasons,

@@ -30,6 +30,7 @@ __all__ = [
     "ERROR_CATEGORIES",
     "EXIT_BAD_INPUT",
     "EXIT_BUG",
+    "EXIT_INCOMPLETE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_OUTPUT",
@@ -57,6 +58,7 @@ EXIT_SLO_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 4
+EXIT_INCOMPLETE = 5  # a worker was lost: its data up to the loss merged
 EXIT_OUTPUT = 74  # sysexits.h EX_IOERR
 EXIT_BUG = 70
 

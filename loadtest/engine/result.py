@@ -54,3 +54,5 @@ class RunResult:
     achieved_rate: float | None = None
     insecure: bool = False
     workers: list[WorkerHealth] = field(default_factory=list)
+    #: workers whose data stops early (a process that died): the run is incomplete (exit 5)
+    lost: list[str] = field(default_factory=list)

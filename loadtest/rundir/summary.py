@@ -74,7 +74,9 @@ class Summary(BaseModel):
     error_rate: Number | None = None
     session_error_rate: Number | None = None
     slo: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    verdict: Literal["passed", "failed", "interrupted", "unreachable"] | None = None
+    workers: list[dict[str, Any]] = Field(default_factory=list)
+    lost: list[str] = Field(default_factory=list)
+    verdict: Literal["passed", "failed", "interrupted", "incomplete", "unreachable"] | None = None
     reason: str | None = None
     passed: StrictBool
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import os
 import re
@@ -292,7 +293,11 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
     summary["slo"] = evaluate(slo_limits, summary)
     slo_pass = all(v["pass"] for v in summary["slo"].values())
     # an interrupted run is never a pass: its SLO values are shown, its verdict is "interrupted"
-    summary["verdict"] = "interrupted" if result.interrupted else ("passed" if slo_pass else "failed")
+    summary["workers"] = [dataclasses.asdict(h) | {"saturation": list(h.saturation)} for h in result.workers]
+    summary["lost"] = list(result.lost)
+    # never a pass when cut short (a signal) or when a worker's data stops early (a lost worker)
+    summary["verdict"] = ("interrupted" if result.interrupted else "incomplete" if result.lost
+                          else "passed" if slo_pass else "failed")
     summary["passed"] = summary["verdict"] == "passed"
     Summary.model_validate(summary)  # the model every reader reads it with (loadtest.rundir)
     return summary

@@ -92,6 +92,7 @@ def fingerprint(sc: Scenario) -> str:
     data = _plain(sc)
     data.pop("target", None)
     data.pop("out", None)
+    data["load"].pop("workers", None)  # how the load is generated, not what it is
     if data["load"].get("trace"):
         data["load"]["trace"] = Path(data["load"]["trace"]).name
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)

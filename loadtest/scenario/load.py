@@ -44,6 +44,7 @@ class Overrides:
     requests: int | None = None
     seed: int | None = None
     out: str | Path | None = None
+    workers: int | str | None = None  # a number, or "auto"
 
     def _items(self) -> list[tuple[tuple[str, ...], str, object]]:
         """(YAML path, flag, value) of each override that is set (not the key)."""
@@ -54,6 +55,7 @@ class Overrides:
             (("load", "rate"), "--rate", self.rate_per_s),
             (("load", "requests"), "--requests", self.requests),
             (("load", "seed"), "--seed", self.seed),
+            (("load", "workers"), "--workers", self.workers),
             (("out",), "--out", None if self.out is None else str(self.out)),
         ]
         return [row for row in table if row[2] is not None]

@@ -63,6 +63,7 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_USERS = 1_000_000
 MAX_CONNECTIONS = 1_000_000
 MAX_RATE_PER_S = 1_000_000.0
+MAX_WORKERS = 256
 MAX_QUEUE = 100_000_000
 
 
@@ -169,6 +170,8 @@ class LoadConfig(Model):
     connections: StrictInt | None = Field(None, ge=1)
     max_connections: StrictInt = Field(100, ge=1)
     max_queue: StrictInt = Field(10000, ge=0)
+    #: worker processes on this host (``auto``: see :meth:`worker_count`)
+    workers: StrictInt | Literal["auto"] = 1
 
     def _caps(self) -> None:
         checks: list[tuple[tuple[str | int, ...], float, float, str]] = [
@@ -180,6 +183,10 @@ class LoadConfig(Model):
             checks.append((("rate",), self.rate_per_s, MAX_RATE_PER_S, "arrivals per second"))
         if self.connections is not None:
             checks.append((("connections",), self.connections, MAX_CONNECTIONS, "connections"))
+        if isinstance(self.workers, int):
+            if self.workers < 1:
+                raise FieldProblem(("workers",), f"workers must be >= 1 or auto, got {self.workers}")
+            checks.append((("workers",), self.workers, MAX_WORKERS, "worker processes"))
         stage_cap = MAX_USERS if self.mode == "closed" else MAX_RATE_PER_S
         stage_unit = "users" if self.mode == "closed" else "arrivals per second"
         for i, stage in enumerate(self.stages):
@@ -190,6 +197,19 @@ class LoadConfig(Model):
                     key, f"{value:,g} {unit} is beyond what loadtest supports (at most {cap:,g}); "
                     "is it a typo?"
                 )
+
+    def worker_count(self, *, cores: int, local_target: bool) -> int:
+        """How many worker processes run the load. ``auto``: the usable cores minus one for the
+        coordinator; against a local target (the embedded mock, a loopback address) the target
+        needs cores too, so half of what is left. Never more workers than users (closed loop)."""
+        if self.workers == "auto":
+            spare = max(1, cores - 1)
+            n = max(1, spare // 2) if local_target else spare
+        else:
+            n = self.workers
+        if self.mode == "closed":
+            n = min(n, max(1, self.peak_connections))
+        return max(1, n)
 
     @property
     def peak_connections(self) -> int:
