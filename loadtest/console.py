@@ -92,6 +92,9 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
                       "(queue full): the target did not keep up with the offered rate.[/]")
     if summary.get("tls", {}).get("insecure"):
         console.print("[bold yellow]WARNING: TLS certificate verification was OFF (--insecure).[/]")
+    for lost in summary.get("lost") or []:
+        console.print(f"[bold red]WARNING: a worker was lost ({lost}); its data up to the loss is merged. "
+                      "The run is incomplete (exit 5).[/]")
     if summary.get("interrupted"):
         console.print("[bold yellow]Run interrupted: partial results written; the verdict is not a pass.[/]")
     req = summary["requests"]
@@ -124,5 +127,6 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
         mark = "[green]pass[/]" if v["pass"] else "[bold red]FAIL[/]"
         console.print(f"SLO {name}: {value} (limit {v['limit']:g}) {mark}")
     verdict = summary.get("verdict") or ("passed" if summary["passed"] else "failed")
-    shown = {"passed": "[bold green]PASSED[/]", "interrupted": "[bold yellow]INTERRUPTED[/]"}
+    shown = {"passed": "[bold green]PASSED[/]", "interrupted": "[bold yellow]INTERRUPTED[/]",
+             "incomplete": "[bold red]INCOMPLETE[/]"}
     console.print(f"{shown.get(verdict, '[bold red]FAILED[/]')}  run directory: {run_dir}")

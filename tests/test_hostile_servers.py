@@ -119,7 +119,8 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 
 def serve_and_run(tmp: Path, behaviour: str, options: dict[str, Any], scenario: str, *,
-                  timeout: float = 60, kill_server_at_s: float | None = None) -> Served:
+                  timeout: float = 60, kill_server_at_s: float | None = None,
+                  extra_args: tuple[str, ...] = ()) -> Served:
     """Start rawserver, run the scenario against it through the CLI, stop the server, collect."""
     path = tmp / "scenario.yaml"
     path.write_text(textwrap.dedent(scenario), encoding="utf-8")
@@ -130,7 +131,7 @@ def serve_and_run(tmp: Path, behaviour: str, options: dict[str, Any], scenario: 
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "loadtest", "run", str(path), "--target", url, "--out", str(out),
-             "--no-html", "-q"],
+             "--no-html", "-q", *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         watched = psutil.Process(proc.pid)
         captured: dict[str, str] = {}

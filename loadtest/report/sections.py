@@ -97,6 +97,9 @@ def _warnings(run: _Run, prefix: str = "") -> list[str]:
     if s.get("interrupted"):
         out.append(("interrupted", "<b>The run was interrupted</b> before its planned end; the figures "
                     "cover only the part that ran, and its verdict is not a pass."))  # fmt: skip
+    for lost in s.get("lost") or []:
+        out.append(("lost", f"<b>A worker was lost</b> ({escape(str(lost))}): its figures stop where it "
+                    "stopped streaming them, so the run is incomplete and not a pass."))  # fmt: skip
     session = s.get("session") or {}
     if isinstance(session.get("failed"), int) and session["failed"] > 0:
         out.append(("session-errors", f"<b>{session['failed']:,} of {session.get('steps', 0):,} session steps "
@@ -149,7 +152,9 @@ def _headline(run: _Run) -> str:
     passed = s["passed"]
     interrupted = s.get("verdict") == "interrupted" or (bool(s.get("interrupted")) and not passed)
     word, why = ("PASS", "all SLOs met") if passed else (
-        ("INTERRUPTED", "cut short: not a pass") if interrupted else ("FAIL", "an SLO failed"))
+        ("INTERRUPTED", "cut short: not a pass") if interrupted else
+        ("INCOMPLETE", "a worker was lost: not a pass") if s.get("verdict") == "incomplete" else
+        ("FAIL", "an SLO failed"))
     return f"""<header class="card headline {"is-pass" if passed else "is-fail"}">
   <div class="headline-top">
     <div>
@@ -234,6 +239,17 @@ def _generator_table(run: _Run) -> str:
         ["reconnects", _num(s.get("reconnects"))],
         ["TLS", _tls_cell(s)],
     ]  # fmt: skip
+    workers = [w for w in s.get("workers") or [] if isinstance(w, dict)]
+    if len(workers) > 1 or any(w.get("lost") for w in workers):
+        # the saturation verdict is per worker: any saturated worker flags the run, naming it
+        for w in workers:
+            why = "; ".join(escape(str(r)) for r in w.get("saturation") or [])
+            lost = f" <b>lost</b>: {escape(str(w['lost']))}" if w.get("lost") else ""
+            rows.append([f"worker {escape(str(w.get('index')))}",
+                         f"{escape(str(w.get('loop')))} · CPU {_num(w.get('cpu_percent'), 1)} % · lag p99 "
+                         f"{_ms(w.get('loop_lag_p99_ms'))} ms · "
+                         + _pill(not w.get("saturation"), "kept up", "saturated")
+                         + (f" <span class='muted'>{why}</span>" if why else "") + lost])
     return _table(["", ""], rows, "kv")
 
 
