@@ -144,19 +144,23 @@ def spectrum_figure(metric: str, series: Sequence[tuple[str, str, Spectrum | Non
 
 
 def _warmup_shape(runs: Sequence[tuple[str, str, Any]]) -> list[dict[str, Any]]:
-    """Shade the warm-up seconds (of a single run: they differ between runs)."""
+    """Shade the warm-up seconds and the drain after the window (of a single run: they
+    differ between runs): neither is in any rate of the summary."""
     if len(runs) != 1 or runs[0][2].timeseries is None:
         return []
     ts = runs[0][2].timeseries
-    warm = ts.loc[ts["phase"] == "warmup", "t_s"]
-    if warm.empty:
-        return []
-    return [{
-        "type": "rect", "xref": "x", "yref": "paper", "x0": float(warm.min()) - 0.5,
-        "x1": float(warm.max()) + 0.5, "y0": 0, "y1": 1, "fillcolor": "#f3f4f6",
-        "line": {"width": 0}, "layer": "below",
-        "label": {"text": "warm-up", "textposition": "top left", "font": {"size": 10, "color": _MUTED}},
-    }]  # fmt: skip
+    shapes = []
+    for phase, text in (("warmup", "warm-up"), ("drain", "drain")):
+        seconds = ts.loc[ts["phase"] == phase, "t_s"]
+        if seconds.empty:
+            continue
+        shapes.append({
+            "type": "rect", "xref": "x", "yref": "paper", "x0": float(seconds.min()) - 0.5,
+            "x1": float(seconds.max()) + 0.5, "y0": 0, "y1": 1, "fillcolor": "#f3f4f6",
+            "line": {"width": 0}, "layer": "below",
+            "label": {"text": text, "textposition": "top left", "font": {"size": 10, "color": _MUTED}},
+        })  # fmt: skip
+    return shapes
 
 
 def _line(name: str, x: Any, y: Any, colour: str, **extra: Any) -> dict[str, Any]:
@@ -282,6 +286,9 @@ def chunks_per_answer_figure(runs: Sequence[tuple[str, str, Any]]) -> dict[str, 
         return None
     layout = _layout("Chunks per answer", y_title="answers", x_title="chunks in the answer",
                      barmode="overlay", bargap=0.05, showlegend=len(runs) > 1)  # fmt: skip
+    layout["xaxis"] = {**layout.get("xaxis", {}), "tickformat": "d"}  # whole chunks, never 19.6
+    if len({x for t in traces for x in t["x"]}) <= 20:
+        layout["xaxis"]["dtick"] = 1
     return {"data": traces, "layout": layout}
 
 
