@@ -92,7 +92,7 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
                       "(queue full): the target did not keep up with the offered rate.[/]")
     if summary.get("tls", {}).get("insecure"):
         console.print("[bold yellow]WARNING: TLS certificate verification was OFF (--insecure).[/]")
-    for lost in summary.get("lost") or []:
+    for lost in (summary.get("workers") or {}).get("lost") or []:
         console.print(f"[bold red]WARNING: a worker was lost ({lost}); its data up to the loss is merged. "
                       "The run is incomplete (exit 5).[/]")
     if summary.get("interrupted"):

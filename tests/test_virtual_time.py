@@ -181,3 +181,25 @@ def test_pacing_under_a_stalled_server_keeps_the_schedule_and_counts_the_wait() 
     assert all(r.outcome == "ok" for r in recs)
 
 
+
+
+def test_a_stop_while_a_million_users_are_being_created_is_honoured_within_a_batch() -> None:
+    """Issue 10: SIGINT was ignored for 27 s while users were created. Users start in batches
+    with the loop running between them, so a stop lands after at most one more batch."""
+    from types import SimpleNamespace
+
+    from loadtest.engine.worker import _start_users
+
+    async def main(clock: VirtualClock) -> int:
+        ctx = _ctx(clock, lambda n: answer(), duration_s=10)
+        sc = SimpleNamespace(session=SimpleNamespace(steps=[GEN]),
+                             load=SimpleNamespace(concurrency=1_000_000, pace_s=None))
+        tasks: list[asyncio.Task[None]] = []
+        async with asyncio.TaskGroup() as tg:
+            starter = tg.create_task(_start_users(tg, ctx, sc, tasks))
+            await asyncio.sleep(0)  # the starter ran its first batch and yielded
+            ctx.stop()  # what the coordinator does on SIGINT
+            await starter
+        return len(tasks)
+
+    assert 0 < run_virtual(main) <= 1_000

@@ -23,8 +23,9 @@ def test_two_worker_processes_serve_exactly_what_the_server_logged(tmp_path: Pat
                         extra_args=("--workers", "2"))
     assert run.rc == 0, run.diag()
     s, rows = run.summary, run.rows
-    assert [w["index"] for w in s["workers"]] == [0, 1] and not s["lost"]
-    assert all(w["loop"] == "uvloop.Loop" for w in s["workers"])
+    w = s["workers"]
+    assert (w["planned"], w["finished"], w["lost"]) == (2, 2, [])
+    assert [h["index"] for h in w["each"]] == [0, 1] and all(h["loop"] == "uvloop.Loop" for h in w["each"])
     # the users were split exactly (3 + 3, disjoint), and so were the request ids
     by_worker = {w: {int(r["user"]) for r in rows if r["worker"] == w} for w in ("0", "1")}
     assert by_worker == {"0": {0, 2, 4}, "1": {1, 3, 5}}
@@ -96,8 +97,9 @@ def test_a_killed_worker_is_lost_its_data_up_to_the_loss_merged(write_scenario, 
     assert "worker was lost" in stdout
     s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert s["verdict"] == "incomplete" and s["passed"] is False
-    assert len(s["lost"]) == 1 and "worker" in s["lost"][0]
-    lost = [w for w in s["workers"] if w["lost"]]
+    assert (s["workers"]["planned"], s["workers"]["finished"]) == (2, 1)
+    assert len(s["workers"]["lost"]) == 1 and "worker" in s["workers"]["lost"][0]
+    lost = [w for w in s["workers"]["each"] if w["lost"]]
     assert len(lost) == 1
     rows = read_csv_rows(out / "requests.csv")
     # the lost worker's rows written before the loss are kept, and its figures merged
@@ -118,7 +120,7 @@ def test_ctrl_c_stops_every_worker_and_writes_the_merged_run(write_scenario, tmp
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 4, stderr[-2000:]
     s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert s["verdict"] == "interrupted" and not s["lost"]
+    assert s["verdict"] == "interrupted" and not s["workers"]["lost"]
     rows = read_csv_rows(out / "requests.csv")
     assert {r["worker"] for r in rows} == {"0", "1"}
     # the workers drained (the coordinator relayed the stop), nothing was cut off

@@ -97,7 +97,7 @@ def _warnings(run: _Run, prefix: str = "") -> list[str]:
     if s.get("interrupted"):
         out.append(("interrupted", "<b>The run was interrupted</b> before its planned end; the figures "
                     "cover only the part that ran, and its verdict is not a pass."))  # fmt: skip
-    for lost in s.get("lost") or []:
+    for lost in (s.get("workers") or {}).get("lost") or []:
         out.append(("lost", f"<b>A worker was lost</b> ({escape(str(lost))}): its figures stop where it "
                     "stopped streaming them, so the run is incomplete and not a pass."))  # fmt: skip
     session = s.get("session") or {}
@@ -239,7 +239,7 @@ def _generator_table(run: _Run) -> str:
         ["reconnects", _num(s.get("reconnects"))],
         ["TLS", _tls_cell(s)],
     ]  # fmt: skip
-    workers = [w for w in s.get("workers") or [] if isinstance(w, dict)]
+    workers = [w for w in (s.get("workers") or {}).get("each") or [] if isinstance(w, dict)]
     if len(workers) > 1 or any(w.get("lost") for w in workers):
         # the saturation verdict is per worker: any saturated worker flags the run, naming it
         for w in workers:

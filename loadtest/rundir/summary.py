@@ -74,8 +74,7 @@ class Summary(BaseModel):
     error_rate: Number | None = None
     session_error_rate: Number | None = None
     slo: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    workers: list[dict[str, Any]] = Field(default_factory=list)
-    lost: list[str] = Field(default_factory=list)
+    workers: dict[str, Any] = Field(default_factory=dict)  # {planned, finished, lost: [...], each: [...]}
     verdict: Literal["passed", "failed", "interrupted", "incomplete", "unreachable"] | None = None
     reason: str | None = None
     passed: StrictBool

@@ -293,8 +293,11 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
     summary["slo"] = evaluate(slo_limits, summary)
     slo_pass = all(v["pass"] for v in summary["slo"].values())
     # an interrupted run is never a pass: its SLO values are shown, its verdict is "interrupted"
-    summary["workers"] = [dataclasses.asdict(h) | {"saturation": list(h.saturation)} for h in result.workers]
-    summary["lost"] = list(result.lost)
+    summary["workers"] = {
+        "planned": len(result.workers), "finished": sum(1 for h in result.workers if not h.lost),
+        "lost": list(result.lost),
+        "each": [dataclasses.asdict(h) | {"saturation": list(h.saturation)} for h in result.workers],
+    }
     # never a pass when cut short (a signal) or when a worker's data stops early (a lost worker)
     summary["verdict"] = ("interrupted" if result.interrupted else "incomplete" if result.lost
                           else "passed" if slo_pass else "failed")
