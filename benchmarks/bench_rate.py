@@ -15,6 +15,12 @@ mock's own CPU is part of what limits the result, and the table says how much it
     .venv/bin/python benchmarks/bench_rate.py                       # 2000/s for 20 s
     .venv/bin/python benchmarks/bench_rate.py --rates 1000,1500,2000,2500,3000 --seconds 10
     .venv/bin/python benchmarks/bench_rate.py --arrival poisson --rates 2000
+    .venv/bin/python benchmarks/bench_rate.py --rates 8000 --workers 1,2 --seconds 10   # scale-out
+
+``achieved`` is what was really sent inside the measured window (summary.json schema 2): a
+generator that falls behind shows it here, and ``sent_after_window`` counts what went out late.
+With ``--workers 2`` the worker processes' CPU is sampled from outside (psutil) and reported
+next to the mock's: on 2 cores, two workers and the mock share them.
 
 Not run in CI.
 """
@@ -53,8 +59,36 @@ def _runq_wait_s(pid: int | str = "self") -> float:
         return 0.0
 
 
+class _ChildCpu:
+    """CPU seconds of this process's worker children (not the mock), sampled every 0.2 s, so
+    that a child's time is kept even after it exited."""
+
+    def __init__(self, exclude: int) -> None:
+        import threading
+
+        self.exclude, self.seen, self._stop = exclude, {}, threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for ch in psutil.Process().children(recursive=True):
+                if ch.pid == self.exclude:
+                    continue
+                try:
+                    t = ch.cpu_times()
+                    self.seen[ch.pid] = t.user + t.system
+                except psutil.Error:
+                    pass
+
+    def total(self) -> float:
+        self._stop.set()
+        self._t.join()
+        return sum(self.seen.values())
+
+
 def one_rate(url: str, rate: float, seconds: float, *, arrival: str, connections: int,
-             max_connections: int, run_dir: Path, mock_proc: psutil.Process) -> dict[str, Any]:
+             max_connections: int, run_dir: Path, mock_proc: psutil.Process, workers: int = 1) -> dict[str, Any]:
     sc = Scenario.model_validate({
         "name": "bench-rate",
         "target": {"url": url},
@@ -68,8 +102,10 @@ def one_rate(url: str, rate: float, seconds: float, *, arrival: str, connections
     m0 = mock_proc.cpu_times()
     q0, mq0 = _runq_wait_s(), _runq_wait_s(mock_proc.pid)
     c0, w0 = time.process_time(), time.perf_counter()
-    result = run_scenario(sc, request_sink=sink)
+    children = _ChildCpu(exclude=mock_proc.pid) if workers > 1 else None
+    result = run_scenario(sc, request_sink=sink, workers=workers)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    worker_cpu = children.total() if children is not None else cpu
     q1, mq1 = _runq_wait_s(), _runq_wait_s(mock_proc.pid)
     m1 = mock_proc.cpu_times()
     load1 = psutil.getloadavg()[0]
@@ -81,6 +117,9 @@ def one_rate(url: str, rate: float, seconds: float, *, arrival: str, connections
     ratio = achieved / offered if offered else 0.0
     return {
         "rate": rate,
+        "workers": workers,
+        "sent_after_window": c.sent_after_window,
+        "workers_cpu_pct": round(100 * worker_cpu / wall, 1),
         "offered_rate": round(offered, 2),
         "achieved_rate": round(achieved, 2),
         "ratio": round(ratio, 5),
@@ -113,6 +152,7 @@ def main() -> int:
     ap.add_argument("--arrival", default="constant", choices=("constant", "poisson", "gamma"))
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--max-connections", type=int, default=256)
+    ap.add_argument("--workers", default="1", help="comma-separated worker counts to try at each rate")
     ap.add_argument("--json", action="store_true", help="print one JSON object per rate")
     args = ap.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r]
@@ -124,15 +164,17 @@ def main() -> int:
     with mock as url, tempfile.TemporaryDirectory() as tmp:
         assert mock.proc is not None
         mock_proc = psutil.Process(mock.proc.pid)
-        for i, rate in enumerate(rates):
+        runs = [(rate, int(w)) for rate in rates for w in args.workers.split(",") if w]
+        for i, (rate, workers) in enumerate(runs):
             row = one_rate(url, rate, args.seconds, arrival=args.arrival, connections=args.connections,
                            max_connections=args.max_connections, run_dir=Path(tmp) / f"r{i}",
-                           mock_proc=mock_proc)
+                           mock_proc=mock_proc, workers=workers)
             ok = ok and row["pass"]
             if args.json:
                 print(json.dumps(row), flush=True)
             else:
-                print(f"rate {rate:>6g}/s  offered {row['offered_rate']:>8.2f}  achieved {row['achieved_rate']:>8.2f}"
+                print(f"rate {rate:>6g}/s  workers {workers} (cpu {row['workers_cpu_pct']} %)  sent after window "
+                      f"{row['sent_after_window']}  offered {row['offered_rate']:>8.2f}  achieved {row['achieved_rate']:>8.2f}"
                       f"  ratio {row['ratio']:.4f}  sched_lag p50/p99/max {row['schedule_lag_p50_ms']}/"
                       f"{row['schedule_lag_p99_ms']}/{row['schedule_lag_max_ms']} ms  loop_lag p99 "
                       f"{row['loop_lag_p99_ms']} ms  ttft p50/p99 {row['ttft_p50_ms']}/{row['ttft_p99_ms']} ms"
