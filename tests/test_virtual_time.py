@@ -203,3 +203,42 @@ def test_a_stop_while_a_million_users_are_being_created_is_honoured_within_a_bat
         return len(tasks)
 
     assert 0 < run_virtual(main) <= 1_000
+
+
+def test_arrivals_the_generator_never_sent_are_offered_and_cancelled_not_forgotten() -> None:
+    """When the drain ends while the dispatcher is still behind, every arrival the schedule
+    offered inside the window is accounted for: the offered rate is the schedule's."""
+    from loadtest.engine.openloop import OpenLoop
+
+    sent: list[int] = []
+
+    class Pool:
+        def attach(self, tg: asyncio.TaskGroup) -> None:
+            pass
+
+        def submit(self, rec: RequestRecord, frame: str) -> None:
+            sent.append(rec.request_id)
+
+        def cancel_queued(self) -> None:
+            pass
+
+        async def drain(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+    async def main(clock: VirtualClock) -> Collector:
+        ctx = _ctx(clock, lambda n: answer(), duration_s=2)
+        arrivals = schedule("constant", RateProfile(rate_per_s=1_000, duration_s=2), seed=1)
+        loop = OpenLoop(ctx, Pool(), arrivals, lambda a: ("{}", 2))  # type: ignore[arg-type]
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(loop.run(tg, t0_ns=0))
+            await clock.sleep_until(1_234 * MS + 500_000)  # the run ends while 765 arrivals are still due
+            task.cancel()
+        return ctx.collector
+
+    c = run_virtual(main)
+    assert len(sent) == 1_235  # 0 .. 1.234 s at 1,000/s
+    assert c.offered == 2_000 and c.cancelled == 2_000 - 1_235
+    assert c.offered == len(sent) + c.cancelled  # every arrival: sent, or reported never sent

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -141,6 +142,23 @@ async def _sleep_until(clock: Clock, deadline_ns: int, stopping: asyncio.Event) 
                     await stopping.wait()
 
 
+class Cursor:
+    """The schedule as the dispatcher walks it. The arrival in hand (taken from the schedule,
+    not yet offered) is kept, so that a dispatcher cancelled at the end of the drain leaves no
+    arrival unaccounted for (:meth:`OpenLoop.run`)."""
+
+    def __init__(self, arrivals: Iterable[Arrival]) -> None:
+        self._it = iter(arrivals)
+        self.current: Arrival | None = None
+
+    def __iter__(self) -> Cursor:
+        return self
+
+    def __next__(self) -> Arrival:
+        self.current = next(self._it)
+        return self.current
+
+
 async def dispatch(
     ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival], make_frame: FrameMaker, *, t0_ns: int
 ) -> str:
@@ -156,7 +174,8 @@ async def dispatch(
     submit = pool.submit
     late_run = 0
     cap = ctx.max_requests
-    for a in arrivals:
+    cursor = arrivals if isinstance(arrivals, Cursor) else Cursor(arrivals)
+    for a in cursor:
         deadline = t0_ns + round(a.offset_s * _NS)
         if deadline >= end_ns:
             return "end"  # what is queued is still served
@@ -184,6 +203,7 @@ async def dispatch(
                             scheduled=True, prompt_chars=plen)
         c.on_offered(deadline)
         submit(rec, frame)
+        cursor.current = None
     return "end"
 
 
@@ -204,10 +224,37 @@ class OpenLoop:
         """
         pool = self.pool
         pool.attach(tg)
+        cursor = Cursor(self.arrivals)
         try:
-            why = await dispatch(self.ctx, pool, self.arrivals, self.make_frame, t0_ns=t0_ns)
+            try:
+                why = await dispatch(self.ctx, pool, cursor, self.make_frame, t0_ns=t0_ns)
+            except asyncio.CancelledError:
+                self._never_sent(cursor, t0_ns)
+                raise
             if why == "stopped":
                 pool.cancel_queued()
             await pool.drain()
         finally:
             await pool.close()
+
+    def _never_sent(self, cursor: Cursor, t0_ns: int) -> None:
+        """The drain ran out while the dispatcher was still behind: every arrival the schedule
+        offered inside the window and that was never sent is reported ``cancelled``, so the
+        offered rate is the schedule's, and offered = completed + failed + dropped + cancelled
+        holds even for a generator that fell far behind."""
+        ctx, c = self.ctx, self.ctx.collector
+        end = min(ctx.end_ns, c.window_end_ns)
+        now = ctx.clock.now_ns()
+        pending = [cursor.current] if cursor.current is not None else []
+        for a in itertools.chain(pending, cursor):
+            deadline = t0_ns + round(a.offset_s * _NS)
+            if deadline >= end:
+                break
+            rid = ctx.take_request()
+            if rid is None:
+                break
+            rec = RequestRecord(request_id=rid, user=-1, phase=c.phase_of(deadline), t_intended=deadline,
+                                scheduled=True, outcome="cancelled",
+                                error_message="never sent: the generator was still behind when the run ended")
+            c.on_offered(deadline)
+            c.on_request(rec, now)
