@@ -250,7 +250,7 @@ class Worker:
         return WorkerReport(
             index=self.spec.index, figures=figures, started_at_epoch_ns=started_epoch,
             duration_s=(t_end - t0) / _NS, drain_s=max(0, t_done - collector.window_end_ns) / _NS,
-            health=health(self.spec.index, figures, cpu, max_connections=load.max_connections if open_loop else None),
+            health=health(self.spec.index, figures, cpu, max_connections=pool.max_connections if pool else None),
             cpu_percents=cpu,
         )
 
