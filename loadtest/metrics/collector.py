@@ -26,8 +26,10 @@ decides what counts where:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
+from itertools import accumulate
 from typing import Any
 
 from loadtest.errors import ERROR_CATEGORIES
@@ -272,9 +274,9 @@ class Collector:
         """Count each chunk in the second (and the window) in which it arrived."""
         t_first, t_last = rec.t_first, rec.t_last or rec.t_first
         lo, hi = self.window_start_ns, self.window_end_ns
-        s_first = (t_first - self.t0_ns) // _NS_PER_S
-        if s_first == (t_last - self.t0_ns) // _NS_PER_S and (
-                (lo <= t_first and t_last < hi) or t_last < lo or t_first >= hi):
+        t0 = self.t0_ns
+        s_first, s_last = (t_first - t0) // _NS_PER_S, (t_last - t0) // _NS_PER_S
+        if s_first == s_last and ((lo <= t_first and t_last < hi) or t_last < lo or t_first >= hi):
             # the common case: every chunk in one second, all inside or all outside the window
             row = self.second(t_first)
             row.chunks += rec.chunks
@@ -283,19 +285,24 @@ class Collector:
                 self.chunks += rec.chunks
                 self.chars += rec.chars
             return
-        t = t_first
-        sizes = rec.chunk_chars
-        gaps = rec.gaps_ns
-        for i in range(rec.chunks):
-            if i:
-                t += gaps[i - 1] if i - 1 < len(gaps) else 0
-            n = sizes[i] if i < len(sizes) else 0
-            row = self.second(t)
-            row.chunks += 1
-            row.chars += n
-            if lo <= t < hi:
-                self.chunks += 1
-                self.chars += n
+        # A stream across a second (or window) boundary: arrival times and running character
+        # counts by C-level accumulate, then a bisection per boundary, not a Python step per
+        # chunk (a 200-chunk answer crossing a second cost ~0.3 µs a chunk the other way).
+        gaps = rec.gaps_ns[: rec.chunks - 1]
+        times = list(accumulate(gaps, initial=t_first))
+        sizes = rec.chunk_chars[: len(times)]
+        sizes += [0] * (len(times) - len(sizes))
+        chars = list(accumulate(sizes, initial=0))
+        for s in range(max(0, s_first), s_last + 1):
+            i = bisect_left(times, t0 + s * _NS_PER_S)
+            j = bisect_left(times, t0 + (s + 1) * _NS_PER_S)
+            if j > i:
+                row = self.second(t0 + s * _NS_PER_S)
+                row.chunks += j - i
+                row.chars += chars[j] - chars[i]
+        i, j = bisect_left(times, lo), bisect_left(times, hi)
+        self.chunks += j - i
+        self.chars += chars[j] - chars[i]
 
     def _record_send(self, rec: RequestRecord) -> None:
         """The generator's own timing of a sent request of the cohort (any outcome)."""
