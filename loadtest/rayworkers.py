@@ -91,6 +91,8 @@ def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
              "configure_logging": True}
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -103,6 +105,21 @@ def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()  # a cluster we connected to: the driver disconnects, the cluster runs on
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` that accepts no TCP connection ends the run at once (exit 3): ray.init
+    itself retries an unreachable GCS for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray://…: left to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise WorkersUnavailable(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}. Is "
+                                 "`ray start --head` running there (its GCS port, 6379 by default)?") from None
 
 
 def resolve_workers(sc: Any, workers: int | str) -> int:

@@ -154,3 +154,46 @@ def test_without_ray_installed_bad_input(tmp_path: Path) -> None:
     assert not out.exists()
     r = run_cli("run", SMOKE, "--ray-address", "127.0.0.1:1", "--out", str(out))
     assert r.returncode == 2 and "--backend ray" in r.stderr
+
+
+def test_sigint_stops_every_actor_and_writes_the_merged_run(tmp_path: Path, cluster: str) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "loadtest", "run", SMOKE, "--backend", "ray", "--ray-address",
+                             cluster, "--workers", "2", "--duration", "60s", "--out", str(out), "-q", "--no-html"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_ray_worker_pids()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)  # past the 2 s warmup
+        t = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 4, stdout + stderr
+    assert time.monotonic() - t < 30  # drained, not run to the end
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"] == "interrupted" and not summary["lost"]
+    rows = read_csv_rows(out / "requests.csv")
+    assert {r["worker"] for r in rows} == {"0", "1"}
+    assert summary["requests"]["completed"] == sum(_ok_measured(rows).values()) > 0
+
+
+def test_an_unreachable_cluster_exits_3_at_once(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "run"
+    r = run_cli("run", SMOKE, "--backend", "ray", "--ray-address", f"127.0.0.1:{port}", "--duration", "3s",
+                "--out", str(out), timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "cannot reach the Ray cluster" in r.stderr
+    assert not (out / "requests.csv").exists()
