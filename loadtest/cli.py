@@ -163,14 +163,22 @@ def validate(scenario_file: str) -> int:
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open-loop arrivals per second.")
 @click.option("--requests", type=click.IntRange(min=1), help="Stop after this many gen requests.")
 @click.option("--seed", type=int, help="Seed for schedules, prompts and think times.")
-@click.option("--workers", type=WorkersType(), help="Worker processes on this host: a number or auto.")
+@click.option("--workers", type=WorkersType(),
+              help="Workers: a number or auto (processes on this host; --backend ray: actors, auto = the "
+                   "cluster's CPUs minus one).")
+@click.option("--backend", type=click.Choice(["process", "ray"]), default="process", show_default=True,
+              help="Where workers run: processes on this host, or Ray actors across hosts (pip install "
+                   "'loadtest[ray]').")
+@click.option("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS; none: a local Ray, started and "
+                                    "stopped by this run). Needs --backend ray.")
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle (wss://).")
 @click.option("--insecure", is_flag=True, help="Skip TLS certificate verification (wss://). Not for real tests.")
 @click.option("--no-html", is_flag=True, help="Do not write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress or table; only warnings and the verdict.")
 def run(scenario_file: str, target: str | None, api_key: str | None, out: str | None, duration: str | None,
         concurrency: int | None, rate: float | None, requests: int | None, seed: int | None,
-        workers: int | str | None, ca_file: str | None, insecure: bool, no_html: bool, quiet: bool) -> int:
+        workers: int | str | None, backend: str, ray_address: str | None, ca_file: str | None, insecure: bool,
+        no_html: bool, quiet: bool) -> int:
     """Run SCENARIO_FILE and write a run directory. Exit 0 passed, 1 an SLO failed,
     2 bad input, 3 target unreachable, 4 interrupted, 5 a worker was lost."""
     import os
@@ -182,6 +190,8 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
     from loadtest.rundir.writer import default_run_dir
     from loadtest.scenario import Overrides, parse_duration, resolve_api_key
 
+    if ray_address and backend != "ray":
+        raise click.UsageError("--ray-address needs --backend ray")
     try:
         duration_s = None if duration is None else parse_duration(duration)
     except (ValueError, BadInput) as exc:
@@ -194,6 +204,7 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
     run_dir = Path(out) if out else default_run_dir(sc.name)
     summary = run_to_dir(sc, run_dir, api_key=key, ssl_context=ssl_ctx, insecure=insecure_used,
                          html=not no_html, quiet=quiet, ca_file=ca_file or sc.target.ca_file,
+                         backend=backend, ray_address=ray_address,
                          warn=lambda text: click.secho(text, fg="yellow", err=True))
     print_summary(summary, str(run_dir), quiet=quiet)
     if summary["interrupted"]:

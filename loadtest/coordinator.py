@@ -42,7 +42,7 @@ from loadtest.engine.limits import ensure_open_files
 from loadtest.engine.openloop import arrivals_for
 from loadtest.engine.result import Progress, RunResult
 from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec, wall_ms
-from loadtest.errors import LoadtestError, TargetUnreachable, redact
+from loadtest.errors import LoadtestError, TargetUnreachable, WorkersUnavailable, redact
 from loadtest.metrics.collector import RequestRecord
 from loadtest.metrics.figures import Figures
 from loadtest.mock.process import MockProcess, model_args
@@ -98,20 +98,32 @@ def run_to_dir(
     quiet: bool,
     warn: Callable[[str], None],
     ca_file: str | None = None,
+    backend: str = "process",
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run ``sc``, write ``run_dir`` (and report.html when ``html``); returns the summary.
 
     Raises BadInput (exit 2) before anything connects when ``run_dir`` cannot be written or
-    is not empty, or the machine cannot open the connections the load needs.
+    is not empty, or the machine cannot open the connections the load needs (``backend="ray"``:
+    Ray is not installed; each actor checks its own host's limit).
     """
-    for note in preflight(sc):
-        warn(note)
+    if backend == "ray":
+        from loadtest.rayworkers import require_ray
+
+        require_ray()
+    else:
+        for note in preflight(sc):
+            warn(note)
     prepare_run_dir(run_dir)
     sink = RequestCsv(run_dir, secret=api_key)
     try:
         with LiveProgress(quiet=quiet) as live:
             result = run(sc, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
-                         progress=live, request_sink=sink, workers=worker_count(sc), ca_file=ca_file)
+                         progress=live, request_sink=sink, ca_file=ca_file, backend=backend,
+                         workers=sc.load.workers if backend == "ray" else worker_count(sc), ray_address=ray_address)
+    except WorkersUnavailable:
+        sink.discard()  # nothing ran
+        raise
     except TargetUnreachable as exc:
         # nothing was measured, but CI keeps the run directory: say why there is no result
         sink.discard()
@@ -143,20 +155,30 @@ def run(
     progress: Callable[[Progress], None] | None = None,
     request_sink: Callable[[RequestRecord, int], None] | None = None,
     clock: Clock | None = None,
-    workers: int = 1,
+    workers: int | str = 1,
     ca_file: str | None = None,
+    backend: str = "process",
+    ray_address: str | None = None,
 ) -> RunResult:
     """Run ``sc`` (a validated Scenario) to completion, interruption, or an error.
 
     ``workers`` > 1: that many worker processes on this host, each with its shard of the load
     (``ca_file``/``insecure`` rebuild the TLS context in each; a ``RequestCsv`` sink collects
-    their rows). Raises TargetUnreachable (exit 3) when no connection could be made; a signal
-    ends the run early with ``interrupted`` set, never with an exception.
+    their rows). ``backend="ray"``: ``workers`` Ray actors (a number or ``auto``, the cluster's
+    CPUs minus one) on the cluster at ``ray_address`` (or RAY_ADDRESS; none: a local Ray started
+    and stopped here), see :mod:`loadtest.rayworkers`. Raises TargetUnreachable (exit 3) when
+    no connection could be made, WorkersUnavailable (exit 3) when Ray cannot place the workers;
+    a signal ends the run early with ``interrupted`` set, never with an exception.
     """
     url = sc.target.url
 
     def go(target: str) -> RunResult:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            if backend == "ray":
+                return _run_ray(runner, sc, target, api_key=api_key, ca_file=ca_file, insecure=insecure,
+                                workers=workers, ray_address=ray_address, progress=progress,
+                                request_sink=request_sink)
+            assert isinstance(workers, int)
             if workers > 1:
                 specs = [WorkerSpec(scenario=sc, url=target, api_key=api_key, ca_file=ca_file, insecure=insecure,
                                     index=i, workers=workers) for i in range(workers)]
@@ -228,6 +250,40 @@ async def _coordinate_processes(specs: list[WorkerSpec], *, progress: Callable[[
                            target=redact(target_url(spec.url, spec.api_key), spec.api_key),
                            interrupted=signals_seen > 0, insecure=insecure)
     result.lost = children.lost()
+    return result
+
+
+def _run_ray(runner: asyncio.Runner, sc: Any, target: str, *, api_key: str | None, ca_file: str | None,
+             insecure: bool, workers: int | str, ray_address: str | None,
+             progress: Callable[[Progress], None] | None,
+             request_sink: Callable[[RequestRecord, int], None] | None) -> RunResult:
+    """Ray actors under the coordinator's signal handling; their reports merged."""
+    from loadtest.rayworkers import RayWorkers, ray_session, resolve_workers
+
+    with ray_session(ray_address, workers=workers):
+        n = resolve_workers(sc, workers)
+        specs = [WorkerSpec(scenario=sc, url=target, api_key=api_key, ca_file=ca_file, insecure=insecure,
+                            index=i, workers=n) for i in range(n)]
+        actors = RayWorkers(specs, sink=request_sink if isinstance(request_sink, RequestCsv) else None,
+                            secret=api_key)
+        signals_seen = 0
+
+        def on_signal() -> None:
+            nonlocal signals_seen
+            signals_seen += 1
+            actors.stop() if signals_seen == 1 else actors.abort()
+
+        async def drive() -> list[WorkerReport]:
+            with _signals(on_signal):
+                return await actors.run(progress=progress)
+
+        reports = runner.run(drive())
+    if not reports:
+        code, message = actors.errors()[0]
+        raise TargetUnreachable(message) if code == TargetUnreachable.exit_code else LoadtestError(message)
+    result = merge_reports(reports, scenario=sc, target=redact(target_url(target, api_key), api_key),
+                           interrupted=signals_seen > 0, insecure=insecure)
+    result.lost = actors.lost()
     return result
 
 

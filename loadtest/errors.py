@@ -4,6 +4,8 @@
     ├── BadInput                     exit 2  (scenario files, flags, arguments)
     │   └── ScenarioError            exit 2  (carries the key path and the line)
     ├── TargetUnreachable            exit 3  (no connection could be made at all)
+    ├── WorkersUnavailable           exit 3  (the workers could not be placed: a Ray cluster
+    │                                         without the CPUs asked for)
     ├── RunInterrupted               exit 4  (SIGINT/SIGTERM: partial results written)
     ├── OutputError                  exit 74 (the run directory could not be written in full:
     │                                         disk full, I/O error; what was written is kept)
@@ -50,6 +52,7 @@ __all__ = [
     "ScenarioError",
     "ServerError",
     "TargetUnreachable",
+    "WorkersUnavailable",
     "redact",
 ]
 
@@ -102,6 +105,12 @@ class ScenarioError(BadInput):
 
 class TargetUnreachable(LoadtestError):
     """No connection to the target could be made, even after bounded retries."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class WorkersUnavailable(LoadtestError):
+    """The run's workers could not be placed (nothing ran, nothing was measured)."""
 
     exit_code = EXIT_UNREACHABLE
 

@@ -34,6 +34,10 @@ class WorkerHealth:
     loop_lag_p99_ms: float | None
     saturation: tuple[str, ...] = ()
     lost: str = ""  # why the worker's data stops early ("" = it finished)
+    #: where it ran, when not in this process's host (a Ray node id; "" = here)
+    node: str = ""
+    #: its host's wall clock minus the coordinator's, measured (Ray; None = same clock)
+    clock_offset_ms: float | None = None
 
 
 @dataclass(kw_only=True)

@@ -36,6 +36,7 @@ __all__ = [
     "build_summary",
     "default_run_dir",
     "prepare_run_dir",
+    "request_row",
     "signals_ignored",
     "write_atomic",
     "write_run_dir",
@@ -111,6 +112,22 @@ def _ms(a: int, b: int) -> str:
     return f"{(a - b) / 1e6:.3f}" if a and b else ""
 
 
+def request_row(r: RequestRecord, t0: int, *, secret: str | None, worker: int) -> tuple[Any, ...]:
+    """One row of requests.csv (REQUEST_COLUMNS), secrets redacted."""
+    start = r.t_intended or r.t_send
+    tpot_value = tpot_ns(r.chunks, r.t_first, r.t_last) if r.outcome == "ok" else None
+    tpot = "" if tpot_value is None else f"{tpot_value / 1e6:.3f}"
+    return (
+        r.request_id, r.user, r.connection, r.phase, _s(r.t_intended, t0), _s(r.t_send, t0),
+        _s(r.t_conv, t0), _s(r.t_first, t0), _s(r.t_last, t0), _s(r.t_stop, t0),
+        _ms(r.t_first, start), _ms(r.t_first, r.t_send), _ms(r.t_stop, start),
+        _ms(r.t_stop, r.t_send), tpot, f"{r.queue_ns / 1e6:.3f}" if r.scheduled else "",
+        r.chunks, r.chars, r.unknown_events, r.outcome, r.error_category,
+        redact(r.error_message, secret), r.conversation_id, r.message_id, r.prompt_chars,
+        worker,
+    )
+
+
 class RequestCsv:
     """Streams one row per request into ``requests.csv.partial``; ``finish()`` renames it.
 
@@ -156,18 +173,7 @@ class RequestCsv:
         self.rows += 1
 
     def _write(self, r: RequestRecord, t0: int) -> None:
-        start = r.t_intended or r.t_send
-        tpot_value = tpot_ns(r.chunks, r.t_first, r.t_last) if r.outcome == "ok" else None
-        tpot = "" if tpot_value is None else f"{tpot_value / 1e6:.3f}"
-        self._w.writerow((
-            r.request_id, r.user, r.connection, r.phase, _s(r.t_intended, t0), _s(r.t_send, t0),
-            _s(r.t_conv, t0), _s(r.t_first, t0), _s(r.t_last, t0), _s(r.t_stop, t0),
-            _ms(r.t_first, start), _ms(r.t_first, r.t_send), _ms(r.t_stop, start),
-            _ms(r.t_stop, r.t_send), tpot, f"{r.queue_ns / 1e6:.3f}" if r.scheduled else "",
-            r.chunks, r.chars, r.unknown_events, r.outcome, r.error_category,
-            redact(r.error_message, self._secret), r.conversation_id, r.message_id, r.prompt_chars,
-            self._worker,
-        ))
+        self._w.writerow(request_row(r, t0, secret=self._secret, worker=self._worker))
 
     def discard(self) -> None:
         """Nothing was measured: remove the partial file (and the directory, if we made it)."""
@@ -204,6 +210,21 @@ class RequestCsv:
                         self.rows += 1
             part.unlink()
         except OSError as exc:
+            self._failed(exc)
+
+    def append_text(self, text: str) -> None:
+        """Append rows already in this file's columns, as CSV text (a remote worker's rows:
+        :mod:`loadtest.rayworkers`); a row cut short (no final newline) is left out."""
+        if self.error is not None or not text:
+            return
+        lines = text.splitlines(keepends=True)
+        try:
+            for line in lines:
+                if line.endswith("\n"):
+                    self._f.write(line)
+                    self.rows += 1
+        except OSError as exc:
+            self.lost += 1
             self._failed(exc)
 
     def finish(self) -> None:

@@ -1,0 +1,408 @@
+"""Workers as Ray actors across hosts (``--backend ray``): the actor, and the coordinator's side.
+
+Ray is optional (``pip install 'loadtest[ray]'``): it is imported inside functions only, so
+loadtest imports without it. Each actor (:class:`RayWorker`, one CPU, never restarted) runs one
+:class:`~loadtest.engine.worker.Worker` on the actor's own event loop (Ray runs async actors on
+uvloop when it is installed; the loop class is recorded in ``WorkerHealth.loop``). The actors
+are spread over the nodes (``SPREAD``). The coordinator drives them with remote calls, in plain
+data:
+
+    clock()          the actor's wall clock and node id: placement is awaited with a timeout
+                     (an actor the cluster cannot place ends the run: exit 3), and the clock
+                     offset is measured (remote - midpoint of the round trip, best of a few)
+    ready()          set up (probe, pool): {"ready": True}, or {"error": (exit_code, message)}
+    start(epoch_ns)  the common t0, on the actor's own clock (the coordinator's + the offset)
+    poll()           what is new since the last poll: the ticks (partial Figures and Progress,
+                     as plain data) and the request rows as CSV text; ``done`` once the run ended.
+                     A long poll (it returns when a tick comes, or after a second): the
+                     coordinator keeps exactly one outstanding per actor and ``ray.wait``\\ s on
+                     them with a timeout, so the live view and signals are served meanwhile
+    result()         {"report": WorkerReport as plain data} or {"error": ...}
+    stop() / abort() a first / second Ctrl-C
+
+Request rows: the actor formats them (:func:`~loadtest.rundir.writer.request_row`, worker
+column set) into CSV text that the polls bring back; the coordinator appends them to the one
+``requests.csv``. Nothing is written on the actors' hosts, so no shared file system is needed,
+and a lost actor's rows up to its last poll are kept. A lost actor (it died, or its node did):
+what its polls brought is merged, and the run names it in ``lost`` (verdict incomplete, exit 5).
+
+Without an address a local Ray is started and stopped here; with one (``--ray-address``,
+or ``RAY_ADDRESS``) the cluster is connected to and never stopped. Usage reporting and the
+dashboard are off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import dataclasses
+import io
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from loadtest.engine.remote import RemoteWorker, merged_progress, report_to_plain
+from loadtest.engine.result import Progress
+from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec
+from loadtest.errors import BadInput, LoadtestError, WorkersUnavailable
+from loadtest.metrics.collector import RequestRecord
+from loadtest.metrics.figures import Figures
+from loadtest.rundir.writer import RequestCsv, request_row
+
+__all__ = ["READY_TIMEOUT_ENV", "RayWorker", "RayWorkers", "ray_session", "require_ray", "resolve_workers"]
+
+#: seconds to wait for every actor to be placed (default 60); a cluster without the CPUs: exit 3
+READY_TIMEOUT_ENV = "LOADTEST_RAY_READY_TIMEOUT"
+_READY_TIMEOUT_S = 60.0
+#: after every actor is set up, t0 is this far ahead: time for the start to reach them
+_START_DELAY_S = 0.5
+_POLL_S = 1.0  # an actor's long poll returns after this at the latest
+_WAIT_S = 0.25  # the coordinator's ray.wait timeout
+_CLOCK_ROUNDS = 5
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or BadInput (exit 2) with how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise BadInput("Ray is not installed: pip install 'loadtest[ray]'") from None
+    return ray
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
+    """Connected to Ray for the block: ``address`` (or RAY_ADDRESS) is a cluster this does not
+    stop; without one a local Ray is started (enough CPUs for ``workers``) and stopped after.
+    A Ray the caller initialised already is used as it is, and left running."""
+    ray = require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
+             "configure_logging": True}
+    if address:
+        _check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, **quiet)
+        else:
+            n = workers if isinstance(workers, int) else 0
+            ray.init(address="local", num_cpus=max(_cores(), n), **quiet)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise WorkersUnavailable(f"cannot {'connect to Ray at ' + address if address else 'start Ray'}: {exc}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()  # a cluster we connected to: the driver disconnects, the cluster runs on
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` that accepts no TCP connection ends the run at once (exit 3): ray.init
+    itself retries an unreachable GCS for minutes."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray://…: left to Ray
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise WorkersUnavailable(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}. Is "
+                                 "`ray start --head` running there (its GCS port, 6379 by default)?") from None
+
+
+def resolve_workers(sc: Any, workers: int | str) -> int:
+    """How many actors: a number, or ``auto`` (the cluster's CPUs minus one); never more
+    than the closed loop's users."""
+    ray = require_ray()
+    n = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1) if workers == "auto" else int(workers)
+    if sc.load.mode == "closed":
+        n = min(n, max(1, sc.load.peak_connections))
+    return max(1, n)
+
+
+# ---------------------------------------------------------------------------- the actor
+
+
+class RayWorker:
+    """One worker in a Ray actor (created by :class:`RayWorkers` with ``ray.remote``)."""
+
+    def __init__(self, spec: WorkerSpec, secret: str | None) -> None:
+        self._spec = spec
+        self._secret = secret
+        self._ticks: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        self._rows = io.StringIO()
+        self._csv = csv.writer(self._rows)
+        self._task: asyncio.Task[WorkerReport] | None = None
+        self._worker: Worker | None = None
+        self._start: asyncio.Future[int | None] | None = None
+        self._set_up: asyncio.Event | None = None
+        self._news: asyncio.Event | None = None
+
+    async def clock(self) -> dict[str, Any]:
+        import ray
+
+        return {"time_ns": time.time_ns(), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def _row(self, r: RequestRecord, t0: int) -> None:
+        self._csv.writerow(request_row(r, t0, secret=self._secret, worker=self._spec.index))
+
+    def _tick(self, figures: Figures, progress: Progress) -> None:
+        self._ticks.append((figures.to_plain(), dataclasses.asdict(progress)))
+        if self._news is not None:
+            self._news.set()
+
+    async def _ready_hook(self) -> int | None:
+        assert self._set_up is not None and self._start is not None
+        self._set_up.set()
+        return await self._start
+
+    async def ready(self) -> dict[str, Any]:
+        """Start the worker (probe, pool) and return once it is set up, or could not run."""
+        from loadtest.engine.limits import ensure_open_files
+        from loadtest.engine.tls import ssl_context_for
+        from loadtest.engine.worker import share
+
+        spec = self._spec
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self._start, self._set_up, self._news = loop.create_future(), asyncio.Event(), asyncio.Event()
+            try:
+                ensure_open_files(share(spec.scenario.load.peak_connections, spec.index, spec.workers))
+                ssl_ctx = ssl_context_for(spec.url, ca_file=spec.ca_file, insecure=spec.insecure)
+            except LoadtestError as exc:
+                return {"error": (exc.exit_code, str(exc))}
+            self._worker = Worker(spec, ssl_context=ssl_ctx, request_sink=self._row, on_tick=self._tick,
+                                  ready=self._ready_hook)
+            self._task = asyncio.create_task(self._worker.run())
+            self._task.add_done_callback(lambda _t: self._news.set() if self._news is not None else None)
+        assert self._set_up is not None
+        waiter = asyncio.create_task(self._set_up.wait())
+        await asyncio.wait([self._task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if self._task.done():
+            return await self.result()
+        return {"ready": True}
+
+    async def start(self, epoch_ns: int | None) -> None:
+        if self._start is not None and not self._start.done():
+            self._start.set_result(epoch_ns)
+
+    async def stop(self) -> None:
+        await self.start(None)
+        if self._worker is not None:
+            self._worker.stop()
+
+    async def abort(self) -> None:
+        await self.start(None)
+        if self._worker is not None:
+            self._worker.abort()
+
+    async def poll(self) -> dict[str, Any]:
+        """What is new since the last poll; waits up to a second for a tick."""
+        done = self._task is None or self._task.done()
+        if not done and not self._ticks and self._news is not None:
+            self._news.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_POLL_S):
+                    await self._news.wait()
+        # no await from here on: the rows and the done flag are of the same instant
+        ticks, self._ticks = self._ticks, []
+        rows = self._rows.getvalue()
+        self._rows.seek(0)
+        self._rows.truncate()
+        return {"ticks": ticks, "rows": rows, "done": self._task is None or self._task.done()}
+
+    async def result(self) -> dict[str, Any]:
+        if self._task is None:
+            return {"error": (70, "the worker was never started")}
+        try:
+            report = await self._task
+        except LoadtestError as exc:
+            return {"error": (exc.exit_code, str(exc))}
+        return {"report": report_to_plain(report)}
+
+
+# ---------------------------------------------------------------------------- the coordinator's side
+
+
+@dataclass
+class _Actor(RemoteWorker):
+    handle: Any = None
+    node: str = ""
+    offset_ns: int = 0
+    pending: Any = None  # the one outstanding call (an ObjectRef)
+    kind: str = ""  # what it is: "ready", "poll" or "result"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+class RayWorkers:
+    """The actors of one run, driven from the coordinator's event loop."""
+
+    def __init__(self, specs: list[WorkerSpec], *, sink: RequestCsv | None, secret: str | None,
+                 ready_timeout_s: float | None = None) -> None:
+        ray = self._ray = require_ray()
+        if ready_timeout_s is None:
+            try:
+                ready_timeout_s = float(os.environ.get(READY_TIMEOUT_ENV) or _READY_TIMEOUT_S)
+            except ValueError:
+                raise BadInput(f"{READY_TIMEOUT_ENV} must be a number of seconds") from None
+        self._timeout_s = ready_timeout_s
+        self._sink = sink
+        cls = ray.remote(num_cpus=1, max_restarts=0)(RayWorker)
+        self.actors = [_Actor(s.index, handle=cls.options(scheduling_strategy="SPREAD",
+                                                          name=None).remote(s, secret)) for s in specs]
+        self._stopping = ""  # "", "stop" or "abort": relayed to actors that are not done
+
+    # -- commands (from signal handlers too: .remote() does not block)
+
+    def _send(self, kind: str) -> None:
+        for a in self.actors:
+            if not a.done:
+                with contextlib.suppress(Exception):
+                    getattr(a.handle, kind).remote()
+
+    def stop(self) -> None:
+        self._stopping = self._stopping or "stop"
+        self._send("stop")
+
+    def abort(self) -> None:
+        self._stopping = "abort"
+        self._send("abort")
+
+    # -- the run
+
+    async def _wait(self, refs: list[Any], timeout: float) -> list[Any]:
+        ready, _ = await asyncio.to_thread(self._ray.wait, refs, num_returns=len(refs), timeout=timeout)
+        return list(ready)
+
+    async def _place(self) -> None:
+        """Every actor placed (within the timeout) and its clock offset measured."""
+        ray = self._ray
+        refs = {a.handle.clock.remote(): a for a in self.actors}
+        deadline = time.monotonic() + self._timeout_s
+        placed: list[Any] = []
+        while len(placed) < len(refs) and time.monotonic() < deadline and not self._stopping:
+            placed += await self._wait([r for r in refs if r not in placed],
+                                       min(_WAIT_S * 4, max(0.0, deadline - time.monotonic())))
+        if len(placed) < len(refs):
+            if self._stopping:
+                raise KeyboardInterrupt
+            cpus = ray.cluster_resources().get("CPU", 0)
+            free = ray.available_resources().get("CPU", 0)
+            raise WorkersUnavailable(
+                f"{len(refs) - len(placed)} of {len(refs)} Ray workers could not be placed within "
+                f"{self._timeout_s:g} s: each needs 1 CPU, the cluster has {cpus:g} CPUs ({free:g} free). "
+                f"Ask for fewer --workers, add nodes, or raise {READY_TIMEOUT_ENV}."
+            )
+        for ref, a in refs.items():
+            try:
+                a.node = (await asyncio.to_thread(ray.get, ref))["node"]
+            except Exception as exc:  # the actor died while being created
+                raise WorkersUnavailable(f"Ray worker {a.index} could not start: {_short(exc)}") from None
+        await asyncio.to_thread(self._measure_clocks)
+
+    def _measure_clocks(self) -> None:
+        """offset = remote clock - the midpoint of the round trip; the round trip kept is the
+        shortest of a few (the least queueing, so the tightest bound on the error)."""
+        for a in self.actors:
+            best: tuple[int, int] | None = None
+            for _ in range(_CLOCK_ROUNDS):
+                before = time.time_ns()
+                remote = self._ray.get(a.handle.clock.remote())["time_ns"]
+                after = time.time_ns()
+                if best is None or after - before < best[0]:
+                    best = (after - before, remote - (before + after) // 2)
+            a.offset_ns = best[1] if best else 0
+
+    def _absorb(self, a: _Actor, kind: str, value: Any) -> None:
+        if kind == "ready":
+            if "error" in value:
+                a.on_message("error", value["error"])
+            else:
+                a.on_message("ready", None)
+        elif kind == "poll":
+            for tick in value["ticks"]:
+                a.on_message("tick", tick)
+            if self._sink is not None:
+                self._sink.append_text(value["rows"])
+        elif "report" in value:
+            a.on_message("report", value["report"])
+        else:
+            a.on_message("error", value["error"])
+
+    async def _drive(self, until: Callable[[], bool], on_round: Callable[[], None] | None = None) -> None:
+        """Keep one call outstanding per actor (the next poll, or its result) until ``until()``."""
+        ray = self._ray
+        while not until():
+            pending = {a.pending: a for a in self.actors if a.pending is not None and not a.done}
+            if not pending:
+                return
+            for ref in await self._wait(list(pending), _WAIT_S):
+                a = pending[ref]
+                kind, a.pending = a.kind, None
+                try:
+                    value = await asyncio.to_thread(ray.get, ref)
+                except Exception as exc:  # RayActorError (the actor or its node died), or a bug in it
+                    a.lost = f"worker {a.index} (Ray actor on node {a.node[:12]}) was lost: {_short(exc)}"
+                    continue
+                self._absorb(a, kind, value)
+                if a.done or kind == "ready":  # set up: it waits for the start
+                    continue
+                a.kind = "result" if value["done"] else "poll"
+                a.pending = getattr(a.handle, a.kind).remote()
+            if on_round is not None:
+                on_round()
+
+    async def run(self, *, progress: Callable[[Progress], None] | None = None) -> list[WorkerReport]:
+        """Place every actor, wait until each is set up, give them one common start, relay
+        progress, and return every worker's report (a lost worker's: what it streamed)."""
+        try:
+            await self._place()
+            for a in self.actors:
+                a.kind, a.pending = "ready", a.handle.ready.remote()
+            await self._drive(lambda: all(a.ready or a.done for a in self.actors))
+            at = time.time_ns() + round(_START_DELAY_S * 1e9)
+            for a in self.actors:
+                if a.ready and not a.done:
+                    a.handle.start.remote(at + a.offset_ns)
+                    a.kind, a.pending = "poll", a.handle.poll.remote()
+            if self._stopping:
+                self._send(self._stopping)
+            await self._drive(lambda: all(a.done for a in self.actors),
+                              on_round=(lambda: progress(merged_progress(list(self.actors)))) if progress else None)
+        finally:
+            for a in self.actors:
+                with contextlib.suppress(Exception):
+                    self._ray.kill(a.handle, no_restart=True)
+        return [self._final(a) for a in self.actors if a.error is None]
+
+    def _final(self, a: _Actor) -> WorkerReport:
+        r = a.final()
+        offset_ms = round(a.offset_ns / 1e6, 3)
+        r.health = dataclasses.replace(r.health, node=a.node, clock_offset_ms=offset_ms)
+        if r.started_at_epoch_ns:  # on the coordinator's clock
+            r.started_at_epoch_ns -= a.offset_ns
+        return r
+
+    def errors(self) -> list[tuple[int, str]]:
+        return [a.error for a in self.actors if a.error is not None]
+
+    def lost(self) -> list[str]:
+        return [a.lost or f"worker {a.index}: {a.error[1] if a.error else 'no report'}"
+                for a in self.actors if a.report is None]
