@@ -123,7 +123,7 @@ def next_step(steps: Sequence[SweepStep], policy: Policy) -> Next | None:
 
 # ---- the answer ---------------------------------------------------------------------------------
 
-_PCT = re.compile(r"^(?P<metric>[a-z_]+?)_p(?P<p>\d+)_ms$")
+_PCT = re.compile(r"^(?P<metric>[a-z0-9_]+?)_p(?P<p>\d+)_ms$")
 _NAMES = {"ttft": "TTFT", "itl": "ITL", "tpot": "TPOT", "e2e": "e2e", "ttft_uncorrected": "TTFT (uncorrected)"}
 
 
@@ -194,7 +194,8 @@ def capacity_answer(steps: Sequence[SweepStep], policy: Policy, *, stopped: str,
             parts[-1] += f": {_load_text(hi, policy.mode)} fail{'s' if hi == 1 else ''} {n - k} of {n}"
     else:
         k, n = shares[lo]
-        what = slo_text(binding, slo[binding]) if binding and binding in slo else "the SLOs"
+        limits = {**{n: float(v["limit"]) for st in judged for n, v in st.slo.items()}, **slo}
+        what = slo_text(binding, limits[binding]) if binding and binding in limits else "the SLOs"
         parts.append(f"{_load_text(lo, policy.mode)} sustain{'s' if lo == 1 and policy.mode == 'closed' else ''} "
                      f"{what}" + ("" if k == n else f" ({k} of {n} passed)"))
         if hi is not None:

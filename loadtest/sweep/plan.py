@@ -205,7 +205,7 @@ class SweepStep:
             slo=summary["slo"], throughput_rps=summary["throughput"]["requests_per_s"],
             error_rate=summary["error_rate"],
             ttft_p50_ms=None if overloaded else ttft.get("p50"), ttft_p99_ms=None if overloaded else ttft.get("p99"),
-            offered_rate=summary["schedule"]["offered_rate"], achieved_rate=summary["schedule"]["achieved_rate"],
+            offered_rate=offered, achieved_rate=achieved,
             saturation_reasons=tuple(gen.get("reasons") or ()),
         )
 
