@@ -299,7 +299,7 @@ def step_line(step: SweepStep, *, mode: Mode) -> str:
         slos.append(f"{name} {value} {op} {v['limit']:g}{'' if v['pass'] else ' FAIL'}")
     ttft = "-" if step.ttft_p50_ms is None or step.ttft_p99_ms is None else (
         f"{step.ttft_p50_ms:.1f}/{step.ttft_p99_ms:.1f} ms")
-    tag = " (refine)" if step.refinement else ""
+    tag = f" (replicate {step.replicate})" if step.replicate > 1 else (" (refine)" if step.refinement else "")
     return (f"step {step.index:>2}{tag}  {_load_text(step.load, mode)}: {verdict}  {'  '.join(slos)}  "
             f"· {step.throughput_rps or 0:.1f} req/s  ttft p50/p99 {ttft}  → {step.run_dir}")
 
