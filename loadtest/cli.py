@@ -279,8 +279,15 @@ def compare(baseline_dir: str, candidate_dir: str, metrics: tuple[str, ...], max
 @click.option("--start", type=float, help="Geometric plan: the first level (with --max).")
 @click.option("--factor", type=float, default=2.0, show_default=True, help="Geometric plan: ratio between levels.")
 @click.option("--max", "max_load", type=float, help="Geometric plan: the highest level allowed.")
-@click.option("--refine", type=click.IntRange(0, 20), default=0, show_default=True,
-              help="Bisection steps between the last passing and the first failing level.")
+@click.option("--refine", type=click.IntRange(0, 50), default=20, show_default=True,
+              help="At most this many bisection steps between the last passing and the first failing level "
+                   "(it stops sooner at adjacent users, or rates within 2 %).")
+@click.option("--replicates", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Steps per level at the boundary (and where an SLO margin is within noise).")
+@click.option("--pass-share", type=click.FloatRange(0.5, 1.0), default=1.0, show_default=True,
+              help="Share of a level's replicates that must pass for the level to pass.")
+@click.option("--warmup", help="Warm-up of each step (default: the scenario's, else max(2s, 10 % of the step)).")
+@click.option("--budget", help="Cap on the sweep's total time, e.g. 30m: no step starts that would end after it.")
 @click.option("--continue-after-fail", is_flag=True, help="Run every level, not only up to the first failure.")
 @click.option("--step-duration", help="Duration of each step, e.g. 30s (overrides load.duration).")
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default reports/<name>-sweep-<time>).")
@@ -292,12 +299,14 @@ def compare(baseline_dir: str, candidate_dir: str, metrics: tuple[str, ...], max
 @click.option("--no-html", is_flag=True, help="Write neither the steps' report.html nor sweep.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress; only the step lines and the answer.")
 def sweep(scenario_file: str, levels: str | None, rates: str | None, start: float | None, factor: float,
-          max_load: float | None, refine: int, continue_after_fail: bool, step_duration: str | None,
+          max_load: float | None, refine: int, replicates: int, pass_share: float, warmup: str | None,
+          budget: str | None, continue_after_fail: bool, step_duration: str | None,
           out: str | None, target: str | None, api_key: str | None, seed: int | None, ca_file: str | None,
           insecure: bool, no_html: bool, quiet: bool) -> int:
     """Find the highest load SCENARIO_FILE's target sustains within its SLOs: one run per level
     (users in closed loop, arrivals/s in open loop), then OUT/sweep.json and OUT/sweep.html.
-    Exit 0 a level passed, 1 none did, 2 bad input, 3 unreachable, 4 interrupted."""
+    Exit 0 an answer, 1 no level passed (or below min_throughput_rps), 2 bad input, 3 unreachable,
+    4 interrupted, 6 inconclusive (generator saturated or budget spent before a failing level)."""
     import os
     from pathlib import Path
 
@@ -307,17 +316,21 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
 
     if levels and rates:
         raise click.UsageError("give --levels (closed loop) or --rates (open loop), not both")
-    try:
-        duration_s = None if step_duration is None else parse_duration(step_duration)
-    except (ValueError, BadInput) as exc:
-        raise click.BadParameter(str(exc), param_hint="--step-duration") from None
+    durations: dict[str, float | None] = {}
+    for flag, text in (("--step-duration", step_duration), ("--warmup", warmup), ("--budget", budget)):
+        try:
+            durations[flag] = None if text is None else parse_duration(text)
+        except (ValueError, BadInput) as exc:
+            raise click.BadParameter(str(exc), param_hint=flag) from None
+    duration_s = durations["--step-duration"]
     listed = levels or rates
     overrides = Overrides(target_url=target, api_key=api_key, duration_s=duration_s, seed=seed)
     sc, plan = prepare_sweep(
         scenario_file, overrides=overrides, environ=os.environ,
         levels=None if listed is None else parse_level_list(listed, flag="--rates" if rates else "--levels"),
         start=start, factor=factor, max_load=max_load, rates_given=bool(rates), refine=refine,
-        continue_after_fail=continue_after_fail)
+        continue_after_fail=continue_after_fail, replicates=replicates, required_share=pass_share,
+        warmup_s=durations["--warmup"], budget_s=durations["--budget"])
     from loadtest.engine.limits import ensure_open_files
 
     key = resolve_api_key(sc, overrides, os.environ)
@@ -329,13 +342,15 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
     ssl_ctx, insecure_used = _tls(sc, ca_file=ca_file, insecure=insecure)
     out_dir = Path(out) if out else default_run_dir(f"{sc.name}-sweep")
     click.echo(f"sweep {sc.name}: {plan.mode} loop, levels {', '.join(f'{v:g}' for v in plan.levels)}"
-               f"{f' (+ up to {refine} refinements)' if refine else ''} → {out_dir}")
+               f"{f' (+ up to {refine} refinements)' if refine else ''}, {replicates} replicate(s) at the "
+               f"boundary → {out_dir}")
     outcome = run_sweep(
         scenario_file, plan=plan, overrides=overrides, environ=os.environ, out=out_dir, api_key=key,
         ssl_context=ssl_ctx, insecure=insecure_used, html=not no_html, quiet=quiet,
         on_step=lambda s: click.echo(step_line(s, mode=plan.mode)),
         warn=lambda msg: click.secho(msg, fg="yellow", err=True))
     click.echo(f"answer: {answer_line(outcome.answer, mode=plan.mode, stopped=outcome.stopped)}  ({outcome.path})")
+    click.echo(f"capacity: {outcome.capacity['answer']['line']}  ({outcome.path.parent / 'capacity.json'})")
     return outcome.exit_code
 
 

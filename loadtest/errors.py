@@ -33,6 +33,7 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_BUG",
     "EXIT_INCOMPLETE",
+    "EXIT_INCONCLUSIVE",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_OUTPUT",
@@ -62,6 +63,7 @@ EXIT_BAD_INPUT = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 4
 EXIT_INCOMPLETE = 5  # a worker was lost: its data up to the loss merged
+EXIT_INCONCLUSIVE = 6  # a sweep ended with no failing level bounding its answer (saturated, budget)
 EXIT_OUTPUT = 74  # sysexits.h EX_IOERR
 EXIT_BUG = 70
 

@@ -202,7 +202,8 @@ def test_driver_stops_at_once_when_the_generator_saturates(tmp_path: Path, fake_
     outcome, doc = _sweep(tmp_path, (1, 2, 4, 8), refine=3)
     assert [u for u, _ in seen] == [1, 2, 4]
     assert (doc["stopped"], doc["inconclusive"], doc["saturated_at_load"]) == ("saturated", True, 4)
-    assert doc["max_passing_load"] == 2 and doc["first_failing_load"] is None and outcome.exit_code == 0
+    # issue 14: an inconclusive sweep is not an answer: exit 6, not 0
+    assert doc["max_passing_load"] == 2 and doc["first_failing_load"] is None and outcome.exit_code == 6
     assert "describe the generator" in doc["answer"]
 
 
@@ -270,7 +271,7 @@ slo: {ttft_p99_ms: 40, error_rate: 0.01}
 def test_sweep_end_to_end_against_the_mock(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     path = write_scenario(E2E)
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", str(path), "--levels", "2,4,16", "--refine", "1", "--step-duration", "2s",
+    proc = run_cli("sweep", str(path), "--levels", "2,4,16", "--refine", "1", "--replicates", "1", "--step-duration", "2s",
                    "--out", str(out), "-q", timeout=90)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     doc = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
@@ -291,14 +292,22 @@ def test_sweep_end_to_end_against_the_mock(write_scenario: Callable[..., Path], 
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         assert summary["slo"] == s["slo"] and (run_dir / "report.html").exists()
         assert f"concurrency: {s['load']}" in (run_dir / "scenario.yaml").read_text(encoding="utf-8")
-    assert sorted(p.name for p in out.iterdir()) == ["step-01-concurrency-2", "step-02-concurrency-4",
-                                                     "step-03-concurrency-16", "step-04-concurrency-10",
-                                                     "sweep.html", "sweep.json"]
+    # issue 14 adds capacity.json and capacity.html beside sweep.json
+    assert sorted(p.name for p in out.iterdir()) == ["capacity.html", "capacity.json", "step-01-concurrency-2",
+                                                     "step-02-concurrency-4", "step-03-concurrency-16",
+                                                     "step-04-concurrency-10", "sweep.html", "sweep.json"]
+    cap = json.loads((out / "capacity.json").read_text(encoding="utf-8"))
+    assert cap["answer"]["bracket"] == [4, 10] and cap["answer"]["exit_code"] == 0
+    # every step its own schedule and mock seed; the default warm-up (half of a 2 s step)
+    assert len({s["seed"] for s in cap["steps"]}) == 4 and len({s["mock_seed"] for s in cap["steps"]}) == 4
+    assert cap["policy"]["warmup_s"] == 1.0
+    assert "warmup: 1" in (out / "step-01-concurrency-2" / "scenario.yaml").read_text(encoding="utf-8")
     assert "step-04-concurrency-10" in (out / "sweep.html").read_text(encoding="utf-8")
     lines = proc.stdout.splitlines()
     assert len([line for line in lines if line.startswith("step ")]) == 4
     assert "16 users: FAIL" in proc.stdout and "4 users: PASS" in proc.stdout
-    assert lines[-1].startswith("answer: max passing 4 users; first failing 10 users")
+    assert lines[-2].startswith("answer: max passing 4 users; first failing 10 users")
+    assert lines[-1].startswith("capacity: 4 users sustain TTFT p99 ≤ 40 ms; 10 fail 1 of 1; not refined between 4 and 10")
 
 
 def test_sweep_cli_bad_input_and_unreachable(write_scenario: Callable[..., Path], tmp_path: Path) -> None:

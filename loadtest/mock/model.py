@@ -68,6 +68,19 @@ class Dist:
         sigma = (math.log(self.b) - mu) / _Z99
         return math.exp(mu + sigma * sigma / 2)
 
+    def quantile(self, p: float) -> float:
+        """The value below which a share ``p`` (0 < p < 1) of samples falls (before the clamp)."""
+        if self.kind == "const":
+            return self.a
+        if self.kind == "uniform":
+            return self.a + p * (self.b - self.a)
+        z = NormalDist().inv_cdf(p)
+        if self.kind == "normal":
+            return max(0.0, self.a + z * self.b)
+        mu = math.log(self.a)
+        sigma = (math.log(self.b) - mu) / _Z99
+        return math.exp(mu + z * sigma)
+
     def to_spec(self) -> float | dict[str, Any]:
         """The scenario-file form this came from (inverse of :func:`parse_dist`)."""
         if self.kind == "const":
@@ -172,3 +185,26 @@ class MockModel:
         # with client overhead o the cycle is wait + S + o = users * S / K
         wait = users * s / k - s - client_overhead_ms
         return max(0.0, wait) + self.ttft_ms.mean
+
+    def predicted_ttft_ms(self, users: int, p: float) -> float:
+        """The ``p``-th quantile (0 < p < 1, e.g. 0.99) of TTFT that ``users`` closed-loop users
+        (no think time) see in steady state: the truth a capacity test can state.
+
+        With users = q·K + r (K = ``capacity``, 0 ≤ r < K) and equal service times S, the slots
+        work in lock-step rounds: every request waits q−1 whole rounds, and a share r/K of
+        them one more, so the mean wait is (users/K − 1)·S, as :meth:`expected_ttft_ms` says.
+        For p above 1 − r/K the quantile is q·S + ttft, else (q−1)·S + ttft. Exact for constant times; with distributions the
+        ttft quantile is added to the wait (an approximation that errs high).
+        """
+        if users < 1:
+            raise ValueError("users must be >= 1")
+        if not 0 < p < 1:
+            raise ValueError("p must be in (0, 1)")
+        k = self.capacity
+        base = self.ttft_ms.quantile(p)
+        if k is None or users <= k:
+            return base
+        s = self.service_ms(k)
+        q, r = divmod(users, k)
+        rounds = q if r and p > 1 - r / k else q - 1
+        return rounds * s + base

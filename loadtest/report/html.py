@@ -55,7 +55,7 @@ from loadtest.rundir import (
     write_atomic,
 )
 
-__all__ = ["KNOWN_SCHEMA", "build_report", "render_report"]
+__all__ = ["KNOWN_SCHEMA", "build_report", "page", "render_report"]
 
 _METRICS = METRICS  # the percentile table's rows, in the metric set's order
 _NUM = (int, float)
@@ -149,6 +149,12 @@ def _page(title: str, body: str, figures: dict[str, dict[str, Any]]) -> str:
     return _template().substitute(
         version=__version__, title=title, body=body, plotly_js=_plotly_js(), figures=_script_json(figures)
     )
+
+
+def page(title: str, body: str, figures: dict[str, dict[str, Any]]) -> str:
+    """A self-contained page in the report's style (CSS, CSP, plotly inlined): ``title`` and
+    ``body`` are HTML already; ``figures`` maps a div id to a plotly ``{data, layout}``."""
+    return _page(title, body, figures)
 
 
 def render_report(run_dirs: Sequence[Path]) -> str:

@@ -45,6 +45,8 @@ class Overrides:
     seed: int | None = None
     out: str | Path | None = None
     workers: int | str | None = None  # a number, or "auto"
+    warmup_s: float | None = None
+    mock_seed: int | None = None  # the embedded mock's seed (default: load.seed)
 
     def _items(self) -> list[tuple[tuple[str, ...], str, object]]:
         """(YAML path, flag, value) of each override that is set (not the key)."""
@@ -56,6 +58,8 @@ class Overrides:
             (("load", "requests"), "--requests", self.requests),
             (("load", "seed"), "--seed", self.seed),
             (("load", "workers"), "--workers", self.workers),
+            (("load", "warmup"), "--warmup", self.warmup_s),
+            (("mock", "seed"), "--mock-seed", self.mock_seed),
             (("out",), "--out", None if self.out is None else str(self.out)),
         ]
         return [row for row in table if row[2] is not None]

@@ -27,6 +27,7 @@ from loadtest.slo import AT_LEAST
 
 __all__ = [
     "MAX_LEVELS",
+    "OVERLOAD_SHARE",
     "RULE",
     "Mode",
     "SweepAnswer",
@@ -34,12 +35,14 @@ __all__ = [
     "answer_line",
     "bisect_level",
     "judge_sweep",
+    "level_shares",
     "parse_level_list",
     "plan_levels",
     "step_line",
 ]
 
 Mode = Literal["closed", "open"]
+OVERLOAD_SHARE = 0.98  # achieved below this share of offered: the load was not applied
 MAX_LEVELS = 50  # a plan longer than this is almost certainly a typo in --factor or --max
 RULE = (
     "steps ordered by load; max_passing_load is the highest load that passed with every lower load "
@@ -122,14 +125,17 @@ def plan_levels(
     return tuple(int(v) if mode == "closed" else v for v in plan)
 
 
-def bisect_level(passing: float, failing: float, *, mode: Mode) -> float | None:
+def bisect_level(passing: float, failing: float, *, mode: Mode, resolution: float = 0.02) -> float | None:
     """The load halfway between a passing and a higher failing load, or None when there is
-    none left to try (adjacent user counts; rates within 3 significant digits)."""
+    none left to try: adjacent user counts; rates within ``resolution`` (2 %) of each other
+    (or within 3 significant digits)."""
     if failing <= passing:
         return None
     if mode == "closed":
         mid_users = (int(passing) + int(failing)) // 2
         return mid_users if int(passing) < mid_users < int(failing) else None
+    if (failing - passing) <= resolution * passing:
+        return None
     mid = float(f"{(passing + failing) / 2:.3g}")
     return mid if passing < mid < failing else None
 
@@ -156,18 +162,50 @@ class SweepStep:
     offered_rate: float | None = None
     achieved_rate: float | None = None
     saturation_reasons: tuple[str, ...] = ()
+    #: the load was not really applied: the generator saturated, or it sent under 98 % of the
+    #: offered rate in the window. Such a step fails and gives no latency figure (issue 14).
+    overloaded: bool = False
+    replicate: int = 1
+    seed: int | None = None
+    mock_seed: int | None = None
+    #: {metric: {p50, p90, p99}} in ms, for ttft, itl and e2e (empty when overloaded)
+    latency: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    goodput_rps: float | None = None
+    measure_s: float | None = None
+
+    @property
+    def margin(self) -> float | None:
+        """The smallest relative SLO margin ``(limit - value) / limit`` over the SLOs judged per
+        step (throughput floors are judged on the answer instead); negative when one failed."""
+        ms = [(float(v["limit"]) - float(v["value"])) / float(v["limit"]) for k, v in self.slo.items()
+              if k not in AT_LEAST and v.get("value") is not None and float(v["limit"]) > 0]
+        return min(ms) if ms else None
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any], *, load: float, index: int, run_dir: str,
                      refinement: bool) -> SweepStep:
         ttft = summary["latency_ms"].get("ttft", {})
         gen = summary["generator"]
+        sched = summary["schedule"]
+        offered, achieved = sched.get("offered_rate"), sched.get("achieved_rate")
+        saturated = bool(gen["saturated"])
+        overloaded = saturated or (bool(offered) and achieved is not None and achieved < OVERLOAD_SHARE * offered)
+        slo = summary["slo"]
+        judged = [v["pass"] for k, v in slo.items() if k not in AT_LEAST]
+        # a throughput floor is judged on the answer, not per step (issue 14): a low level
+        # cannot reach it by construction
+        passed = (all(judged) if slo else bool(summary["passed"])) and not overloaded
+        latency = {} if overloaded else {
+            m: {p: float(summary["latency_ms"][m][p]) for p in ("p50", "p90", "p99") if p in summary["latency_ms"][m]}
+            for m in ("ttft", "itl", "e2e") if m in summary["latency_ms"]}
         return cls(
-            load=load, passed=bool(summary["passed"]), saturated=bool(gen["saturated"]),
+            load=load, passed=passed and not summary.get("interrupted"), saturated=saturated,
+            overloaded=overloaded, latency=latency, measure_s=summary.get("measure_s"),
             interrupted=bool(summary.get("interrupted")), refinement=refinement, index=index, run_dir=run_dir,
             slo=summary["slo"], throughput_rps=summary["throughput"]["requests_per_s"],
-            error_rate=summary["error_rate"], ttft_p50_ms=ttft.get("p50"), ttft_p99_ms=ttft.get("p99"),
-            offered_rate=summary["schedule"]["offered_rate"], achieved_rate=summary["schedule"]["achieved_rate"],
+            error_rate=summary["error_rate"],
+            ttft_p50_ms=None if overloaded else ttft.get("p50"), ttft_p99_ms=None if overloaded else ttft.get("p99"),
+            offered_rate=offered, achieved_rate=achieved,
             saturation_reasons=tuple(gen.get("reasons") or ()),
         )
 
@@ -179,6 +217,9 @@ class SweepStep:
             "throughput_rps": self.throughput_rps, "error_rate": self.error_rate,
             "ttft_p50_ms": self.ttft_p50_ms, "ttft_p99_ms": self.ttft_p99_ms,
             "offered_rate": self.offered_rate, "achieved_rate": self.achieved_rate,
+            "overloaded": self.overloaded, "replicate": self.replicate, "seed": self.seed,
+            "mock_seed": self.mock_seed, "margin": self.margin, "latency_ms": {k: dict(v) for k, v in self.latency.items()},
+            "goodput_rps": self.goodput_rps,
         }
 
 
@@ -201,23 +242,39 @@ class SweepAnswer:
         return self.max_passing_load is not None
 
 
-def judge_sweep(steps: Sequence[SweepStep]) -> SweepAnswer:
-    """Apply the verdict rule to ``steps`` (any order)."""
-    ordered = sorted((s for s in steps if not s.interrupted), key=lambda s: s.load)
+def level_shares(steps: Sequence[SweepStep]) -> dict[float, tuple[int, int]]:
+    """{load: (replicates passed, replicates run)} over the judged (not interrupted) steps."""
+    out: dict[float, tuple[int, int]] = {}
+    for s in steps:
+        if s.interrupted:
+            continue
+        k, n = out.get(s.load, (0, 0))
+        out[s.load] = (k + int(s.passed), n + 1)
+    return out
+
+
+def judge_sweep(steps: Sequence[SweepStep], *, required_share: float = 1.0) -> SweepAnswer:
+    """Apply the verdict rule to ``steps`` (any order). A level (all steps at one load, its
+    replicates) passes when the share of its replicates that passed is at least
+    ``required_share`` (default: every one); a level with a saturated replicate is saturated."""
+    shares = level_shares(steps)
+    saturated_loads = {s.load for s in steps if s.saturated and not s.interrupted}
     max_pass: float | None = None
     first_fail: float | None = None
     saturated: float | None = None
-    for s in ordered:
-        if s.saturated:
-            saturated = s.load
+    for load in sorted(shares):
+        if load in saturated_loads:
+            saturated = load
             break
-        if not s.passed:
-            first_fail = s.load
+        k, n = shares[load]
+        if k / n < required_share - 1e-9:
+            first_fail = load
             break
-        max_pass = s.load
+        max_pass = load
     above: tuple[float, ...] = ()
     if first_fail is not None:
-        above = tuple(s.load for s in ordered if s.load > first_fail and s.passed and not s.saturated)
+        above = tuple(load for load in sorted(shares) if load > first_fail and load not in saturated_loads
+                      and shares[load][0] / shares[load][1] >= required_share - 1e-9)
     return SweepAnswer(max_passing_load=max_pass, first_failing_load=first_fail, saturated_at_load=saturated,
                        passed_above_first_failure=above)
 
@@ -242,7 +299,7 @@ def step_line(step: SweepStep, *, mode: Mode) -> str:
         slos.append(f"{name} {value} {op} {v['limit']:g}{'' if v['pass'] else ' FAIL'}")
     ttft = "-" if step.ttft_p50_ms is None or step.ttft_p99_ms is None else (
         f"{step.ttft_p50_ms:.1f}/{step.ttft_p99_ms:.1f} ms")
-    tag = " (refine)" if step.refinement else ""
+    tag = f" (replicate {step.replicate})" if step.replicate > 1 else (" (refine)" if step.refinement else "")
     return (f"step {step.index:>2}{tag}  {_load_text(step.load, mode)}: {verdict}  {'  '.join(slos)}  "
             f"· {step.throughput_rps or 0:.1f} req/s  ttft p50/p99 {ttft}  → {step.run_dir}")
 

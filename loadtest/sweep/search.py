@@ -2,8 +2,11 @@
 
 A sweep runs the same scenario at increasing loads — closed loop: users
 (``load.concurrency``), open loop: arrivals per second (``load.rate``) — one ordinary run
-directory per step, then writes ``sweep.json`` (every step and the answer) and
-``sweep.html`` (one comparison report overlaying the steps).
+directory per step, then writes ``sweep.json`` (every step and the answer), ``sweep.html``
+(one comparison report overlaying the steps), ``capacity.json`` (the answer with its
+uncertainty, the curve, a knee and a model: :mod:`loadtest.sweep.capacity`) and
+``capacity.html``. Each step runs with its own seeds (schedule and mock), so a replicate is a
+new experiment; which step runs next is decided by :func:`loadtest.sweep.capacity.next_step`.
 
 The planner (:func:`plan_levels`, :func:`bisect_level`) and the verdict
 (:func:`judge_sweep`, with the verdict rule in its module docstring) are pure and live in
@@ -12,7 +15,9 @@ The planner (:func:`plan_levels`, :func:`bisect_level`) and the verdict
 
 from __future__ import annotations
 
+import csv
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,13 +26,12 @@ from typing import Any
 # one step is one ordinary run (module-level name: tests replace it with a fake)
 from loadtest.coordinator import run_to_dir as _run_step
 from loadtest.errors import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_SLO_FAILED,
+    EXIT_INCONCLUSIVE,
     BadInput,
     LoadtestError,
     TargetUnreachable,
 )
+from loadtest.sweep.capacity import Policy, capacity_answer, curve, goodput_ok, next_step, step_seeds
 from loadtest.sweep.plan import (
     MAX_LEVELS,
     RULE,
@@ -44,6 +48,7 @@ from loadtest.sweep.plan import (
 )
 
 __all__ = [
+    "EXIT_INCONCLUSIVE",
     "MAX_LEVELS",
     "RULE",
     "SweepAnswer",
@@ -52,6 +57,7 @@ __all__ = [
     "SweepStep",
     "answer_line",
     "bisect_level",
+    "default_warmup_s",
     "judge_sweep",
     "parse_level_list",
     "plan_levels",
@@ -74,33 +80,58 @@ class SweepPlan:
     scenario: str = ""
     slo: Mapping[str, float] = field(default_factory=dict)
     step_duration_s: float | None = None
+    #: steps per level near the boundary; a level passes when this share of them passed
+    replicates: int = 1
+    required_share: float = 1.0
+    #: warm-up of every step; None: the scenario's, or when it sets none max(2 s, 10 %) of the
+    #: step (at most half of it)
+    warmup_s: float | None = None
+    budget_s: float | None = None
+    seed: int = 1  # the sweep's seed: each step's seeds derive from it (capacity.step_seeds)
+    mock: bool = False  # the target is the embedded mock: give it each step's own seed
+
+
+def default_warmup_s(duration_s: float) -> float:
+    """max(2 s, 10 % of the step), never more than half of it (issue 14)."""
+    return min(max(2.0, 0.1 * duration_s), duration_s / 2)
 
 
 @dataclass(kw_only=True)
 class SweepOutcome:
     steps: list[SweepStep]
     answer: SweepAnswer
-    stopped: str  # completed | first_failure | saturated | interrupted | unreachable
+    stopped: str  # completed | first_failure | saturated | budget | interrupted | unreachable
     path: Path
+    capacity: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
-        """4 interrupted; else 0 when a level passed (by the verdict rule), 1 when none did."""
-        if self.stopped == "interrupted":
-            return EXIT_INTERRUPTED
-        return EXIT_OK if self.answer.passed else EXIT_SLO_FAILED
+        """4 interrupted; 6 inconclusive (saturated or budget spent before a failing level);
+        1 no level passed, or the answer is below a throughput floor; else 0."""
+        return int(self.capacity["answer"]["exit_code"])
 
 
-def _step_overrides(base: Any, mode: Mode, load: float, run_dir: Path) -> Any:
+def _step_overrides(base: Any, mode: Mode, load: float, run_dir: Path, **extra: Any) -> Any:
     if mode == "closed":
-        return replace(base, concurrency=int(load), rate_per_s=None, out=str(run_dir))
-    return replace(base, rate_per_s=float(load), concurrency=None, out=str(run_dir))
+        return replace(base, concurrency=int(load), rate_per_s=None, out=str(run_dir), **extra)
+    return replace(base, rate_per_s=float(load), concurrency=None, out=str(run_dir), **extra)
+
+
+def _goodput(run_dir: Path, slo: Mapping[str, float], measure_s: float | None) -> float | None:
+    """Requests/s of the measured window that met every per-request SLO (requests.csv)."""
+    path = run_dir / "requests.csv"
+    if not measure_s or not path.exists():
+        return None
+    with path.open(encoding="utf-8", newline="") as fh:
+        good = sum(1 for row in csv.DictReader(fh) if row.get("phase") == "measure" and goodput_ok(row, slo))
+    return good / measure_s
 
 
 def prepare_sweep(scenario_file: str | Path, *, overrides: Any, environ: Mapping[str, str],
                   levels: Sequence[float] | None, start: float | None, factor: float,
                   max_load: float | None, rates_given: bool, refine: int,
-                  continue_after_fail: bool) -> tuple[Any, SweepPlan]:
+                  continue_after_fail: bool, replicates: int = 1, required_share: float = 1.0,
+                  warmup_s: float | None = None, budget_s: float | None = None) -> tuple[Any, SweepPlan]:
     """Load the scenario (as it would run) and plan the sweep; BadInput before anything connects.
 
     ``levels`` came from ``--rates`` when ``rates_given``, else from ``--levels``.
@@ -124,8 +155,15 @@ def prepare_sweep(scenario_file: str | Path, *, overrides: Any, environ: Mapping
     plan = plan_levels(mode=mode, levels=levels, start=start, factor=factor, max_load=max_load)
     # every level must give a valid scenario (e.g. open loop: a rate the scenario accepts)
     load_scenario(scenario_file, overrides=_step_overrides(overrides, mode, plan[0], Path("x")), environ=environ)
+    duration = float(sc.load.duration_s)
+    if warmup_s is None and not sc.load.warmup_s:
+        warmup_s = default_warmup_s(duration)
+    if warmup_s is not None and warmup_s >= duration:
+        raise BadInput(f"--warmup ({warmup_s:g}s) must be shorter than the step ({duration:g}s)")
     return sc, SweepPlan(mode=mode, levels=plan, refine=refine, continue_after_fail=continue_after_fail,
-                         scenario=sc.name, slo=dict(sc.slo), step_duration_s=float(sc.load.duration_s))
+                         scenario=sc.name, slo=dict(sc.slo), step_duration_s=duration, replicates=replicates,
+                         required_share=required_share, warmup_s=warmup_s, budget_s=budget_s,
+                         seed=int(sc.load.seed), mock=sc.target.url == "mock")
 
 
 def _dir_name(index: int, mode: Mode, load: float) -> str:
@@ -146,16 +184,15 @@ def run_sweep(
     quiet: bool = False,
     on_step: Callable[[SweepStep], None] | None = None,
     warn: Callable[[str], None] = lambda _msg: None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> SweepOutcome:
-    """Run the planned levels (then up to ``plan.refine`` bisection steps) into ``out``.
+    """Run the sweep into ``out``: the planned levels, bisection and replicates as
+    :func:`loadtest.sweep.capacity.next_step` decides, within ``plan.budget_s``.
 
-    Stops after the first failing level unless ``plan.continue_after_fail``, and at once when
-    the generator saturates or a signal interrupts a step. ``sweep.json`` is written in every
-    case (also before TargetUnreachable is re-raised); ``sweep.html`` unless ``html`` is False.
-    ``out`` must not exist or be empty.
-
-    Its length is the sweep's control flow (plan, steps, refinement, stop reasons, writing
-    sweep.json in every case) kept in one loop, so that every way it can end is visible.
+    Stops at once when the generator saturates or a signal interrupts a step, and before a step
+    that would not finish within the budget (``clock`` measures it). ``sweep.json`` and
+    ``capacity.json`` are written in every case (also before TargetUnreachable is re-raised);
+    the HTML files unless ``html`` is False. ``out`` must not exist or be empty.
     """
     from loadtest.scenario import load_scenario
 
@@ -164,43 +201,49 @@ def run_sweep(
     out.mkdir(parents=True, exist_ok=True)
     steps: list[SweepStep] = []
     stopped = "completed"
+    policy = _policy(plan)
+    began = clock()
+    walls: list[float] = []
 
     def step(load: float, *, refinement: bool) -> SweepStep:
         index = len(steps) + 1
         name = _dir_name(index, plan.mode, load)
-        sc = load_scenario(scenario_file, overrides=_step_overrides(overrides, plan.mode, load, out / name),
+        seed, mock_seed = step_seeds(plan.seed, index)
+        extra: dict[str, Any] = {"seed": seed, "warmup_s": plan.warmup_s}
+        if plan.mock:
+            extra["mock_seed"] = mock_seed  # else the mock follows load.seed: one experiment per sweep
+        sc = load_scenario(scenario_file, overrides=_step_overrides(overrides, plan.mode, load, out / name, **extra),
                            environ=environ)
+        t = clock()
         summary = _run_step(sc, out / name, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
                             html=html, quiet=quiet, warn=warn)
+        walls.append(clock() - t)
         s = SweepStep.from_summary(summary, load=load, index=index, run_dir=name, refinement=refinement)
+        replicate = 1 + sum(1 for p in steps if p.load == load)
+        s = replace(s, replicate=replicate, seed=seed, mock_seed=mock_seed if plan.mock else None,
+                    goodput_rps=_goodput(out / name, plan.slo, s.measure_s))
         steps.append(s)
         if on_step is not None:
             on_step(s)
         return s
 
     try:
-        for load in plan.levels:
-            s = step(load, refinement=False)
+        while (nxt := next_step(steps, policy)) is not None:
+            if plan.budget_s is not None:
+                expect = max(walls) if walls else (plan.step_duration_s or 0.0)
+                if clock() - began + expect > plan.budget_s:
+                    stopped = "budget"
+                    break
+            s = step(nxt.load, refinement=nxt.load not in plan.levels)
             if s.interrupted:
                 stopped = "interrupted"
                 break
             if s.saturated:
                 stopped = "saturated"
                 break
-            if not s.passed and not plan.continue_after_fail:
+        else:
+            if not plan.continue_after_fail and any(not p.passed for p in steps if p.load in plan.levels):
                 stopped = "first_failure"
-                break
-        for _ in range(plan.refine if stopped in ("completed", "first_failure") else 0):
-            answer = judge_sweep(steps)
-            if answer.max_passing_load is None or answer.first_failing_load is None:
-                break
-            mid = bisect_level(answer.max_passing_load, answer.first_failing_load, mode=plan.mode)
-            if mid is None:
-                break
-            s = step(mid, refinement=True)
-            if s.interrupted or s.saturated:
-                stopped = "interrupted" if s.interrupted else "saturated"
-                break
     except KeyboardInterrupt:
         stopped = "interrupted"  # a signal between steps (outside a run's own handlers)
     except TargetUnreachable:
@@ -209,20 +252,28 @@ def run_sweep(
     return _finish(out, plan, steps, stopped, html=html, warn=warn)
 
 
+def _policy(plan: SweepPlan) -> Policy:
+    return Policy(mode=plan.mode, levels=plan.levels, refine=plan.refine, replicates=plan.replicates,
+                  required_share=plan.required_share, continue_after_fail=plan.continue_after_fail)
+
+
 def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *, html: bool,
             warn: Callable[[str], None]) -> SweepOutcome:
+    from loadtest.report.capacity import build_capacity_report
     from loadtest.report.html import build_report
     from loadtest.rundir import write_atomic
     from loadtest.rundir.writer import signals_ignored
 
-    answer = judge_sweep(steps)
+    policy = _policy(plan)
+    answer = judge_sweep(steps, required_share=plan.required_share)
     axis = _axis(plan.mode)[0]
+    unit = "users" if plan.mode == "closed" else "arrivals/s"
     doc = {
         "schema": _SCHEMA,
         "scenario": plan.scenario,
         "mode": plan.mode,
         "axis": axis,
-        "unit": "users" if plan.mode == "closed" else "arrivals/s",
+        "unit": unit,
         "levels_planned": list(plan.levels),
         "refine": plan.refine,
         "continue_after_fail": plan.continue_after_fail,
@@ -240,13 +291,36 @@ def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *,
         "interrupted": stopped == "interrupted",
         "answer": answer_line(answer, mode=plan.mode, stopped=stopped),
     }
+    cap_answer = capacity_answer(steps, policy, stopped=stopped, slo=plan.slo)
+    cap = {
+        "schema": 1,
+        "scenario": plan.scenario,
+        "mode": plan.mode,
+        "axis": axis,
+        "unit": unit,
+        "slo": dict(plan.slo),
+        "policy": {"levels_planned": list(plan.levels), "refine": plan.refine, "replicates": plan.replicates,
+                   "required_share": plan.required_share, "noise": policy.noise,
+                   "continue_after_fail": plan.continue_after_fail, "step_duration_s": plan.step_duration_s,
+                   "warmup_s": plan.warmup_s, "budget_s": plan.budget_s, "seed": plan.seed},
+        "answer": cap_answer,
+        "curve": curve(steps, policy, seed=plan.seed),
+        "stopped": stopped,
+        "steps": [s.to_json() for s in steps],
+    }
     path = out / "sweep.json"
     with signals_ignored():
         write_atomic(path, json.dumps(doc, indent=2) + "\n")
-        dirs = [out / s.run_dir for s in sorted(steps, key=lambda s: s.load)]
+        write_atomic(out / "capacity.json", json.dumps(cap, indent=2) + "\n")
+        dirs = [out / s.run_dir for s in sorted(steps, key=lambda s: (s.load, s.index))]
         if html and dirs and stopped != "interrupted":
             try:
                 build_report(dirs, out / "sweep.html")
             except LoadtestError as exc:
                 warn(f"warning: sweep.html not written: {exc}")
-    return SweepOutcome(steps=steps, answer=answer, stopped=stopped, path=path)
+        if html and steps:
+            try:
+                build_capacity_report(cap, out / "capacity.html")
+            except LoadtestError as exc:
+                warn(f"warning: capacity.html not written: {exc}")
+    return SweepOutcome(steps=steps, answer=answer, stopped=stopped, path=path, capacity=cap)
