@@ -336,7 +336,8 @@ def make_run_dir(
             "chars_per_s": round(float(chunks[mr & ok].sum() * 5) / measure_s, 3),
         },
         "schedule": {
-            "offered_rate": rate_per_s,
+            # the arrivals the schedule intended in the window (a Poisson draw, not the nominal rate)
+            "offered_rate": round(int(mr.sum()) / measure_s, 3),
             "achieved_rate": round(int((mr & sent).sum()) / measure_s, 3),
         },
         "generator": {

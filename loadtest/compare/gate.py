@@ -202,7 +202,7 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
                 est = est.widened(math.sqrt(2) * r.noise[name], float(max(r.noise_runs - 1, 1)))
             else:
                 gated = False
-                why = (f"reported, not gated: the within-run interval of {metric} is overconfident "
+                why = ("the within-run interval of itl/tpot is overconfident "
                        "(issue 13: single-run A/A false alarms came from itl/tpot p99); "
                        "use >= 2 rounds per side or --calibration")  # fmt: skip
         elif est is not None and single and name in r.noise:
@@ -216,6 +216,9 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
     for i, (metric, stat, est, gated, why) in enumerate(plans):
         b, c = _figure(metric, stat, baseline), _figure(metric, stat, candidate)
         rows.append(_row(metric, stat, b, c, est, gated, why, levels.get(i), taus[i], r))
+    ungated = sorted({row.metric for row in rows if not row.gated and row.verdict != NA})
+    if ungated:
+        notes.append(f"{', '.join(ungated)}: reported, not gated: {rows[[r.metric for r in rows].index(ungated[0])].reason}")
     if any(row.gated for row in rows):
         notes.append(f"family-wise alpha {r.alpha:g} over {len(gated_idx)} gated checks (Holm); each interval "
                      "has its Holm level on each side")  # fmt: skip

@@ -63,7 +63,7 @@ def gate_text(verdict: GateVerdict, baseline: Sequence[RunData], candidate: Sequ
         lines.append("  ".join([*cells, line[-1]]).rstrip())
     lines.append("")
     lines.extend(f"note: {n}" for n in verdict.notes)
-    lines.extend(f"{r.name}: {r.reason}" for r in verdict.rows if r.verdict != "OK" or not r.gated)
+    lines.extend(f"{r.name}: {r.reason}" for r in verdict.rows if (r.gated and r.verdict != "OK") or r.verdict == "n/a")
     lines.append(verdict.headline())
     return "\n".join(lines) + "\n"
 
@@ -80,7 +80,7 @@ def gate_markdown(verdict: GateVerdict, baseline: Sequence[RunData], candidate: 
             cells[-1] = f"**{cells[-1]}**"
         out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     out.append("")
-    reasons = [f"- **{r.name}**: {r.reason}" for r in verdict.rows if r.verdict != "OK" or not r.gated]
+    reasons = [f"- **{r.name}**: {r.reason}" for r in verdict.rows if (r.gated and r.verdict != "OK") or r.verdict == "n/a"]
     notes = [f"- {n}" for n in verdict.notes]
     if reasons or notes:
         out += ["<details><summary>Reasons and notes</summary>", "", *reasons, *notes, "", "</details>", ""]
