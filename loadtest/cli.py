@@ -239,6 +239,8 @@ def _gate_options(f: Any) -> Any:
         click.option("--seed", "boot_seed", type=int, default=0, show_default=True, help="Seed of the bootstrap."),
         click.option("--min-tail", type=click.IntRange(min=1), default=10, show_default=True,
                      help="Samples each run needs beyond a gated percentile (p99: 100x this)."),
+        click.option("--allow-saturated", is_flag=True,
+                     help="Compare runs whose generator was saturated (noted); by default they are refused (exit 2)."),
         click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
                      help="calibration.json (loadtest calibrate): widens one-run intervals by its noise floor."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the verdict as JSON."),
@@ -251,7 +253,8 @@ def _gate_options(f: Any) -> Any:
 
 
 def _rules(tolerance: float, max_error_increase: float, alpha: float, strict: bool, block_s: int,
-           resamples: int, boot_seed: int, min_tail: int, calibration: str | None, paired: bool = True) -> Any:
+           resamples: int, boot_seed: int, min_tail: int, calibration: str | None, paired: bool = True,
+           allow_saturated: bool = False) -> Any:
     from pathlib import Path
 
     from loadtest.compare.calibrate import read_calibration
@@ -260,7 +263,7 @@ def _rules(tolerance: float, max_error_increase: float, alpha: float, strict: bo
     noise, runs = read_calibration(Path(calibration)) if calibration else ({}, 0)
     return GateRules(tolerance=tolerance, error_tolerance=max_error_increase, alpha=alpha, strict=strict,
                      block_s=block_s, resamples=resamples, seed=boot_seed, min_tail=min_tail, paired=paired,
-                     noise=noise, noise_runs=runs)
+                     noise=noise, noise_runs=runs, allow_saturated=allow_saturated)
 
 
 def _write_outputs(verdict: Any, base: Any, cand: Any, json_out: str | None, md_out: str | None,
@@ -288,7 +291,7 @@ def _write_outputs(verdict: Any, base: Any, cand: Any, json_out: str | None, md_
 @_gate_options
 def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple[str, ...], unpaired: bool,
             allow_different_workload: bool, metrics: tuple[str, ...], tolerance: float, max_error_increase: float,
-            alpha: float, strict: bool, block_s: int, resamples: int, boot_seed: int, min_tail: int,
+            alpha: float, strict: bool, block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool,
             calibration: str | None, json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Judge candidate runs against baseline runs: BASELINE_DIR CANDIDATE_DIR, or
     --baseline DIR ... --candidate DIR .... Exit 0 no regression, 1 a regression (or, with
@@ -313,7 +316,7 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
     base = [load_run(Path(d), latency) for d in baselines]
     cand = [load_run(Path(d), latency) for d in candidates]
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
-                   calibration, paired=not unpaired)
+                   calibration, paired=not unpaired, allow_saturated=allow_saturated)
     verdict = gate(base, cand, rules, checks=checks, allow_different_workload=allow_different_workload)
     _write_outputs(verdict, base, cand, json_out, md_out, junit_out)
     click.echo(gate_text(verdict, base, cand), nl=False)
@@ -339,7 +342,7 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
 def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock: Any, candidate_mock: Any,
        rounds: int, out: str, duration: str | None, api_key: str | None, round_seed: int | None, html: bool,
        metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
-       block_s: int, resamples: int, boot_seed: int, min_tail: int, calibration: str | None,
+       block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
        json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Run SCENARIO_FILE against the baseline and the candidate in alternating rounds, then
     gate: OUT/round-N-baseline|candidate/, OUT/compare.json, OUT/compare.md, OUT/junit.xml.
@@ -363,7 +366,7 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
         raise click.BadParameter(str(exc), param_hint="--duration") from None
     checks = parse_checks(metrics)
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
-                   calibration)
+                   calibration, allow_saturated=allow_saturated)
 
     def on_run(i: int, role: str, run_dir: Path, summary: dict[str, Any]) -> None:
         click.echo(f"round {i} {role}: {run_dir} ({summary.get('verdict')})", err=True)
@@ -391,7 +394,7 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
 @_gate_options
 def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: str | None, api_key: str | None,
               metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
-              block_s: int, resamples: int, boot_seed: int, min_tail: int, calibration: str | None,
+              block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
               json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Run SCENARIO_FILE K times against one target: OUT/calibration.json (between-run noise
     per check) and the one-run compare rule replayed on every pair (observed false alarms)."""
@@ -404,7 +407,8 @@ def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: 
 
     duration_s = None if duration is None else parse_duration(duration)
     checks = parse_checks(metrics)
-    rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail, None)
+    rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail, None,
+                   allow_saturated=allow_saturated)
     result = run_calibration(scenario_file, target=target, runs=n_runs, out=Path(out), environ=os.environ,
                              rules=rules, checks=checks, duration_s=duration_s, api_key=api_key,
                              warn=lambda text: click.secho(text, fg="yellow", err=True),

@@ -82,6 +82,8 @@ class GateRules:
     min_seconds: int = 10
     min_tail: int = 10
     max_rate_shortfall: float = 0.02
+    #: a saturated generator is noted, not refused (a shared machine; the latencies may be its own)
+    allow_saturated: bool = False
     noise: Mapping[str, float] = field(default_factory=dict)
     noise_runs: int = 0
 
@@ -237,9 +239,11 @@ def _validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: Gate
                                     "pass --allow-different-workload to compare them anyway")  # fmt: skip
         notes.append(f"{what}: compared anyway (--allow-different-workload)")
     for role, run in runs:
-        if run.saturated:
+        if run.saturated and r.allow_saturated:
+            notes.append(f"{role} {run.label}: the load generator was saturated: compared anyway (--allow-saturated)")
+        elif run.saturated:
             raise InvalidComparison(f"{role} {run.label}: the load generator was saturated: its latencies "
-                                    "may be the generator's, not the target's")  # fmt: skip
+                                    "may be the generator's, not the target's (--allow-saturated: compare anyway)")  # fmt: skip
         if run.interrupted:
             raise InvalidComparison(f"{role} {run.label}: the run was interrupted (partial results)")
         if run.mode == "open" and run.offered_rate and run.achieved_rate is not None:
