@@ -318,7 +318,7 @@ def test_command_bad_input_names_the_file(dirs: dict[str, Path], tmp_path: Path)
 _GATE = """\
 name: gate
 target: {url: mock}
-load: {mode: closed, concurrency: 4, duration: 7s, warmup: 1s, seed: 1}
+load: {mode: closed, concurrency: 4, duration: 12s, warmup: 1s, seed: 1}  # >= 10 measured seconds (issue 13)
 session: {steps: [{gen: {prompt: "Explain artificial intelligence"}}]}
 """
 
@@ -341,18 +341,22 @@ def test_release_gate_end_to_end(tmp_path: Path) -> None:
     slow = _run_against(60, scenario, tmp_path / "slow")
     again = _run_against(40, scenario, tmp_path / "again")
 
+    # issue 13: p99 needs >= 1000 samples per run (these runs have ~500), so p50/p90 are judged;
+    # --allow-saturated because this machine is shared (a short run's loop-lag p99 is a few samples)
+    flags = ["--metric", "ttft.p50", "--metric", "ttft.p90", "--metric", "itl.p50", "--metric", "throughput",
+             "--allow-saturated"]
     out = tmp_path / "slow.json"
-    proc = run_cli("compare", str(base), str(slow), "--json", str(out))
+    proc = run_cli("compare", str(base), str(slow), "--json", str(out), *flags)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = {r["name"]: r for r in json.loads(out.read_text(encoding="utf-8"))["rows"]}
-    for stat in ("p50", "p90", "p99"):
+    for stat in ("p50", "p90"):
         row = rows[f"ttft {stat}"]
         assert row["verdict"] == "REGRESSION", row
-        assert 15 < row["ci_low"] <= row["ci_high"] < 25, row  # the mock added 20 ms
+        assert 0.3 < row["ci_low"] <= row["ci_high"] < 0.7, row  # the mock added 20 ms to 40 ms
     assert rows["ttft p50"]["baseline"] == pytest.approx(40, abs=3)
-    assert rows["itl p50"]["verdict"] == rows["tpot p50"]["verdict"] == "ok"
+    assert rows["itl p50"]["gated"] is False  # one run per side: itl is reported, not gated
     assert rows["throughput"]["verdict"] == "REGRESSION"  # closed loop: 4 users / (e2e 50 → 70 ms)
 
-    proc = run_cli("compare", str(base), str(again))
+    proc = run_cli("compare", str(base), str(again), *flags)
     assert proc.returncode == 0, proc.stdout
-    assert proc.stdout.splitlines()[-1].startswith("OK: no regression in 14 checks")
+    assert proc.stdout.splitlines()[-1].startswith("PASS: no regression in 3 gated checks")
