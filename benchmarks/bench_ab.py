@@ -39,7 +39,7 @@ def lognormal(median_ms: float, sigma: float) -> dict[str, object]:
 
 def one(scenario: Path, out: Path, candidate_mock: dict[str, object] | None, args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "loadtest", "ab", str(scenario), "--baseline", "mock", "--candidate", "mock",
-           "--rounds", str(args.rounds), "--out", str(out), *sum((["--metric", m] for m in args.metric), [])]
+           "--rounds", str(args.rounds), "--out", str(out), *(x for m in args.metric for x in ("--metric", m))]
     if candidate_mock is not None:
         cmd += ["--candidate-mock", json.dumps(candidate_mock)]
     if args.allow_saturated:
