@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 import ssl
 from collections.abc import Callable
@@ -192,8 +193,12 @@ def run(
         return go(url)
     m = sc.mock
     faults = m.faults.spec if m.faults.active else None
-    with MockProcess(model_args(m.model, seed=sc.mock_seed, faults=faults)) as mock_url:
-        return go(mock_url)
+    # a fresh seed per run unless mock.seed is set (issue 13): N runs are N independent samples
+    mock_seed = sc.mock_seed if sc.mock_seed is not None else secrets.randbits(31)
+    with MockProcess(model_args(m.model, seed=mock_seed, faults=faults)) as mock_url:
+        result = go(mock_url)
+    result.mock_seed = mock_seed
+    return result
 
 
 async def _coordinate(spec: WorkerSpec, *, ssl_context: ssl.SSLContext | bool | None, insecure: bool,

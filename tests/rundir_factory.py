@@ -114,12 +114,15 @@ def make_run_dir(
     target: str = "ws://127.0.0.1:4321/v2/chat?apikey=***",
     slo_ttft_p99_ms: float = 1000.0,
     hlog_metrics: Iterable[str] | None = None,
+    stall: tuple[int, float] | None = None,
 ) -> RunFacts:
     """Write an open-loop run of ``duration_s`` seconds at ``rate_per_s`` into ``path``.
 
     ``dropped`` requests are marked dropped (never sent); ``error_message`` is the message of
     every ``server_error`` failure (and a sample in summary.json); ``prompt`` goes into
     scenario.yaml. ``hlog_metrics`` limits which metrics get an hlog (default: all with samples).
+    ``stall=(second, ms)``: every request sent in that second waits ``ms`` longer for its first
+    token (one stalled second of the target).
     """
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
@@ -130,6 +133,8 @@ def make_run_dir(
     queue = rng.exponential(0.3, n)  # ms
     t_send = t_intended + queue / 1000
     ttft_unc = rng.lognormal(math.log(ttft_ms), 0.35, n)  # ms, from t_send
+    if stall is not None:
+        ttft_unc[np.floor(t_send).astype(int) == stall[0]] += stall[1]
     chunks = np.clip(rng.normal(40, 8, n).round(), 1, None).astype(int)
     gaps = rng.lognormal(math.log(8.0), 0.4, int(chunks.sum())).round(1)
     bounds = np.concatenate(([0], np.cumsum(chunks)))
@@ -336,7 +341,8 @@ def make_run_dir(
             "chars_per_s": round(float(chunks[mr & ok].sum() * 5) / measure_s, 3),
         },
         "schedule": {
-            "offered_rate": rate_per_s,
+            # the arrivals the schedule intended in the window (a Poisson draw, not the nominal rate)
+            "offered_rate": round(int(mr.sum()) / measure_s, 3),
             "achieved_rate": round(int((mr & sent).sum()) / measure_s, 3),
         },
         "generator": {

@@ -234,41 +234,51 @@ def test_verdict_json_has_no_infinity() -> None:
 def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("runs")
     return {
-        "base": make_run_dir(tmp / "base", seed=1).path,
-        "same": make_run_dir(tmp / "same", seed=1).path,
-        "slow": make_run_dir(tmp / "slow", seed=3, ttft_ms=160).path,
-        "nohlog": make_run_dir(tmp / "nohlog", seed=1, hlog_metrics=()).path,
+        # 80/s: p99 is gated only with >= 1000 samples per run (issue 13)
+        "base": make_run_dir(tmp / "base", seed=1, rate_per_s=80).path,
+        "same": make_run_dir(tmp / "same", seed=1, rate_per_s=80).path,
+        "slow": make_run_dir(tmp / "slow", seed=3, ttft_ms=160, rate_per_s=80).path,
+        "nohlog": make_run_dir(tmp / "nohlog", seed=1, hlog_metrics=(), rate_per_s=80).path,
     }
 
 
 def test_command_flags_a_slower_ttft_and_writes_json(dirs: dict[str, Path], tmp_path: Path) -> None:
+    # issue 13 changed the output: the gate's verdicts (REGRESSION/IMPROVED/OK/INCONCLUSIVE),
+    # one run per side judged by a moving-block bootstrap, itl/tpot reported but not gated
     out = tmp_path / "verdict.json"
     proc = run_cli("compare", str(dirs["base"]), str(dirs["slow"]), "--json", str(out))
     assert proc.returncode == 1, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[-1].startswith("REGRESSION: 3 of 14 checks regressed (ttft p50 +37.4%")
+    assert lines[-1].startswith("REGRESSION: 3 of 8 gated checks regressed (ttft p50 +"), lines[-1]
     assert any(line.startswith("ttft p99") and line.endswith("REGRESSION") for line in lines)
     data = json.loads(out.read_text(encoding="utf-8"))
-    assert data["regression"] is True and data["verdict"] == lines[-1]
-    assert data["baseline"]["path"] == str(dirs["base"]) and data["candidate"]["scenario"] == "smoke"
+    assert data["regression"] is True and data["verdict"] == lines[-1] and data["runs"] == {"baseline": 1, "candidate": 1}
+    assert data["baseline"][0]["path"] == str(dirs["base"]) and data["candidate"][0]["scenario"] == "smoke"
     rows = {r["name"]: r for r in data["rows"]}
     assert {n for n, r in rows.items() if r["verdict"] == "REGRESSION"} == {"ttft p50", "ttft p90", "ttft p99"}
     p50 = rows["ttft p50"]
-    assert p50["baseline"] == pytest.approx(119.0, abs=0.1) and p50["candidate"] == pytest.approx(163.5, abs=0.1)
-    assert 0 < p50["ci_low"] < p50["difference"] < p50["ci_high"] and p50["basis"] == "bootstrap"
-    assert rows["itl p50"]["verdict"] == "ok" and rows["throughput"]["ci_low"] is not None
+    assert 0.25 < p50["change"] < 0.45 and 0.1 < p50["ci_low"] < p50["change"] < p50["ci_high"], p50
+    assert p50["method"].startswith("moving-block bootstrap")
+    assert rows["itl p99"]["gated"] is False and rows["tpot p99"]["gated"] is False
+    assert rows["throughput"]["ci_low"] is not None and rows["error_rate"]["gated"] is True
 
 
 def test_command_passes_identical_runs(dirs: dict[str, Path]) -> None:
     proc = run_cli("compare", str(dirs["base"]), str(dirs["same"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1] == "OK: no regression in 14 checks"
+    assert proc.stdout.splitlines()[-1].startswith("PASS: no regression in 8 gated checks (")
+    # 18 s of one run cannot pin p99 or the error rate within the tolerance: INCONCLUSIVE,
+    # which fails only under --strict
+    assert "inconclusive" in proc.stdout.splitlines()[-1]
+    strict = run_cli("compare", str(dirs["base"]), str(dirs["same"]), "--strict")
+    assert strict.returncode == 1 and strict.stdout.splitlines()[-1].startswith("INCONCLUSIVE (--strict)")
 
 
 def test_command_falls_back_to_summary_figures_without_hlogs(dirs: dict[str, Path]) -> None:
+    # one run per side without hlogs: no per-second data, no interval; never a regression
     proc = run_cli("compare", str(dirs["nohlog"]), str(dirs["slow"]), "--metric", "ttft.p50")
-    assert proc.returncode == 1, proc.stderr
-    assert "no interval histograms in the baseline: summary.json figures" in proc.stdout
+    assert proc.returncode == 0, proc.stderr
+    assert "per-second histogram(s)" in proc.stdout and "n/a" in proc.stdout
     assert "ttft p50" in proc.stdout and "ttft p90" not in proc.stdout
 
 
@@ -281,7 +291,7 @@ def test_command_refuses_different_workloads_unless_allowed(dirs: dict[str, Path
     proc = run_cli("compare", str(dirs["base"]), str(other))
     assert proc.returncode == 2 and "fingerprints differ" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("compare", str(dirs["base"]), str(other), "--allow-different-workload")
-    assert proc.returncode == 0 and "compared anyway" in proc.stdout
+    assert proc.returncode == 0 and "compared anyway" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_command_bad_input_names_the_file(dirs: dict[str, Path], tmp_path: Path) -> None:
@@ -308,7 +318,7 @@ def test_command_bad_input_names_the_file(dirs: dict[str, Path], tmp_path: Path)
 _GATE = """\
 name: gate
 target: {url: mock}
-load: {mode: closed, concurrency: 4, duration: 7s, warmup: 1s, seed: 1}
+load: {mode: closed, concurrency: 4, duration: 12s, warmup: 1s, seed: 1}  # >= 10 measured seconds (issue 13)
 session: {steps: [{gen: {prompt: "Explain artificial intelligence"}}]}
 """
 
@@ -331,18 +341,22 @@ def test_release_gate_end_to_end(tmp_path: Path) -> None:
     slow = _run_against(60, scenario, tmp_path / "slow")
     again = _run_against(40, scenario, tmp_path / "again")
 
+    # issue 13: p99 needs >= 1000 samples per run (these runs have ~500), so p50/p90 are judged;
+    # --allow-saturated because this machine is shared (a short run's loop-lag p99 is a few samples)
+    flags = ["--metric", "ttft.p50", "--metric", "ttft.p90", "--metric", "itl.p50", "--metric", "throughput",
+             "--allow-saturated"]
     out = tmp_path / "slow.json"
-    proc = run_cli("compare", str(base), str(slow), "--json", str(out))
+    proc = run_cli("compare", str(base), str(slow), "--json", str(out), *flags)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = {r["name"]: r for r in json.loads(out.read_text(encoding="utf-8"))["rows"]}
-    for stat in ("p50", "p90", "p99"):
+    for stat in ("p50", "p90"):
         row = rows[f"ttft {stat}"]
         assert row["verdict"] == "REGRESSION", row
-        assert 15 < row["ci_low"] <= row["ci_high"] < 25, row  # the mock added 20 ms
+        assert 0.3 < row["ci_low"] <= row["ci_high"] < 0.7, row  # the mock added 20 ms to 40 ms
     assert rows["ttft p50"]["baseline"] == pytest.approx(40, abs=3)
-    assert rows["itl p50"]["verdict"] == rows["tpot p50"]["verdict"] == "ok"
+    assert rows["itl p50"]["gated"] is False  # one run per side: itl is reported, not gated
     assert rows["throughput"]["verdict"] == "REGRESSION"  # closed loop: 4 users / (e2e 50 → 70 ms)
 
-    proc = run_cli("compare", str(base), str(again))
+    proc = run_cli("compare", str(base), str(again), *flags)
     assert proc.returncode == 0, proc.stdout
-    assert proc.stdout.splitlines()[-1].startswith("OK: no regression in 14 checks")
+    assert proc.stdout.splitlines()[-1].startswith("PASS: no regression in 3 gated checks")

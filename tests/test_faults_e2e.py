@@ -80,7 +80,7 @@ CASES: dict[str, Case] = {
 
 
 def _scenario(name: str, case: Case) -> str:
-    mock = {**FAST_MOCK, "faults": case.faults}
+    mock = {**FAST_MOCK, "faults": case.faults, "seed": case.seed}  # the mock no longer takes load.seed
     return textwrap.dedent(f"""\
         name: fault-{name}
         target: {{url: mock}}

@@ -118,7 +118,7 @@ def test_a_file_with_one_setting_is_a_scenario_of_defaults(tmp_path: Path) -> No
     assert sc.target.model is None and sc.target.insecure is False
     assert sc.mock.model == MockModel()
     assert sc.mock.faults == FaultModel() and not sc.mock.faults.active
-    assert sc.mock_seed == 1
+    assert sc.mock_seed is None  # a fresh seed per run (issue 13), not load.seed
     load = sc.load
     assert (load.mode, load.concurrency, load.rate_per_s, load.arrival) == ("closed", 10, None, "poisson")
     assert (load.duration_s, load.warmup_s, load.seed, load.requests) == (20.0, 0.0, 1, None)
@@ -257,7 +257,7 @@ def test_overrides_replace_file_values(tmp_path: Path) -> None:
     sc = load_scenario(path, overrides=ov)
     assert sc.target.url == "ws://127.0.0.1:9/v2/chat"
     assert (sc.load.duration_s, sc.load.concurrency, sc.load.requests, sc.load.seed) == (12.5, 7, 100, 42)
-    assert sc.out == "runs/x" and sc.mock_seed == 42
+    assert sc.out == "runs/x" and sc.mock_seed is None  # --seed is the load's, not the mock's
     text = dump_scenario(sc)
     assert "secret-key" not in text and "duration: 12.5s" in text
     assert load_scenario(write(tmp_path, text, "as-run.yaml")) == sc
@@ -504,8 +504,18 @@ def test_fingerprint_differs_across_workloads() -> None:
     path = SCENARIOS / "smoke.yaml"
     base = fingerprint(load_scenario(path))
     assert fingerprint(load_scenario(path, overrides=Overrides(concurrency=11))) != base
-    assert fingerprint(load_scenario(path, overrides=Overrides(seed=2))) != base
     assert fingerprint(load_scenario(SCENARIOS / "chat-mix.yaml")) != base
+
+
+def test_fingerprint_leaves_out_the_seed_and_the_mock(tmp_path: Path) -> None:
+    # issue 13: rounds of a gate use fresh seeds, and the embedded mock is the target
+    path = SCENARIOS / "smoke.yaml"
+    base = fingerprint(load_scenario(path))
+    assert fingerprint(load_scenario(path, overrides=Overrides(seed=2))) == base
+    slower = tmp_path / "slower.yaml"
+    slower.write_text(path.read_text(encoding="utf-8").replace("ttft_ms: 100", "ttft_ms: 300"), encoding="utf-8")
+    assert load_scenario(slower).mock.model != load_scenario(path).mock.model
+    assert fingerprint(load_scenario(slower)) == base
 
 
 # --------------------------------------------------------------------------- fuzz

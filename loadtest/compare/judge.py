@@ -121,6 +121,15 @@ class RunData:
     completions_per_s: Sequence[float] = ()
     warnings: tuple[str, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    #: not served ((failed + dropped) by second) and attempts (completed + failed + dropped)
+    #: in each measured second (timeseries.csv): the gate resamples the error rate by seconds
+    errors_per_s: Sequence[float] = ()
+    attempts_per_s: Sequence[float] = ()
+    saturated: bool = False
+    interrupted: bool = False
+    mode: str | None = None
+    offered_rate: float | None = None
+    achieved_rate: float | None = None
 
 
 @dataclass(frozen=True)

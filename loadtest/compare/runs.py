@@ -71,6 +71,7 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
     if summary.interrupted:
         warnings.append("the run was interrupted: partial results")
     counts = summary.error_counts  # (not served, offered): loadtest.slo's one formula
+    per_s = _per_second(path / "timeseries.csv", summary.window_end_s)
     meta = {"scenario": summary.scenario, "started_at": summary.started_at, "target": summary.target,
             "mode": summary.mode, "measure_s": summary.measure_s}  # fmt: skip
     return RunData(
@@ -81,25 +82,35 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
         error_rate=_num(summary.error_rate),
         error_counts=counts,
         requests_per_s=_num(summary.throughput.get("requests_per_s")),
-        completions_per_s=_completions(path / "timeseries.csv", summary.window_end_s),
+        completions_per_s=per_s["completions"],
+        errors_per_s=per_s["errors"],
+        attempts_per_s=per_s["attempts"],
         warnings=tuple(warnings),
-        meta={"path": str(path), **meta},
+        meta={"path": str(path), **meta, "seed": summary.model_extra.get("seed") if summary.model_extra else None,
+              "mock_seed": summary.model_extra.get("mock_seed") if summary.model_extra else None},
+        saturated=bool(summary.saturated),
+        interrupted=bool(summary.interrupted),
+        mode=summary.mode,
+        offered_rate=_num(summary.schedule.get("offered_rate")),
+        achieved_rate=_num(summary.schedule.get("achieved_rate")),
     )
 
 
-def _completions(path: Path, window_end_s: float) -> list[float]:
-    """Completions in each whole second of the measured window in timeseries.csv; ``[]`` when
-    it is absent.
+def _per_second(path: Path, window_end_s: float) -> dict[str, list[float]]:
+    """Per whole second of the measured window in timeseries.csv: completions, errors
+    (failures + dropped) and attempts (completions + errors); empty lists when it is absent.
 
     Only ``measure`` rows (the drain after the window has rows of its own), and only whole
     seconds inside the window (``t_s + 1 <= window_end_s``): a partial second would pass for
     a slow one.
     """
     if not path.exists():
-        return []
+        return {"completions": [], "errors": [], "attempts": []}
     frame = read_timeseries(path)
     rows = frame[(frame["phase"] == "measure") & (frame["t_s"] + 1 <= window_end_s)]
-    return [float(v) for v in rows["completions"]]
+    done = [float(v) for v in rows["completions"]]
+    bad = [float(f) + float(d) for f, d in zip(rows["failures"], rows["dropped"], strict=True)]
+    return {"completions": done, "errors": bad, "attempts": [a + b for a, b in zip(done, bad, strict=True)]}
 
 
 # ---- presentation --------------------------------------------------------------------------

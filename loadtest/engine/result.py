@@ -60,3 +60,5 @@ class RunResult:
     workers: list[WorkerHealth] = field(default_factory=list)
     #: workers whose data stops early (a process that died): the run is incomplete (exit 5)
     lost: list[str] = field(default_factory=list)
+    #: the embedded mock's seed (``mock.seed``, else drawn fresh for this run); None: not the mock
+    mock_seed: int | None = None

@@ -87,11 +87,16 @@ def fingerprint(sc: Scenario) -> str:
     """sha256 (hex) of the workload: the scenario without target, key and output paths.
 
     Two runs of the same scenario against different targets match. A trace counts by its file
-    name, so the same trace in another directory matches too.
+    name, so the same trace in another directory matches too. Neither ``load.seed`` (one draw
+    of the workload, not another workload: repeated rounds of a gate use fresh seeds) nor the
+    ``mock`` section (the embedded mock *is* the target) is part of it; summary.json records
+    both seeds on their own (``seed``, ``mock_seed``).
     """
     data = _plain(sc)
     data.pop("target", None)
     data.pop("out", None)
+    data.pop("mock", None)
+    data["load"].pop("seed", None)
     data["load"].pop("workers", None)  # how the load is generated, not what it is
     if data["load"].get("trace"):
         data["load"]["trace"] = Path(data["load"]["trace"]).name

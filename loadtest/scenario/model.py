@@ -130,7 +130,8 @@ class MockConfig(Model):
     gap_slowdown: StrictFloat | None = Field(None, ge=0)
     prefill_ms_per_kchar: StrictFloat = Field(0.0, ge=0)
     faults: FaultsField = FaultModel()
-    #: None: the run's ``load.seed`` (see :attr:`Scenario.mock_seed`)
+    #: None: a fresh random seed per run, recorded in summary.json as ``mock_seed`` (issue 13:
+    #: repeated runs must draw independent latencies, or A/A runs measure one sample N times)
     seed: StrictInt | None = None
 
     @property
@@ -336,5 +337,6 @@ class Scenario(Model):
     out: StrictStr | None = Field(None, min_length=1)
 
     @property
-    def mock_seed(self) -> int:
-        return self.mock.seed if self.mock.seed is not None else self.load.seed
+    def mock_seed(self) -> int | None:
+        """``mock.seed`` when set; None: the run draws a fresh seed (never ``load.seed``)."""
+        return self.mock.seed

@@ -1,0 +1,93 @@
+"""The release gate's false-alarm and detection rates (issue 13), measured with ``loadtest ab``.
+
+Not a CI test (long; traffic only to embedded mocks on 127.0.0.1). For each of ``--pairs``
+comparisons it runs ``loadtest ab`` (``--rounds`` rounds, both sides the embedded mock with a
+lognormal TTFT) and counts exit 1:
+
+* A/A: both sides the same mock → every exit 1 is a false alarm (target: <= 1 of 20);
+* +20% TTFT on the candidate's mock → detections (target: >= 19 of 20);
+* +10% TTFT → the detection rate at the tolerance itself (expected low: the gate needs the
+  whole interval above +10%).
+
+    python benchmarks/bench_ab.py --pairs 20 --rounds 3 --duration 6s
+
+Prints one line per comparison and a table at the end (paste it into BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCENARIO = """\
+name: bench-ab
+target: {{url: mock}}
+mock: {{ttft_ms: {ttft}, gap_ms: 2, chunks: 4}}
+load: {{mode: closed, concurrency: {users}, duration: {duration}, warmup: 1s}}
+session: {{steps: [{{gen: {{prompt: "Explain artificial intelligence"}}}}]}}
+"""
+
+
+def lognormal(median_ms: float, sigma: float) -> dict[str, object]:
+    return {"dist": "lognormal", "median": median_ms, "p99": round(median_ms * 2.718281828 ** (2.326 * sigma), 3)}
+
+
+def one(scenario: Path, out: Path, candidate_mock: dict[str, object] | None, args: argparse.Namespace) -> int:
+    cmd = [sys.executable, "-m", "loadtest", "ab", str(scenario), "--baseline", "mock", "--candidate", "mock",
+           "--rounds", str(args.rounds), "--out", str(out), *(x for m in args.metric for x in ("--metric", m))]
+    if candidate_mock is not None:
+        cmd += ["--candidate-mock", json.dumps(candidate_mock)]
+    if args.allow_saturated:
+        cmd.append("--allow-saturated")
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode not in (0, 1):
+        print(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.stdout, file=sys.stderr)
+    return proc.returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", default="6s")
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--median-ms", type=float, default=40.0)
+    parser.add_argument("--sigma", type=float, default=0.3)
+    parser.add_argument("--metric", action="append", default=None,
+                        help="gated checks (default: ttft.p50, ttft.p90, e2e.p50, throughput, error_rate)")
+    parser.add_argument("--allow-saturated", action="store_true")
+    parser.add_argument("--cases", default="aa,+20,+10")
+    args = parser.parse_args()
+    args.metric = args.metric or ["ttft.p50", "ttft.p90", "e2e.p50", "throughput", "error_rate"]
+    base = lognormal(args.median_ms, args.sigma)
+    cases = {"aa": None, "+20": lognormal(args.median_ms * 1.2, args.sigma),
+             "+10": lognormal(args.median_ms * 1.1, args.sigma)}  # fmt: skip
+    results: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = Path(tmp) / "ab.yaml"
+        scenario.write_text(SCENARIO.format(ttft=json.dumps(base), users=args.users, duration=args.duration))
+        for case in args.cases.split(","):
+            codes = results.setdefault(case, [])
+            for i in range(args.pairs):
+                t0 = time.monotonic()
+                code = one(scenario, Path(tmp) / f"{case}-{i}", {"ttft_ms": cases[case]} if cases[case] else None,
+                           args)  # fmt: skip
+                codes.append(code)
+                print(f"{case} {i + 1}/{args.pairs}: exit {code} ({time.monotonic() - t0:.0f} s)", flush=True)
+    print(f"\n{args.pairs} comparisons per case, {args.rounds} rounds, {args.duration} runs, {args.users} users, "
+          f"TTFT lognormal median {args.median_ms} ms sigma {args.sigma}; gated: {', '.join(args.metric)}")
+    print("| case | exit 1 (regression) | exit 0 | exit 2 (invalid) | other |")
+    print("|---|---|---|---|---|")
+    for case, codes in results.items():
+        print(f"| {case} | {codes.count(1)} | {codes.count(0)} | {codes.count(2)} | "
+              f"{sum(c not in (0, 1, 2) for c in codes)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,107 @@
+"""``loadtest ab``: run a baseline and a candidate in alternating rounds, then gate.
+
+Round *i* runs both sides with one fresh ``load.seed`` (the same workload draw for the two
+sides of a round, a new one per round); the order alternates A B, B A, A B, … so a slow
+drift of the machine or the network falls on both sides alike. Each run is an ordinary run
+directory (``OUT/round-1-baseline/``, …) written by :func:`loadtest.coordinator.run_to_dir`;
+then :func:`loadtest.compare.gate.gate` judges the rounds (paired) and ``OUT/compare.json``,
+``OUT/compare.md`` and ``OUT/junit.xml`` are written.
+
+A side whose URL is ``mock`` gets its own embedded mock (a fresh mock seed per run);
+``baseline_mock``/``candidate_mock`` override that side's ``mock`` section (e.g.
+``{"ttft_ms": 120}``): the way to stage a known slow-down. The mock section is not part of
+the workload fingerprint, so such runs still compare.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest.compare.gate import GateRules, GateVerdict, gate
+from loadtest.compare.judge import RunData
+from loadtest.compare.output import gate_json, gate_junit, gate_markdown, write_text_file
+from loadtest.compare.runs import load_run
+from loadtest.coordinator import run_to_dir
+from loadtest.errors import BadInput
+from loadtest.rundir.writer import prepare_run_dir
+from loadtest.scenario import Overrides, load_scenario, resolve_api_key
+
+__all__ = ["AbResult", "AbSide", "order", "run_ab"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AbSide:
+    """One side: its URL (``mock``: an embedded mock of its own) and mock overrides."""
+
+    url: str
+    mock: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AbResult:
+    verdict: GateVerdict | None
+    baseline: list[RunData]
+    candidate: list[RunData]
+    interrupted: bool = False
+
+
+def order(round_no: int) -> tuple[str, str]:
+    """Which side goes first in round ``round_no`` (1-based): A B, B A, A B, …"""
+    return ("baseline", "candidate") if round_no % 2 else ("candidate", "baseline")
+
+
+def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, rounds: int, out: Path,
+           environ: Mapping[str, str], rules: GateRules, checks: Sequence[tuple[str, str]],
+           duration_s: float | None = None, api_key: str | None = None, seed: int | None = None,
+           ssl_context: Any = None, html: bool = False, quiet: bool = True,
+           warn: Callable[[str], None] = lambda _: None,
+           on_run: Callable[[int, str, Path, dict[str, Any]], None] = lambda *_: None) -> AbResult:  # fmt: skip
+    """Run the rounds into ``out`` (new or empty) and judge them.
+
+    ``seed``: round *i* uses ``seed + i - 1`` (default: fresh random seeds). Raises BadInput
+    (exit 2) for a bad scenario or an invalid comparison, TargetUnreachable (exit 3) when a
+    side cannot be reached; an interrupted run stops the rounds (``interrupted``; no verdict).
+    """
+    if rounds < 1:
+        raise BadInput(f"--rounds must be >= 1, got {rounds}")
+    prepare_run_dir(out)
+    sides = {"baseline": baseline, "candidate": candidate}
+    base_seed = seed if seed is not None else secrets.randbits(31)
+    runs: dict[str, list[RunData]] = {"baseline": [], "candidate": []}
+    latency = sorted({m for m, stat in checks if stat})
+    for i in range(1, rounds + 1):
+        round_seed = (base_seed + i - 1) % 2**31
+        for role in order(i):
+            side = sides[role]
+            overrides = Overrides(target_url=side.url, duration_s=duration_s, seed=round_seed, api_key=api_key)
+            sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
+            if side.mock:
+                sc = _with_mock(sc, side.mock, role)
+            run_dir = out / f"round-{i}-{role}"
+            summary = run_to_dir(sc, run_dir, api_key=resolve_api_key(sc, overrides, environ),
+                                 ssl_context=ssl_context, insecure=False, html=html, quiet=quiet, warn=warn)  # fmt: skip
+            on_run(i, role, run_dir, summary)
+            if summary.get("interrupted"):
+                return AbResult(None, runs["baseline"], runs["candidate"], interrupted=True)
+            runs[role].append(load_run(run_dir, latency))
+    verdict = gate(runs["baseline"], runs["candidate"], rules, checks=checks)
+    write_text_file(out / "compare.json", gate_json(verdict, runs["baseline"], runs["candidate"]))
+    write_text_file(out / "compare.md", gate_markdown(verdict, runs["baseline"], runs["candidate"]))
+    write_text_file(out / "junit.xml", gate_junit(verdict))
+    return AbResult(verdict, runs["baseline"], runs["candidate"])
+
+
+def _with_mock(sc: Any, overrides: Mapping[str, Any], role: str) -> Any:
+    """``sc`` with its ``mock`` section updated by ``overrides`` (validated like the file's)."""
+    from pydantic import ValidationError
+
+    data = {**sc.mock.model_dump(mode="json", by_alias=True), **overrides}
+    try:
+        mock = type(sc.mock).model_validate(data)
+    except ValidationError as exc:
+        raise BadInput(f"--{role}-mock: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+    return sc.model_copy(update={"mock": mock})

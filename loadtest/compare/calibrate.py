@@ -1,0 +1,97 @@
+"""``loadtest calibrate``: K identical runs against one target, the between-run noise of every
+check (``calibration.json``), and the compare rule replayed on every pair of them.
+
+Every pair of identical runs is an A/A comparison, so the share of pairs the one-run gate
+fails is its observed false-alarm rate on this target. ``compare --calibration FILE`` reads
+``noise`` back: per check, the standard deviation across the K runs of its log value (of the
+value itself for the error rate); a one-run interval is then at least √2 × that wide (the
+difference of two runs), so between-run noise is in it, and itl/tpot may gate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from loadtest.compare.gate import GateRules, check_name, gate, run_values
+from loadtest.compare.judge import RunData
+from loadtest.compare.output import write_text_file
+from loadtest.compare.runs import load_run
+from loadtest.errors import BadInput
+from loadtest.rundir import read_text
+
+__all__ = ["calibrate_runs", "noise_of", "read_calibration", "run_calibration"]
+
+
+def noise_of(runs: Sequence[RunData], checks: Sequence[tuple[str, str]]) -> dict[str, float]:
+    """Per check, the sample standard deviation across ``runs`` of its log value."""
+    out: dict[str, float] = {}
+    for metric, stat in checks:
+        values = [v for v in run_values(metric, stat, runs) if v is not None]
+        if metric != "error_rate":
+            values = [math.log(v) for v in values if v > 0]
+        if len(values) >= 2:
+            mean = sum(values) / len(values)
+            out[check_name(metric, stat)] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return out
+
+
+def calibrate_runs(runs: Sequence[RunData], rules: GateRules, checks: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The calibration of ``runs`` (identical runs): noise per check, and every pair replayed
+    through the one-run gate (``rules`` as given, without a calibration)."""
+    if len(runs) < 2:
+        raise BadInput("calibration needs at least 2 runs")
+    plain = GateRules(**{**rules.__dict__, "noise": {}, "noise_runs": 0})
+    pairs, alarms, by_check = 0, 0, dict.fromkeys((check_name(m, s) for m, s in checks), 0)
+    for a, b in itertools.combinations(runs, 2):
+        verdict = gate([a], [b], plain, checks=checks)
+        pairs += 1
+        alarms += verdict.failed
+        for row in verdict.regressions:
+            by_check[row.name] += 1
+    return {"runs": len(runs), "noise": noise_of(runs, checks), "pairs": pairs, "false_alarms": alarms,
+            "false_alarm_rate": alarms / pairs, "false_alarms_by_check": {k: v for k, v in by_check.items() if v},
+            "labels": [r.label for r in runs]}  # fmt: skip
+
+
+def read_calibration(path: Path) -> tuple[dict[str, float], int]:
+    """(noise per check, number of runs) from calibration.json; BadInput naming the file."""
+    try:
+        data = json.loads(read_text(path))
+        noise = {str(k): float(v) for k, v in data["noise"].items()}
+        return noise, int(data["runs"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise BadInput(f"{path}: not a calibration.json of loadtest calibrate ({exc})") from None
+
+
+def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: Path, environ: Mapping[str, str],
+                    rules: GateRules, checks: Sequence[tuple[str, str]], duration_s: float | None = None,
+                    api_key: str | None = None, warn: Callable[[str], None] = lambda _: None,
+                    on_run: Callable[[int, Path], None] = lambda *_: None) -> dict[str, Any] | None:  # fmt: skip
+    """Run ``runs`` identical runs (fresh seeds) into ``out/run-N/`` and write
+    ``out/calibration.json``; None when a run was interrupted."""
+    from loadtest.coordinator import run_to_dir
+    from loadtest.rundir.writer import prepare_run_dir
+    from loadtest.scenario import Overrides, load_scenario, resolve_api_key
+
+    prepare_run_dir(out)
+    latency = sorted({m for m, stat in checks if stat})
+    data: list[RunData] = []
+    for i in range(1, runs + 1):
+        overrides = Overrides(target_url=target, duration_s=duration_s, seed=secrets.randbits(31), api_key=api_key)
+        sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
+        run_dir = out / f"run-{i}"
+        summary = run_to_dir(sc, run_dir, api_key=resolve_api_key(sc, overrides, environ), ssl_context=None,
+                             insecure=False, html=False, quiet=True, warn=warn)  # fmt: skip
+        on_run(i, run_dir)
+        if summary.get("interrupted"):
+            return None
+        data.append(load_run(run_dir, latency))
+    result = calibrate_runs(data, rules, checks)
+    write_text_file(out / "calibration.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
+    return result

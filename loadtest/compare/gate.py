@@ -1,0 +1,410 @@
+"""The release gate (issue 13), pure: one or more runs per side in, a :class:`GateVerdict` out.
+
+Why not :func:`loadtest.compare.judge.judge`: its bootstrap resamples single seconds of one
+run, so a run-level offset (this run's target warmed up differently, another seed) is
+invisible to it, and 6 of 98 A/A pairs failed, all on ITL/TPOT p99. Here the error term is
+chosen by what the data can support:
+
+* **≥ 2 runs per side — run-level variance.** Per check, one figure per run (summary.json);
+  δ is the log ratio candidate/baseline (error rate: the difference). Paired when both sides
+  have as many runs, matched by order (rounds of ``loadtest ab``): a paired t interval on the
+  per-round δ. Otherwise Welch's t on the log values. Between-run noise is in the interval.
+* **One run per side — a moving-block bootstrap over seconds** (blocks of ``block_s``
+  seconds, so neighbouring seconds keep their dependence). Checks whose within-run interval
+  is known to be overconfident (``itl``, ``tpot``: thousands of pooled gaps per second look
+  precise but move together) are reported, never gated, unless a calibration gives their
+  between-run noise floor (``noise``), which then widens every single-run interval.
+
+Verdict per check, δ oriented so that positive is worse, τ the tolerance (log(1 + tol) for
+relative checks, absolute for the error rate), each check judged at its Holm level a
+(family-wise ``alpha`` over the gated checks; the interval has a on each side):
+REGRESSION when the interval lies wholly above τ (Holm rejects "δ ≤ τ"), IMPROVED when
+wholly below −τ, OK when wholly inside [−τ, τ], else INCONCLUSIVE (fails only ``strict``).
+
+Validity first (:class:`InvalidComparison`, exit 2): one workload fingerprint, no generator
+saturated or interrupted, open loop sent within ``max_rate_shortfall`` of what it offered,
+and every run has ``min_tail`` samples beyond each gated percentile (p99: 100 × min_tail).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, welch
+from loadtest.compare.judge import PERCENTILES, RunData
+from loadtest.compare.stats import Stack
+from loadtest.errors import BadInput
+
+__all__ = [
+    "IMPROVED",
+    "INCONCLUSIVE",
+    "OK",
+    "OVERCONFIDENT",
+    "REGRESSION",
+    "GateRow",
+    "GateRules",
+    "GateVerdict",
+    "InvalidComparison",
+    "check_name",
+    "gate",
+    "run_values",
+]
+
+REGRESSION, IMPROVED, OK, INCONCLUSIVE, NA = "REGRESSION", "IMPROVED", "OK", "INCONCLUSIVE", "n/a"
+#: latency metrics whose within-run (single-run) interval is overconfident: not gated alone
+OVERCONFIDENT = ("itl", "tpot")
+
+
+class InvalidComparison(BadInput):
+    """The runs cannot be compared (exit 2); the message says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateRules:
+    """``tolerance``: relative (0.10 = 10%, symmetric on the log scale) for latency and
+    throughput; ``error_tolerance``: absolute for the error rate. ``noise``: per check name
+    (``ttft p99``), the between-run standard deviation of its log value (a calibration)."""
+
+    tolerance: float = 0.10
+    error_tolerance: float = 0.005
+    alpha: float = 0.05
+    strict: bool = False
+    paired: bool = True
+    block_s: int = 5
+    resamples: int = 1000
+    seed: int = 0
+    min_seconds: int = 10
+    min_tail: int = 10
+    max_rate_shortfall: float = 0.02
+    #: a saturated generator is noted, not refused (a shared machine; the latencies may be its own)
+    allow_saturated: bool = False
+    noise: Mapping[str, float] = field(default_factory=dict)
+    noise_runs: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("tolerance", "error_tolerance", "max_rate_shortfall"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise BadInput(f"{name} must be a finite number >= 0, got {value!r}")
+        if not 0 < self.alpha < 0.5:
+            raise BadInput(f"alpha must be within (0, 0.5), got {self.alpha!r}")
+        if self.block_s < 1 or self.resamples < 100 or self.min_tail < 1:
+            raise BadInput("block_s and min_tail must be >= 1, resamples >= 100")
+
+
+@dataclass(frozen=True)
+class GateRow:
+    """One check. ``baseline``/``candidate``: the figure (geometric mean over runs for
+    latency, arithmetic otherwise); ``change`` and ``ci`` in natural terms (relative for
+    latency and throughput, absolute for the error rate); ``level``: one-sided α it was
+    judged at (the interval has that much on each side)."""
+
+    metric: str
+    stat: str
+    unit: str
+    baseline: float | None
+    candidate: float | None
+    change: float | None
+    ci: tuple[float, float] | None
+    verdict: str
+    gated: bool
+    method: str
+    level: float | None
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return check_name(self.metric, self.stat)
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    rows: tuple[GateRow, ...]
+    notes: tuple[str, ...]
+    rules: GateRules
+    mode: str
+    runs: tuple[int, int]
+
+    @property
+    def regressions(self) -> tuple[GateRow, ...]:
+        return tuple(r for r in self.rows if r.gated and r.verdict == REGRESSION)
+
+    @property
+    def inconclusive(self) -> tuple[GateRow, ...]:
+        return tuple(r for r in self.rows if r.gated and r.verdict == INCONCLUSIVE)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.regressions) or (self.rules.strict and bool(self.inconclusive))
+
+    def headline(self) -> str:
+        gated = [r for r in self.rows if r.gated]
+        if self.regressions:
+            worst = ", ".join(f"{r.name} {_fmt_change(r)}" for r in self.regressions)
+            return f"REGRESSION: {len(self.regressions)} of {len(gated)} gated checks regressed ({worst})"
+        if self.failed:
+            names = ", ".join(r.name for r in self.inconclusive)
+            return f"INCONCLUSIVE (--strict): {len(self.inconclusive)} of {len(gated)} gated checks ({names})"
+        counts = {v: sum(r.verdict == v for r in gated) for v in (OK, IMPROVED, INCONCLUSIVE)}
+        detail = ", ".join(f"{n} {v.lower()}" for v, n in counts.items() if n)
+        return f"PASS: no regression in {len(gated)} gated checks ({detail or 'none judged'})"
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            ci = d.pop("ci")
+            d["name"] = r.name
+            d["ci_low"], d["ci_high"] = (None, None) if ci is None else ci
+            rows.append(d)
+        rules = asdict(self.rules) | {"noise": dict(self.rules.noise)}
+        return {"failed": self.failed, "regression": bool(self.regressions), "verdict": self.headline(),
+                "mode": self.mode, "runs": {"baseline": self.runs[0], "candidate": self.runs[1]},
+                "rows": rows, "notes": list(self.notes), "rules": rules}  # fmt: skip
+
+
+def check_name(metric: str, stat: str) -> str:
+    return f"{metric} {stat}".strip()
+
+
+# ---- the judgement ------------------------------------------------------------------------
+
+
+def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateRules | None = None, *,
+         checks: Sequence[tuple[str, str]], allow_different_workload: bool = False) -> GateVerdict:  # fmt: skip
+    """Judge the ``candidate`` runs against the ``baseline`` runs (see the module docstring).
+
+    Raises :class:`InvalidComparison` (exit 2) when they cannot be compared.
+    """
+    r = rules or GateRules()
+    if not baseline or not candidate:
+        raise InvalidComparison("at least one run per side is needed")
+    notes = _validate(baseline, candidate, r, checks, allow_different_workload)
+    nb, nc = len(baseline), len(candidate)
+    single = nb == 1 and nc == 1
+    if single:
+        mode = f"one run per side: moving-block bootstrap over seconds (blocks of {r.block_s} s)"
+    elif nb == nc and r.paired:
+        mode = f"{nb} paired rounds: run-level variance (paired t on per-round log ratios)"
+    else:
+        mode = f"{nb} vs {nc} runs: run-level variance (Welch t on log values)"
+    plans: list[tuple[str, str, Estimate | None, bool, str]] = []
+    for metric, stat in checks:
+        est, why = _estimate(metric, stat, baseline, candidate, r, single)
+        name = check_name(metric, stat)
+        gated = est is not None
+        if est is not None and single and metric in OVERCONFIDENT:
+            if name in r.noise:
+                est = est.widened(math.sqrt(2) * r.noise[name], float(max(r.noise_runs - 1, 1)))
+            else:
+                gated = False
+                why = ("the within-run interval of itl/tpot is overconfident "
+                       "(issue 13: single-run A/A false alarms came from itl/tpot p99); "
+                       "use >= 2 rounds per side or --calibration")  # fmt: skip
+        elif est is not None and single and name in r.noise:
+            est = est.widened(math.sqrt(2) * r.noise[name], float(max(r.noise_runs - 1, 1)))
+        plans.append((metric, stat, est, gated, why))
+    taus = [_tau(m, r) for m, _, _, _, _ in plans]
+    gated_idx = [i for i, p in enumerate(plans) if p[3]]
+    pvalues = [plans[i][2].p_above(taus[i]) for i in gated_idx]  # type: ignore[union-attr]
+    levels = dict(zip(gated_idx, holm(pvalues, r.alpha), strict=True))
+    rows = []
+    for i, (metric, stat, est, gated, why) in enumerate(plans):
+        b, c = _figure(metric, stat, baseline), _figure(metric, stat, candidate)
+        rows.append(_row(metric, stat, b, c, est, gated, why, levels.get(i), taus[i], r))
+    ungated = sorted({row.metric for row in rows if not row.gated and row.verdict != NA})
+    if ungated:
+        notes.append(f"{', '.join(ungated)}: reported, not gated: {rows[[r.metric for r in rows].index(ungated[0])].reason}")
+    if any(row.gated for row in rows):
+        notes.append(f"family-wise alpha {r.alpha:g} over {len(gated_idx)} gated checks (Holm); each interval "
+                     "has its Holm level on each side")  # fmt: skip
+    return GateVerdict(tuple(rows), tuple(notes), r, mode, (nb, nc))
+
+
+def _validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: GateRules,
+              checks: Sequence[tuple[str, str]], allow_different_workload: bool) -> list[str]:  # fmt: skip
+    notes: list[str] = []
+    runs = [("baseline", run) for run in baseline] + [("candidate", run) for run in candidate]
+    prints = {run.fingerprint for _, run in runs}
+    if len(prints) != 1 or None in prints:
+        what = "workload fingerprints differ (" + ", ".join(sorted(_short(p) for p in prints)) + ")"
+        if not allow_different_workload:
+            raise InvalidComparison(f"{what}: these runs are not of the same workload; "
+                                    "pass --allow-different-workload to compare them anyway")  # fmt: skip
+        notes.append(f"{what}: compared anyway (--allow-different-workload)")
+    for role, run in runs:
+        if run.saturated and r.allow_saturated:
+            notes.append(f"{role} {run.label}: the load generator was saturated: compared anyway (--allow-saturated)")
+        elif run.saturated:
+            raise InvalidComparison(f"{role} {run.label}: the load generator was saturated: its latencies "
+                                    "may be the generator's, not the target's (--allow-saturated: compare anyway)")  # fmt: skip
+        if run.interrupted:
+            raise InvalidComparison(f"{role} {run.label}: the run was interrupted (partial results)")
+        if run.mode == "open" and run.offered_rate and run.achieved_rate is not None:
+            short = 1 - run.achieved_rate / run.offered_rate
+            if short > r.max_rate_shortfall:
+                raise InvalidComparison(
+                    f"{role} {run.label}: sent {run.achieved_rate:g}/s of {run.offered_rate:g}/s offered "
+                    f"({short:.1%} short, more than {r.max_rate_shortfall:.0%}): the generator fell behind")
+        notes.extend(f"{role} {run.label}: {w}" for w in run.warnings if "saturated" not in w)
+    single = len(baseline) == 1 and len(candidate) == 1
+    for metric, stat in checks:
+        if stat not in PERCENTILES or (single and metric in OVERCONFIDENT and check_name(metric, stat) not in r.noise):
+            continue
+        q = PERCENTILES[stat]
+        needed = math.ceil(r.min_tail * 100 / (100 - q) - 1e-9)
+        for role, run in runs:
+            count = _count(run, metric)
+            if count is not None and count < needed:
+                raise InvalidComparison(
+                    f"{role} {run.label}: {count} {metric} samples; {metric} {stat} needs at least {needed} per "
+                    f"run ({r.min_tail} beyond the {q:g}th percentile): run longer, or leave it out with --metric")
+    return notes
+
+
+def _estimate(metric: str, stat: str, b: Sequence[RunData], c: Sequence[RunData], r: GateRules,
+              single: bool) -> tuple[Estimate | None, str]:  # fmt: skip
+    if single:
+        return _bootstrap(metric, stat, b[0], c[0], r)
+    bv, cv = run_values(metric, stat, b), run_values(metric, stat, c)
+    if any(v is None for v in (*bv, *cv)):
+        return None, "missing in a run: not judged"
+    if metric != "error_rate" and any(v is not None and v <= 0 for v in (*bv, *cv)):
+        return None, "a zero figure: no log ratio, not judged"
+    tb = [_transform(metric, v) for v in bv if v is not None]
+    tc = [_transform(metric, v) for v in cv if v is not None]
+    sign = -1.0 if metric == "throughput" else 1.0  # positive δ = worse
+    if len(tb) == len(tc) and r.paired:
+        est = paired_t([sign * (y - x) for x, y in zip(tb, tc, strict=True)])
+    else:
+        est = welch([sign * x for x in tb], [sign * y for y in tc])
+    return est, est.method
+
+
+def run_values(metric: str, stat: str, runs: Sequence[RunData]) -> list[float | None]:
+    """The figure of one check in each run (summary.json)."""
+    out: list[float | None] = []
+    for run in runs:
+        if metric == "error_rate":
+            out.append(run.error_rate)
+        elif metric == "throughput":
+            out.append(run.requests_per_s)
+        else:
+            v = run.summary_ms.get(metric, {}).get(stat)
+            out.append(float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None)
+    return out
+
+
+def _transform(metric: str, v: float) -> float:
+    return v if metric == "error_rate" else math.log(v)
+
+
+def _bootstrap(metric: str, stat: str, b: RunData, c: RunData, r: GateRules) -> tuple[Estimate | None, str]:
+    """Moving-block bootstrap of δ from the per-second data of one run per side."""
+    draws = []
+    for role, run in enumerate((b, c)):
+        rng = np.random.default_rng([r.seed, zlib.crc32(f"{metric} {stat}".encode()), role])
+        if metric == "error_rate":
+            errors, attempts = np.asarray(run.errors_per_s, float), np.asarray(run.attempts_per_s, float)
+            if len(attempts) < r.min_seconds:
+                return None, f"{len(attempts)} measured second(s) with counts (< {r.min_seconds}): not judged"
+            idx = block_indices(len(attempts), r.block_s, r.resamples, rng)
+            draws.append(errors[idx].sum(axis=1) / np.maximum(attempts[idx].sum(axis=1), 1.0))
+        elif metric == "throughput":
+            per_s = np.asarray(run.completions_per_s, float)
+            if len(per_s) < r.min_seconds:
+                return None, f"{len(per_s)} measured second(s) (< {r.min_seconds}): not judged"
+            idx = block_indices(len(per_s), r.block_s, r.resamples, rng)
+            draws.append(np.log(np.maximum(per_s[idx].mean(axis=1), 1e-9)))
+        else:
+            seconds = [s for s in run.intervals.get(metric, ()) if s.count]
+            if len(seconds) < r.min_seconds:
+                return None, f"{len(seconds)} per-second histogram(s) (< {r.min_seconds}): not judged"
+            stack = Stack(seconds)
+            idx = block_indices(stack.n, r.block_s, r.resamples, rng)
+            values = [stack.percentiles_us(np.bincount(row, minlength=stack.n).astype(np.float64),
+                                           [PERCENTILES[stat]])[0] for row in idx]  # fmt: skip
+            draws.append(np.log(np.maximum(np.asarray(values, dtype=np.float64), 1.0)))
+    fb, fc = _figure(metric, stat, [b]), _figure(metric, stat, [c])
+    if metric == "error_rate":
+        delta = draws[1] - draws[0]
+        value = (fc or 0.0) - (fb or 0.0)
+    else:
+        sign = -1.0 if metric == "throughput" else 1.0
+        delta = sign * (draws[1] - draws[0])
+        value = sign * math.log(fc / fb) if fb and fc else float(np.median(delta))
+    method = f"moving-block bootstrap ({r.block_s} s blocks, {r.resamples} resamples, seed {r.seed})"
+    return Estimate(float(value), method, draws=tuple(float(x) for x in delta)), method
+
+
+def _tau(metric: str, r: GateRules) -> float:
+    return r.error_tolerance if metric == "error_rate" else math.log1p(r.tolerance)
+
+
+def _row(metric: str, stat: str, b: float | None, c: float | None, est: Estimate | None, gated: bool, why: str,
+         holm_level: tuple[bool, float] | None, tau: float, r: GateRules) -> GateRow:  # fmt: skip
+    unit = "" if metric == "error_rate" else "req/s" if metric == "throughput" else "ms"
+    if est is None:
+        return GateRow(metric, stat, unit, b, c, None, None, NA, False, "", None, why)
+    rejected, level = holm_level if holm_level is not None else (False, r.alpha)
+    lo, hi = est.interval(level)
+    if rejected:
+        verdict, reason = REGRESSION, f"interval wholly above the tolerance (+{_tol(metric, r)})"
+    elif hi < -tau:
+        verdict, reason = IMPROVED, f"interval wholly below -{_tol(metric, r)}"
+    elif -tau <= lo and hi <= tau:
+        verdict, reason = OK, f"interval wholly within ±{_tol(metric, r)}"
+    elif lo > tau:
+        verdict, reason = INCONCLUSIVE, "beyond the tolerance at its own level, but not after Holm's step-down"
+    else:
+        verdict, reason = INCONCLUSIVE, f"interval crosses ±{_tol(metric, r)}: more rounds or longer runs needed"
+    if not gated:
+        reason = why
+    # natural terms: relative change (c/b − 1) or absolute difference (error rate)
+    if metric == "error_rate":
+        change, ci = est.value, (lo, hi)
+    else:
+        sign = -1.0 if metric == "throughput" else 1.0
+        ends = sorted((math.expm1(sign * lo), math.expm1(sign * hi)))
+        change, ci = math.expm1(sign * est.value), (ends[0], ends[1])
+    return GateRow(metric, stat, unit, b, c, round(change, 6), (round(ci[0], 6), round(ci[1], 6)), verdict,
+                   gated, est.method, level, reason)  # fmt: skip
+
+
+def _figure(metric: str, stat: str, runs: Sequence[RunData]) -> float | None:
+    values = run_values(metric, stat, runs)
+    if not values or any(v is None for v in values):
+        return None
+    vs = [v for v in values if v is not None]
+    if metric in ("error_rate", "throughput") or any(v <= 0 for v in vs):
+        return round(sum(vs) / len(vs), 6)
+    return round(math.exp(sum(math.log(v) for v in vs) / len(vs)), 3)
+
+
+def _count(run: RunData, metric: str) -> int | None:
+    entry = run.summary_ms.get(metric)
+    count = entry.get("count") if entry else None
+    if isinstance(count, int):
+        return count
+    seconds = run.intervals.get(metric)
+    return sum(s.count for s in seconds) if seconds else None
+
+
+def _tol(metric: str, r: GateRules) -> str:
+    return f"{r.error_tolerance:g}" if metric == "error_rate" else f"{r.tolerance:.0%}"
+
+
+def _fmt_change(row: GateRow) -> str:
+    if row.change is None:
+        return "—"
+    return f"{row.change:+.4f}" if row.metric == "error_rate" else f"{row.change:+.1%}"
+
+
+def _short(fingerprint: str | None) -> str:
+    return "none" if fingerprint is None else fingerprint[:12]

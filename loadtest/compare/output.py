@@ -1,0 +1,126 @@
+"""The release gate's verdict as text (the terminal), Markdown (a GitHub step summary: the
+verdict first, then a table), JUnit XML (one testcase per gated check; failure = REGRESSION)
+and JSON. Files are written atomically."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+from loadtest.compare.gate import REGRESSION, GateRow, GateVerdict
+from loadtest.compare.judge import RunData
+from loadtest.errors import BadInput, OutputError
+from loadtest.rundir import write_atomic
+
+__all__ = ["gate_json", "gate_junit", "gate_markdown", "gate_text", "write_text_file"]
+
+
+def _value(v: float | None, row: GateRow) -> str:
+    if v is None:
+        return "—"
+    if row.metric == "error_rate":
+        return f"{v:.2%}"
+    return f"{v:,.3f} {row.unit}" if v < 100 else f"{v:,.1f} {row.unit}"
+
+
+def _change(row: GateRow) -> str:
+    if row.change is None:
+        return "—"
+    return f"{row.change * 100:+.2f} pts" if row.metric == "error_rate" else f"{row.change:+.1%}"
+
+
+def _ci(row: GateRow) -> str:
+    if row.ci is None:
+        return "—"
+    if row.metric == "error_rate":
+        return f"[{row.ci[0] * 100:+.2f}, {row.ci[1] * 100:+.2f}] pts"
+    return f"[{row.ci[0]:+.1%}, {row.ci[1]:+.1%}]"
+
+
+def _verdict_cell(row: GateRow) -> str:
+    return row.verdict if row.gated else f"{row.verdict} (not gated)"
+
+
+def _cells(row: GateRow) -> tuple[str, ...]:
+    level = "—" if row.level is None else f"{1 - 2 * row.level:.1%}"
+    return (row.name, _value(row.baseline, row), _value(row.candidate, row), _change(row), _ci(row), level,
+            _verdict_cell(row))  # fmt: skip
+
+
+_HEAD = ("check", "baseline", "candidate", "change", "interval", "level", "verdict")
+
+
+def gate_text(verdict: GateVerdict, baseline: Sequence[RunData], candidate: Sequence[RunData]) -> str:
+    """Plain text: the runs, a table, notes and reasons, and the one-line verdict last."""
+    table = [_HEAD] + [_cells(r) for r in verdict.rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_HEAD))]
+    lines = [f"baseline:  {', '.join(r.label for r in baseline)}",
+             f"candidate: {', '.join(r.label for r in candidate)}", f"mode:      {verdict.mode}", ""]  # fmt: skip
+    for line in table:
+        cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:-1], widths[1:-1], strict=True)]
+        lines.append("  ".join([*cells, line[-1]]).rstrip())
+    lines.append("")
+    lines.extend(f"note: {n}" for n in verdict.notes)
+    lines.extend(f"{r.name}: {r.reason}" for r in verdict.rows if (r.gated and r.verdict != "OK") or r.verdict == "n/a")
+    lines.append(verdict.headline())
+    return "\n".join(lines) + "\n"
+
+
+def gate_markdown(verdict: GateVerdict, baseline: Sequence[RunData], candidate: Sequence[RunData]) -> str:
+    """GitHub-flavoured Markdown for a step summary: the verdict first, then the table."""
+    icon = "❌" if verdict.failed else "✅"
+    out = [f"## {icon} {verdict.headline()}", "",
+           f"{verdict.runs[0]} baseline run(s) vs {verdict.runs[1]} candidate run(s): {verdict.mode}.", "",
+           "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]  # fmt: skip
+    for r in verdict.rows:
+        cells = list(_cells(r))
+        if r.gated and r.verdict == REGRESSION:
+            cells[-1] = f"**{cells[-1]}**"
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    out.append("")
+    reasons = [f"- **{r.name}**: {r.reason}" for r in verdict.rows if (r.gated and r.verdict != "OK") or r.verdict == "n/a"]
+    notes = [f"- {n}" for n in verdict.notes]
+    if reasons or notes:
+        out += ["<details><summary>Reasons and notes</summary>", "", *reasons, *notes, "", "</details>", ""]
+    out.append("Baseline: " + ", ".join(f"`{r.label}`" for r in baseline) + "  ")
+    out.append("Candidate: " + ", ".join(f"`{r.label}`" for r in candidate))
+    return "\n".join(out) + "\n"
+
+
+def gate_junit(verdict: GateVerdict, name: str = "loadtest.ab") -> str:
+    """JUnit XML: one testcase per gated check; a REGRESSION is a failure (an INCONCLUSIVE one
+    too under --strict); checks not gated are skipped with the reason."""
+    cases = []
+    failures = skipped = 0
+    for r in verdict.rows:
+        head = f'  <testcase classname={quoteattr(name)} name={quoteattr(r.name)}>'
+        detail = f"{r.verdict}: change {_change(r)}, interval {_ci(r)}; {r.reason}"
+        if not r.gated:
+            skipped += 1
+            cases.append(f"{head}<skipped message={quoteattr(detail)}/></testcase>")
+        elif r.verdict == REGRESSION or (verdict.rules.strict and r.verdict == "INCONCLUSIVE"):
+            failures += 1
+            cases.append(f"{head}<failure message={quoteattr(detail)}>{escape(detail)}</failure></testcase>")
+        else:
+            cases.append(f"{head}<system-out>{escape(detail)}</system-out></testcase>")
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<testsuite name={quoteattr(name)} tests="{len(cases)}" failures="{failures}" errors="0" '
+            f'skipped="{skipped}">\n' + "\n".join(cases) + "\n</testsuite>\n")  # fmt: skip
+
+
+def gate_json(verdict: GateVerdict, baseline: Sequence[RunData], candidate: Sequence[RunData]) -> str:
+    data = {"baseline": [dict(r.meta) for r in baseline], "candidate": [dict(r.meta) for r in candidate],
+            **verdict.to_dict()}  # fmt: skip
+    return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def write_text_file(path: Path, text: str) -> None:
+    """``text`` into ``path`` atomically; a failure is BadInput (exit 2) naming the file."""
+    try:
+        write_atomic(path.resolve(), text)
+    except OutputError as exc:
+        cause = exc.__cause__
+        detail = (cause.strerror or cause) if isinstance(cause, OSError) else exc
+        raise BadInput(f"{path}: cannot write ({detail})") from exc
