@@ -3,7 +3,6 @@ to exit codes (DESIGN.md). No logic lives here."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import signal
 import sys
@@ -11,7 +10,8 @@ from typing import Any
 
 import click
 
-from loadtest.clitypes import DistType, FractionType, JsonType, WorkersType
+from loadtest.cli_gate import ab, calibrate, compare
+from loadtest.clitypes import DistType, JsonType, WorkersType, _load, _run_loop, _tls
 from loadtest.errors import (
     EXIT_BAD_INPUT,
     EXIT_BUG,
@@ -27,13 +27,6 @@ __all__ = ["main"]
 
 #: ``loadtest mock`` reads accepted keys from this variable too (comma-separated)
 MOCK_KEYS_ENV = "LOADTEST_MOCK_API_KEYS"
-
-
-def _run_loop(coro: Any) -> Any:
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,26 +108,6 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
         pass
     except OSError as exc:
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
-
-
-def _tls(sc: Any, *, ca_file: str | None, insecure: bool) -> tuple[Any, bool]:
-    """The SSL context for the target (flags over scenario), and whether verification is off."""
-    from loadtest.engine.tls import ssl_context_for
-
-    ssl_ctx = ssl_context_for(sc.target.url, ca_file=ca_file or sc.target.ca_file,
-                              insecure=insecure or sc.target.insecure)
-    insecure_used = bool(insecure or sc.target.insecure) and sc.target.url.startswith("wss://")
-    if insecure_used:
-        click.secho("WARNING: --insecure: TLS certificates are NOT verified.", fg="yellow", err=True)
-    return ssl_ctx, insecure_used
-
-
-def _load(path: str, overrides: Any = None) -> Any:
-    import os
-
-    from loadtest.scenario import load_scenario
-
-    return load_scenario(path, overrides=overrides, environ=os.environ)
 
 
 @cli.command()
@@ -230,209 +203,6 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> int:
     return 0
 
 
-def _gate_options(f: Any) -> Any:
-    """The options ``compare`` and ``ab`` share: what is judged and how strictly."""
-    options = [
-        click.option("--metric", "metrics", multiple=True,
-                     help="Judge only this (repeatable): ttft, itl, e2e, tpot or another latency metric "
-                          "(p50/p90/p99), ttft.p95 (one percentile), error_rate, throughput."),
-        click.option("--tolerance", "--max-increase", "tolerance", type=FractionType(), default="10%",
-                     show_default=True, help="Latency/throughput: relative change that counts (log-symmetric)."),
-        click.option("--max-error-increase", type=FractionType(), default="0.005", show_default=True,
-                     help="Error rate: absolute increase that counts (0.005 = 0.5 points)."),
-        click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.05,
-                     show_default=True, help="Family-wise false-alarm rate over the gated checks (Holm)."),
-        click.option("--strict", is_flag=True, help="An INCONCLUSIVE gated check fails too."),
-        click.option("--block-s", type=click.IntRange(min=1), default=5, show_default=True,
-                     help="One run per side: seconds per block of the moving-block bootstrap."),
-        click.option("--resamples", type=click.IntRange(min=100), default=1000, show_default=True,
-                     help="One run per side: bootstrap resamples."),
-        click.option("--seed", "boot_seed", type=int, default=0, show_default=True, help="Seed of the bootstrap."),
-        click.option("--min-tail", type=click.IntRange(min=1), default=10, show_default=True,
-                     help="Samples each run needs beyond a gated percentile (p99: 100x this)."),
-        click.option("--allow-saturated", is_flag=True,
-                     help="Compare runs whose generator was saturated (noted); by default they are refused (exit 2)."),
-        click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
-                     help="calibration.json (loadtest calibrate): widens one-run intervals by its noise floor."),
-        click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the verdict as JSON."),
-        click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Also write it as Markdown."),
-        click.option("--junit", "junit_out", type=click.Path(dir_okay=False), help="Also write it as JUnit XML."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _rules(tolerance: float, max_error_increase: float, alpha: float, strict: bool, block_s: int,
-           resamples: int, boot_seed: int, min_tail: int, calibration: str | None, paired: bool = True,
-           allow_saturated: bool = False) -> Any:
-    from pathlib import Path
-
-    from loadtest.compare.calibrate import read_calibration
-    from loadtest.compare.gate import GateRules
-
-    noise, runs = read_calibration(Path(calibration)) if calibration else ({}, 0)
-    return GateRules(tolerance=tolerance, error_tolerance=max_error_increase, alpha=alpha, strict=strict,
-                     block_s=block_s, resamples=resamples, seed=boot_seed, min_tail=min_tail, paired=paired,
-                     noise=noise, noise_runs=runs, allow_saturated=allow_saturated)
-
-
-def _write_outputs(verdict: Any, base: Any, cand: Any, json_out: str | None, md_out: str | None,
-                   junit_out: str | None) -> None:
-    from pathlib import Path
-
-    from loadtest.compare.output import gate_json, gate_junit, gate_markdown, write_text_file
-
-    if json_out:
-        write_text_file(Path(json_out), gate_json(verdict, base, cand))
-    if md_out:
-        write_text_file(Path(md_out), gate_markdown(verdict, base, cand))
-    if junit_out:
-        write_text_file(Path(junit_out), gate_junit(verdict, "loadtest.compare"))
-
-
-@cli.command()
-@click.argument("dirs", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--baseline", "baselines", multiple=True, type=click.Path(file_okay=False),
-              help="A baseline run directory (repeatable: one per round).")
-@click.option("--candidate", "candidates", multiple=True, type=click.Path(file_okay=False),
-              help="A candidate run directory (repeatable; matched to --baseline by order).")
-@click.option("--unpaired", is_flag=True, help="Several runs per side but not paired rounds: Welch t.")
-@click.option("--allow-different-workload", is_flag=True, help="Compare runs whose scenario fingerprints differ.")
-@_gate_options
-def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple[str, ...], unpaired: bool,
-            allow_different_workload: bool, metrics: tuple[str, ...], tolerance: float, max_error_increase: float,
-            alpha: float, strict: bool, block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool,
-            calibration: str | None, json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
-    """Judge candidate runs against baseline runs: BASELINE_DIR CANDIDATE_DIR, or
-    --baseline DIR ... --candidate DIR .... Exit 0 no regression, 1 a regression (or, with
-    --strict, an inconclusive check), 2 bad input or runs that cannot be compared."""
-    from pathlib import Path
-
-    from loadtest.compare.gate import gate
-    from loadtest.compare.judge import parse_checks
-    from loadtest.compare.output import gate_text
-    from loadtest.compare.runs import load_run
-
-    if dirs and (baselines or candidates):
-        raise click.UsageError("give BASELINE_DIR CANDIDATE_DIR or --baseline/--candidate, not both")
-    if dirs:
-        if len(dirs) != 2:
-            raise click.UsageError("expected two run directories: BASELINE_DIR CANDIDATE_DIR")
-        baselines, candidates = (dirs[0],), (dirs[1],)
-    if not baselines or not candidates:
-        raise click.UsageError("give at least one --baseline DIR and one --candidate DIR")
-    checks = parse_checks(metrics)
-    latency = [m for m, stat in checks if stat]
-    base = [load_run(Path(d), latency) for d in baselines]
-    cand = [load_run(Path(d), latency) for d in candidates]
-    rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
-                   calibration, paired=not unpaired, allow_saturated=allow_saturated)
-    verdict = gate(base, cand, rules, checks=checks, allow_different_workload=allow_different_workload)
-    _write_outputs(verdict, base, cand, json_out, md_out, junit_out)
-    click.echo(gate_text(verdict, base, cand), nl=False)
-    return 1 if verdict.failed else 0
-
-
-@cli.command()
-@click.argument("scenario_file", type=click.Path(dir_okay=False))
-@click.option("--baseline", "baseline_url", required=True, help="Baseline target URL, or mock.")
-@click.option("--candidate", "candidate_url", required=True, help="Candidate target URL, or mock.")
-@click.option("--baseline-mock", type=JsonType(), default=None,
-              help='Baseline side with --baseline mock: overrides of its mock section, e.g. \'{"ttft_ms": 100}\'.')
-@click.option("--candidate-mock", type=JsonType(), default=None,
-              help='Candidate side with --candidate mock: overrides of its mock section (a staged slow-down).')
-@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Rounds; each runs both sides (order A B, B A, A B, ...).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the rounds (new or empty).")
-@click.option("--duration", help="Duration of each run, e.g. 30s (overrides load.duration).")
-@click.option("--api-key", help="API key for both sides (default: the variable named by target.api_key_env).")
-@click.option("--round-seed", type=int, help="Round i uses load.seed = this + i - 1 (default: fresh random seeds).")
-@click.option("--html", is_flag=True, help="Write each run's report.html.")
-@_gate_options
-def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock: Any, candidate_mock: Any,
-       rounds: int, out: str, duration: str | None, api_key: str | None, round_seed: int | None, html: bool,
-       metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
-       block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
-       json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
-    """Run SCENARIO_FILE against the baseline and the candidate in alternating rounds, then
-    gate: OUT/round-N-baseline|candidate/, OUT/compare.json, OUT/compare.md, OUT/junit.xml.
-    Exit 0 no regression, 1 a regression, 2 bad input or invalid runs, 3 unreachable,
-    4 interrupted."""
-    import os
-    from pathlib import Path
-
-    from loadtest.compare.ab import AbSide, run_ab
-    from loadtest.compare.judge import parse_checks
-    from loadtest.compare.output import gate_text
-    from loadtest.scenario import parse_duration
-
-    for flag, value, url in (("--baseline-mock", baseline_mock, baseline_url),
-                             ("--candidate-mock", candidate_mock, candidate_url)):  # fmt: skip
-        if value is not None and (url != "mock" or not isinstance(value, dict)):
-            raise click.UsageError(f"{flag} takes a JSON object and needs that side's URL to be mock")
-    try:
-        duration_s = None if duration is None else parse_duration(duration)
-    except (ValueError, BadInput) as exc:
-        raise click.BadParameter(str(exc), param_hint="--duration") from None
-    checks = parse_checks(metrics)
-    rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
-                   calibration, allow_saturated=allow_saturated)
-
-    def on_run(i: int, role: str, run_dir: Path, summary: dict[str, Any]) -> None:
-        click.echo(f"round {i} {role}: {run_dir} ({summary.get('verdict')})", err=True)
-
-    result = run_ab(scenario_file, baseline=AbSide(url=baseline_url, mock=baseline_mock or {}),
-                    candidate=AbSide(url=candidate_url, mock=candidate_mock or {}), rounds=rounds, out=Path(out),
-                    environ=os.environ, rules=rules, checks=checks, duration_s=duration_s, api_key=api_key,
-                    seed=round_seed, html=html, warn=lambda text: click.secho(text, fg="yellow", err=True),
-                    on_run=on_run)  # fmt: skip
-    if result.interrupted or result.verdict is None:
-        click.echo("Interrupted: no verdict (the rounds run so far are in " + out + ").", err=True)
-        return EXIT_INTERRUPTED
-    _write_outputs(result.verdict, result.baseline, result.candidate, json_out, md_out, junit_out)
-    click.echo(gate_text(result.verdict, result.baseline, result.candidate), nl=False)
-    return 1 if result.verdict.failed else 0
-
-
-@cli.command()
-@click.argument("scenario_file", type=click.Path(dir_okay=False))
-@click.option("--target", required=True, help="Target URL, or mock.")
-@click.option("--runs", "n_runs", type=click.IntRange(min=2), default=6, show_default=True, help="Identical runs.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory (new or empty).")
-@click.option("--duration", help="Duration of each run (overrides load.duration).")
-@click.option("--api-key", help="API key (default: the variable named by target.api_key_env).")
-@_gate_options
-def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: str | None, api_key: str | None,
-              metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
-              block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
-              json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
-    """Run SCENARIO_FILE K times against one target: OUT/calibration.json (between-run noise
-    per check) and the one-run compare rule replayed on every pair (observed false alarms)."""
-    import os
-    from pathlib import Path
-
-    from loadtest.compare.calibrate import run_calibration
-    from loadtest.compare.judge import parse_checks
-    from loadtest.scenario import parse_duration
-
-    duration_s = None if duration is None else parse_duration(duration)
-    checks = parse_checks(metrics)
-    rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail, None,
-                   allow_saturated=allow_saturated)
-    result = run_calibration(scenario_file, target=target, runs=n_runs, out=Path(out), environ=os.environ,
-                             rules=rules, checks=checks, duration_s=duration_s, api_key=api_key,
-                             warn=lambda text: click.secho(text, fg="yellow", err=True),
-                             on_run=lambda i, d: click.echo(f"run {i}: {d}", err=True))  # fmt: skip
-    if result is None:
-        return EXIT_INTERRUPTED
-    for name, sd in result["noise"].items():
-        click.echo(f"{name:<16} between-run sd {sd:.4f}" + (" (log)" if not name.startswith("error") else ""))
-    click.echo(f"one-run compare on {result['pairs']} A/A pairs: {result['false_alarms']} false alarm(s) "
-               f"({result['false_alarm_rate']:.1%}); written {Path(out) / 'calibration.json'}")
-    return 0
-
-
 @cli.command()
 @click.argument("scenario_file", type=click.Path(dir_okay=False))
 @click.option("--levels", help="Closed loop: users per step, e.g. 5,10,20.")
@@ -513,6 +283,11 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
     click.echo(f"answer: {answer_line(outcome.answer, mode=plan.mode, stopped=outcome.stopped)}  ({outcome.path})")
     click.echo(f"capacity: {outcome.capacity['answer']['line']}  ({outcome.path.parent / 'capacity.json'})")
     return outcome.exit_code
+
+
+cli.add_command(compare)
+cli.add_command(ab)
+cli.add_command(calibrate)
 
 
 def main() -> None:
