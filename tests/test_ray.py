@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 pytest.importorskip("ray")
 
-from tests.helpers import ROOT, read_csv_rows, run_cli
+from helpers import ROOT, read_csv_rows, run_cli
 
 SMOKE = str(ROOT / "scenarios" / "smoke.yaml")
 CPUS_PER_NODE = 2
@@ -64,7 +64,7 @@ def test_local_ray_through_the_cli(tmp_path: Path) -> None:
         assert w["loop"] and w["node"] and w["clock_offset_ms"] is not None and not w["lost"]
     # the run directory is one that report and compare read
     assert run_cli("report", str(out)).returncode == 0
-    c = run_cli("compare", str(out), str(out), "--resamples", "0")
+    c = run_cli("compare", str(out), str(out), "--metric", "ttft.p50")  # a short run: too few samples for p99
     assert c.returncode == 0, c.stdout + c.stderr
 
 

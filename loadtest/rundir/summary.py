@@ -51,6 +51,8 @@ class Summary(BaseModel):
     schema_version: StrictInt = Field(1, alias="schema", ge=1)
     scenario: str
     fingerprint: str | None = None
+    seed: int | None = None  # load.seed: not part of the workload's fingerprint
+    mock_seed: int | None = None  # the embedded mock's seed (drawn per run unless set)
     target: str | None = None
     started_at: str
     duration_s: Number
