@@ -47,7 +47,6 @@ from loadtest.errors import LoadtestError, TargetUnreachable, WorkersUnavailable
 from loadtest.metrics.collector import RequestRecord
 from loadtest.metrics.figures import Figures
 from loadtest.mock.process import MockProcess, model_args
-from loadtest.report.html import build_report
 from loadtest.rundir.writer import (
     RequestCsv,
     prepare_run_dir,
@@ -141,6 +140,10 @@ def run_to_dir(
                                 fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=api_key)
         if html:
             try:
+                from loadtest.report.html import (
+                    build_report,  # pandas and plotly: only when a report is wanted
+                )
+
                 build_report([run_dir])
             except LoadtestError as exc:
                 warn(f"warning: {run_dir}/report.html not written: {exc}")

@@ -11,12 +11,14 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from loadtest.errors import BadInput, OutputError
 from loadtest.metrics.recorder import Recorder, merge
 from loadtest.rundir.hlog import read_hlog
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "TIMESERIES_REQUIRED",
@@ -98,6 +100,8 @@ def read_timeseries(path: Path, *, required: Sequence[str] = TIMESERIES_REQUIRED
     BadInput when the file is missing or unreadable, lacks one of ``required``, or a
     numeric column holds something else.
     """
+    import pandas as pd  # loaded where it is used: a run that writes no report never needs it
+
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError:
@@ -120,6 +124,8 @@ def read_timeseries(path: Path, *, required: Sequence[str] = TIMESERIES_REQUIRED
 def read_requests(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     """The ``columns`` of requests.csv (one row per ``gen``). BadInput when the file is
     missing, unreadable or lacks one of them."""
+    import pandas as pd  # loaded where it is used: a run that writes no report never needs it
+
     try:
         return pd.read_csv(path, usecols=list(columns))
     except FileNotFoundError:
