@@ -11,6 +11,7 @@ worker or many.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,6 +86,9 @@ class Figures:
     @classmethod
     def merge(cls, parts: Iterable[Figures], *, warmup_s: float, window_end_s: float) -> Figures:
         """The exact sum of several workers' figures over the run's window."""
+        parts = list(parts)
+        if len(parts) == 1:  # one worker: its figures are the run's (no decode/encode per second)
+            return dataclasses.replace(parts[0], warmup_s=warmup_s, window_end_s=window_end_s, _totals=None)
         out = cls(warmup_s=warmup_s, window_end_s=window_end_s)
         runs = []
         for p in parts:
