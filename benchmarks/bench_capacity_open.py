@@ -50,6 +50,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--step-seconds", type=float, default=6.0)
+    ap.add_argument("--replicates", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -57,7 +58,8 @@ def main() -> int:
         path.write_text(SCENARIO.replace("MOCKSEED", "1").replace("SEED", "1"), encoding="utf-8")
         overrides = Overrides(duration_s=args.step_seconds)
         _, plan = prepare_sweep(path, overrides=overrides, environ={}, levels=None, start=20, factor=2,
-                                max_load=160, rates_given=True, refine=20, continue_after_fail=False)
+                                max_load=160, rates_given=True, refine=20, continue_after_fail=False,
+                                replicates=args.replicates)
         t = time.monotonic()
         outcome = run_sweep(path, plan=plan, overrides=overrides, environ={}, out=tmp / "out", html=False,
                             quiet=True, on_step=lambda s: print("  " + step_line(s, mode="open"), flush=True))

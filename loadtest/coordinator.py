@@ -182,10 +182,11 @@ def run(
                 return _run_ray(runner, sc, target, api_key=api_key, ca_file=ca_file, insecure=insecure,
                                 workers=workers, ray_address=ray_address, progress=progress,
                                 request_sink=request_sink)
-            assert isinstance(workers, int)
-            if workers > 1:
+            n = workers if isinstance(workers, int) else worker_count(sc.model_copy(
+                update={"load": sc.load.model_copy(update={"workers": workers})}))
+            if n > 1:
                 specs = [WorkerSpec(scenario=sc, url=target, api_key=api_key, ca_file=ca_file, insecure=insecure,
-                                    index=i, workers=workers) for i in range(workers)]
+                                    index=i, workers=n) for i in range(n)]
                 return runner.run(_coordinate_processes(specs, progress=progress, request_sink=request_sink,
                                                         insecure=insecure))
             spec = WorkerSpec(scenario=sc, url=target, api_key=api_key)
