@@ -152,3 +152,19 @@ def test_strings_from_the_run_are_shown_not_run(tmp_path: Path, load) -> None:
     )
     assert loaded.network == []  # img src=x would have been a request
     assert len(_chart_boxes(page)) == CHARTS
+
+
+def test_capacity_report_draws_its_curve_offline(tmp_path: Path, load, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 14: capacity.html, checked like report.html (a sweep driven by faked steps)."""
+    from test_capacity import _fake, _run
+
+    _fake(monkeypatch, [0.0])
+    _, cap = _run(tmp_path, [0.0])
+    loaded = load(tmp_path / "out" / "capacity.html")
+    page = loaded.page
+    boxes = _chart_boxes(page)
+    assert len(boxes) >= 2  # latency vs load (SLO line, answer band, knee), throughput vs load (USL fit)
+    for box in boxes:
+        assert box["w"] > 300 and box["h"] > 200 and box["svg"] >= 1 and box["traces"] >= 1, box
+    assert cap["answer"]["line"] in page.locator("body").inner_text()
+    assert loaded.network == [] and loaded.console_errors == []
