@@ -289,3 +289,15 @@ def test_driver_ctrl_c_keeps_finished_steps_and_exits_4(tmp_path: Path, monkeypa
     outcome, cap = _run(tmp_path, [0.0])
     assert outcome.exit_code == 4 and cap["stopped"] == "interrupted" and len(cap["steps"]) == 4
     assert cap["answer"]["bracket"] == [20, 40] and "interrupted" in cap["answer"]["line"]
+
+
+def test_three_lucky_passes_are_not_a_reliable_level() -> None:
+    """A level whose replicates all pass, but whose SLO margins spread so widely that their mean
+    could be below zero (open loop near capacity), is not reliably passing; a tight one is."""
+    from loadtest.sweep.plan import margin_bound
+
+    lucky = [(430 - v) / 430 for v in (250.0, 330.0, 410.0)]  # what 49.4/s gave against 430 ms
+    tight = [(430 - v) / 430 for v in (374.0, 374.0, 367.0)]  # 24 users, closed loop
+    assert margin_bound(lucky) is not None and margin_bound(lucky) <= 0  # type: ignore[operator]
+    assert margin_bound(tight) is not None and margin_bound(tight) > 0.1  # type: ignore[operator]
+    assert margin_bound([0.2]) is None  # one run says nothing about its spread
