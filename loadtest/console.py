@@ -77,10 +77,10 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
     out = stream or sys.stdout
     console = Console(file=out, highlight=False, soft_wrap=True)
     gen = summary["generator"]
-    behind = [r for r in gen["reasons"] if "fell behind" in r]
+    behind = [r for r in gen["reasons"] if "fell behind" in r] + list((summary.get("schedule") or {}).get("behind") or [])
     for reason in behind:
         console.print(f"[bold red]WARNING: {reason}.[/]")
-    others = [r for r in gen["reasons"] if r not in behind]
+    others = [r for r in gen["reasons"] if "fell behind" not in r]
     if others:
         console.print(
             "[bold red]WARNING: the load generator was saturated "

@@ -33,6 +33,9 @@ class WorkerHealth:
     cpu_percent: float | None  # median over the window, % of one core
     loop_lag_p99_ms: float | None
     saturation: tuple[str, ...] = ()
+    #: the run sent less than it offered because requests waited for a free connection (the
+    #: target, not the generator, was slow): the plain sentence, else ""
+    behind: str = ""
     lost: str = ""  # why the worker's data stops early ("" = it finished)
     #: where it ran, when not in this process's host (a Ray node id; "" = here)
     node: str = ""

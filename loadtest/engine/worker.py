@@ -31,7 +31,7 @@ from loadtest.engine.openloop import OpenLoop, arrivals_for, frame_maker
 from loadtest.engine.pool import Pool
 from loadtest.engine.result import Progress, WorkerHealth
 from loadtest.engine.retry import backoff
-from loadtest.engine.selfwatch import SelfWatch, fell_behind, saturation_reasons
+from loadtest.engine.selfwatch import LATE_MS, SelfWatch, fell_behind, saturation_reasons
 from loadtest.engine.users import GenFactory, Ramp, RunContext, run_user
 from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUnreachable, redact
 from loadtest.metrics.collector import Collector, RequestRecord
@@ -328,16 +328,22 @@ def health(index: int, figures: Figures, cpu: list[float], *, max_connections: i
         schedule_lag_p99_ms=float(sched_p99) if sched_p99 is not None else None,
     )
     window = figures.window_s
+    behind = None
     if figures.offered and window:
         behind = fell_behind(figures.offered / window, figures.sent_in_window / window, window,
                              queue_p99_ms=totals["queue"].summary_ms()["p99"], schedule_lag_p99_ms=sched_p99,
                              max_connections=max_connections)
-        if behind:
+        if behind and sched_p99 is not None and sched_p99 > LATE_MS:
+            # the dispatcher itself ran late: the generator is the bottleneck (saturated). Behind
+            # only because every connection was busy (the target is slow): an overloaded target,
+            # said as plainly, but not the generator's fault
             reasons.append(behind)
+            behind = None
     s = sorted(cpu)
     loop = type(asyncio.get_running_loop()).__module__ + "." + type(asyncio.get_running_loop()).__name__
     return WorkerHealth(index=index, loop=loop, cpu_percent=round(s[len(s) // 2], 1) if s else None,
-                        loop_lag_p99_ms=None if lag_p99 is None else float(lag_p99), saturation=tuple(reasons))
+                        loop_lag_p99_ms=None if lag_p99 is None else float(lag_p99), saturation=tuple(reasons),
+                        behind=behind or "")
 
 
 async def _start_users(tg: asyncio.TaskGroup, ctx: RunContext, sc: Any, tasks: list[asyncio.Task[None]]) -> None:

@@ -74,12 +74,12 @@ def _warnings(run: _Run, prefix: str = "") -> list[str]:
     out = []
     gen = s.get("generator") or {}
     all_reasons = [str(r) for r in gen.get("reasons") or []]
-    behind = [r for r in all_reasons if "fell behind" in r]
+    behind = [r for r in all_reasons if "fell behind" in r] + [str(r) for r in _get(s, "schedule", "behind") or []]
     for reason in behind:
         out.append(("behind", f"<b>{escape(reason[0].upper() + reason[1:])}.</b> The target saw less load "
                     "than the scenario offered; what was not sent in the window went out in the drain "
                     "after it, or never."))  # fmt: skip
-    others = [r for r in all_reasons if r not in behind]
+    others = [r for r in all_reasons if "fell behind" not in r]
     if gen.get("saturated") and (others or not behind):
         reasons = "; ".join(escape(r) for r in others) or "no reason recorded"
         out.append(("saturated", f"<b>The load generator was saturated</b> ({reasons}). It, not the target, "

@@ -299,6 +299,9 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
             "offered_rate": None if result.offered_rate is None else round(result.offered_rate, 3),
             "achieved_rate": None if result.achieved_rate is None else round(result.achieved_rate, 3),
             "sent_after_window": c.sent_after_window,
+            # not sent in the window because every connection was busy (the target was slow)
+            "behind": [(f"worker {h.index}: " if len(result.workers) > 1 else "") + h.behind
+                       for h in result.workers if h.behind],
             "early_sends": c.early_sends,
         },
         "generator": {
