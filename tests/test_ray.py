@@ -64,7 +64,7 @@ def test_local_ray_through_the_cli(tmp_path: Path) -> None:
         assert w["loop"] and w["node"] and w["clock_offset_ms"] is not None and not w["lost"]
     # the run directory is one that report and compare read
     assert run_cli("report", str(out)).returncode == 0
-    c = run_cli("compare", str(out), str(out), "--metric", "ttft.p50")  # a short run: too few samples for p99
+    c = run_cli("compare", str(out), str(out), "--metric", "ttft.p50", "--allow-saturated")  # a short run: no p99
     assert c.returncode == 0, c.stdout + c.stderr
 
 

@@ -40,7 +40,8 @@ def test_two_worker_processes_serve_exactly_what_the_server_logged(tmp_path: Pat
     assert 0 <= statistics.median(harness) - statistics.median(server_ttft) < MEDIAN_SLACK_MS
     # one run directory, read like any other
     assert run_cli("report", str(run.out)).returncode == 0
-    cmp = run_cli("compare", str(run.out), str(run.out), "--metric", "ttft.p50")  # 4 s: too short for p99
+    # 4 s: too short for p99; --allow-saturated: a short run on a busy CI box may be flagged
+    cmp = run_cli("compare", str(run.out), str(run.out), "--metric", "ttft.p50", "--allow-saturated")
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
 
 
