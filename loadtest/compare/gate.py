@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, welch
-from loadtest.compare.judge import PERCENTILES, RunData
+from loadtest.compare.judge import PERCENTILES, RunData, row_dict
 from loadtest.compare.stats import Stack
 from loadtest.errors import BadInput
 
@@ -156,13 +156,7 @@ class GateVerdict:
         return f"PASS: no regression in {len(gated)} gated checks ({detail or 'none judged'})"
 
     def to_dict(self) -> dict[str, Any]:
-        rows = []
-        for r in self.rows:
-            d = asdict(r)
-            ci = d.pop("ci")
-            d["name"] = r.name
-            d["ci_low"], d["ci_high"] = (None, None) if ci is None else ci
-            rows.append(d)
+        rows = [row_dict(r) for r in self.rows]
         rules = asdict(self.rules) | {"noise": dict(self.rules.noise)}
         return {"failed": self.failed, "regression": bool(self.regressions), "verdict": self.headline(),
                 "mode": self.mode, "runs": {"baseline": self.runs[0], "candidate": self.runs[1]},

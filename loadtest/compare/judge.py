@@ -61,6 +61,7 @@ __all__ = [
     "Verdict",
     "judge",
     "parse_checks",
+    "row_dict",
 ]
 
 #: Percentile keys as in summary.json, and their value.
@@ -177,20 +178,24 @@ class Verdict:
         return f"OK: no regression in {len(judged)} checks" + (f" ({improved} improved)" if improved else "")
 
     def to_dict(self) -> dict[str, Any]:
-        rows = []
-        for r in self.rows:
-            d = asdict(r)
-            ci = d.pop("ci")
-            d["name"] = r.name
-            d["ci_low"], d["ci_high"] = (None, None) if ci is None else ci
-            if isinstance(d["change"], float) and not math.isfinite(d["change"]):
-                d["change"] = None  # from a zero baseline: JSON has no infinity
-            rows.append(d)
+        rows = [row_dict(r) for r in self.rows]
         return {"regression": self.regression, "verdict": self.headline(), "rows": rows,
                 "notes": list(self.notes), "thresholds": asdict(self.thresholds)}  # fmt: skip
 
 
 # ---- the judgement (pure) -----------------------------------------------------------------
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    """A verdict row (this module's or the gate's) as JSON-able data: its fields, its name, the
+    interval as ``ci_low``/``ci_high``, and no infinite change (from a zero baseline)."""
+    d = asdict(row)
+    ci = d.pop("ci")
+    d["name"] = row.name
+    d["ci_low"], d["ci_high"] = (None, None) if ci is None else ci
+    if isinstance(d.get("change"), float) and not math.isfinite(d["change"]):
+        d["change"] = None  # JSON has no infinity
+    return d
 
 
 def parse_checks(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:

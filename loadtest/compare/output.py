@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from loadtest.compare.gate import REGRESSION, GateRow, GateVerdict
@@ -14,10 +15,11 @@ from loadtest.compare.judge import RunData
 from loadtest.errors import BadInput, OutputError
 from loadtest.rundir import write_atomic
 
-__all__ = ["gate_json", "gate_junit", "gate_markdown", "gate_text", "write_text_file"]
+__all__ = ["format_value", "gate_json", "gate_junit", "gate_markdown", "gate_text", "write_text_file"]
 
 
-def _value(v: float | None, row: GateRow) -> str:
+def format_value(v: float | None, row: Any) -> str:
+    """A row's baseline or candidate figure as shown in every comparison table."""
     if v is None:
         return "—"
     if row.metric == "error_rate":
@@ -45,7 +47,7 @@ def _verdict_cell(row: GateRow) -> str:
 
 def _cells(row: GateRow) -> tuple[str, ...]:
     level = "—" if row.level is None else f"{1 - 2 * row.level:.1%}"
-    return (row.name, _value(row.baseline, row), _value(row.candidate, row), _change(row), _ci(row), level,
+    return (row.name, format_value(row.baseline, row), format_value(row.candidate, row), _change(row), _ci(row), level,
             _verdict_cell(row))  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from loadtest.compare.judge import (
     judge,
     parse_checks,
 )
+from loadtest.compare.output import format_value
 from loadtest.errors import BadInput, OutputError
 from loadtest.metrics.recorder import Recorder
 from loadtest.rundir import read_hlog_intervals, read_summary, read_timeseries, write_atomic
@@ -120,7 +121,7 @@ def render_table(verdict: Verdict, baseline: RunData, candidate: RunData) -> str
     level = f"{verdict.thresholds.confidence:.0%}"
     head = ("check", "baseline", "candidate", "change", f"{level} CI of diff", "verdict")
     table = [head] + [
-        (r.name, _fmt(r.baseline, r), _fmt(r.candidate, r), _signed_pct(r.change), _fmt_ci(r), r.verdict)
+        (r.name, format_value(r.baseline, r), format_value(r.candidate, r), _signed_pct(r.change), _fmt_ci(r), r.verdict)
         for r in verdict.rows
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(head))]
@@ -148,12 +149,6 @@ def write_json(path: Path, verdict: Verdict, baseline: RunData, candidate: RunDa
         raise BadInput(f"{path}: cannot write the comparison ({detail})") from exc
 
 
-def _fmt(v: float | None, row: Row) -> str:
-    if v is None:
-        return "—"
-    if row.metric == "error_rate":
-        return f"{v:.2%}"
-    return f"{v:,.3f} {row.unit}" if v < 100 else f"{v:,.1f} {row.unit}"
 
 
 def _fmt_ci(row: Row) -> str:
