@@ -9,7 +9,7 @@ lognormal TTFT) and counts exit 1:
 * +10% TTFT → the detection rate at the tolerance itself (expected low: the gate needs the
   whole interval above +10%).
 
-    python benchmarks/bench_ab.py --pairs 20 --rounds 3 --duration 6s
+    python benchmarks/bench_ab.py --pairs 20 --rounds 3 --duration 6s --users 32 [--calibrate 10]
 
 Prints one line per comparison and a table at the end (paste it into BENCHMARKS.md).
 """
@@ -40,6 +40,8 @@ def lognormal(median_ms: float, sigma: float) -> dict[str, object]:
 def one(scenario: Path, out: Path, candidate_mock: dict[str, object] | None, args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "loadtest", "ab", str(scenario), "--baseline", "mock", "--candidate", "mock",
            "--rounds", str(args.rounds), "--out", str(out), *(x for m in args.metric for x in ("--metric", m))]
+    if args.calibration:
+        cmd += ["--calibration", str(args.calibration)]
     if candidate_mock is not None:
         cmd += ["--candidate-mock", json.dumps(candidate_mock)]
     if args.allow_saturated:
@@ -55,15 +57,18 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", default="6s")
-    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--median-ms", type=float, default=40.0)
     parser.add_argument("--sigma", type=float, default=0.3)
     parser.add_argument("--metric", action="append", default=None,
-                        help="gated checks (default: ttft.p50, ttft.p90, e2e.p50, throughput, error_rate)")
+                        help="gated checks (default: loadtest's own default set, 14 checks)")
     parser.add_argument("--allow-saturated", action="store_true")
     parser.add_argument("--cases", default="aa,+20,+10")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="K",
+                        help="first run `loadtest calibrate --runs K` on the baseline mock and pass its "
+                             "calibration.json to every comparison (pooled variance: more degrees of freedom)")
     args = parser.parse_args()
-    args.metric = args.metric or ["ttft.p50", "ttft.p90", "e2e.p50", "throughput", "error_rate"]
+    args.metric = args.metric or []
     base = lognormal(args.median_ms, args.sigma)
     cases = {"aa": None, "+20": lognormal(args.median_ms * 1.2, args.sigma),
              "+10": lognormal(args.median_ms * 1.1, args.sigma)}  # fmt: skip
@@ -71,6 +76,17 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         scenario = Path(tmp) / "ab.yaml"
         scenario.write_text(SCENARIO.format(ttft=json.dumps(base), users=args.users, duration=args.duration))
+        args.calibration = None
+        if args.calibrate:
+            cal = Path(tmp) / "calibration"
+            cmd = [sys.executable, "-m", "loadtest", "calibrate", str(scenario), "--target", "mock",
+                   "--runs", str(args.calibrate), "--out", str(cal), *(["--allow-saturated"] if args.allow_saturated else [])]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            print(proc.stdout.strip(), flush=True)
+            if proc.returncode != 0:
+                print(proc.stderr.strip(), file=sys.stderr)
+                return 2
+            args.calibration = cal / "calibration.json"
         for case in args.cases.split(","):
             codes = results.setdefault(case, [])
             for i in range(args.pairs):
@@ -80,7 +96,8 @@ def main() -> int:
                 codes.append(code)
                 print(f"{case} {i + 1}/{args.pairs}: exit {code} ({time.monotonic() - t0:.0f} s)", flush=True)
     print(f"\n{args.pairs} comparisons per case, {args.rounds} rounds, {args.duration} runs, {args.users} users, "
-          f"TTFT lognormal median {args.median_ms} ms sigma {args.sigma}; gated: {', '.join(args.metric)}")
+          f"TTFT lognormal median {args.median_ms} ms sigma {args.sigma}; gated: {', '.join(args.metric) or 'the default checks'}"
+          + (f"; calibration of {args.calibrate} runs" if args.calibrate else ""))
     print("| case | exit 1 (regression) | exit 0 | exit 2 (invalid) | other |")
     print("|---|---|---|---|---|")
     for case, codes in results.items():

@@ -37,7 +37,8 @@ def _gate_options(f: Any) -> Any:
         click.option("--allow-saturated", is_flag=True,
                      help="Compare runs whose generator was saturated (noted); by default they are refused (exit 2)."),
         click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
-                     help="calibration.json (loadtest calibrate): widens one-run intervals by its noise floor."),
+                     help="calibration.json (loadtest calibrate, same scenario): widens one-run intervals by its "
+                          "noise floor; with rounds, pools its variance (more degrees of freedom)."),
         click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the verdict as JSON."),
         click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Also write it as Markdown."),
         click.option("--junit", "junit_out", type=click.Path(dir_okay=False), help="Also write it as JUnit XML."),
@@ -55,10 +56,10 @@ def _rules(tolerance: float, max_error_increase: float, alpha: float, strict: bo
     from loadtest.compare.calibrate import read_calibration
     from loadtest.compare.gate import GateRules
 
-    noise, runs = read_calibration(Path(calibration)) if calibration else ({}, 0)
+    noise, runs, fingerprint = read_calibration(Path(calibration)) if calibration else ({}, 0, None)
     return GateRules(tolerance=tolerance, error_tolerance=max_error_increase, alpha=alpha, strict=strict,
                      block_s=block_s, resamples=resamples, seed=boot_seed, min_tail=min_tail, paired=paired,
-                     noise=noise, noise_runs=runs, allow_saturated=allow_saturated)
+                     noise=noise, noise_runs=runs, noise_fingerprint=fingerprint, allow_saturated=allow_saturated)
 
 
 def _write_outputs(verdict: Any, base: Any, cand: Any, json_out: str | None, md_out: str | None,

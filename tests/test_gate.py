@@ -16,8 +16,8 @@ from rundir_factory import make_run_dir
 from scipy import stats as sps
 
 from loadtest.compare.ab import order
-from loadtest.compare.gate import GateRules, gate
-from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, t_cdf, t_ppf, welch
+from loadtest.compare.gate import GateRules, InvalidComparison, gate
+from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, t_cdf, t_ppf, welch
 from loadtest.compare.judge import RunData
 from loadtest.compare.runs import load_run
 from loadtest.compare.stats import newcombe
@@ -151,6 +151,42 @@ def test_itl_gates_alone_only_with_a_calibration(tmp_path: Path) -> None:
     row = calibrated.rows[0]
     assert row.gated and "noise floor" in row.method and row.ci is not None
     assert row.ci[1] - row.ci[0] > 2 * 1.96 * math.sqrt(2) * 0.05 * 0.9  # at least the floor's width
+
+
+def test_pooled_variance_by_hand() -> None:
+    # 3 rounds, s = 0.02 (2 df) pooled with a calibration of 10 runs whose per-round variance
+    # is 2 × 0.01² (9 df): s²p = (2·0.0004 + 9·0.0002) / 11, df 11
+    est = pooled(paired_t([0.10, 0.12, 0.08]), n=3, var=2 * 0.01**2, runs=10, what="a calibration")
+    s2p = (2 * 0.02**2 + 9 * 2 * 0.01**2) / 11
+    assert est.df == 11 and est.value == pytest.approx(0.10)
+    assert est.se == pytest.approx(math.sqrt(s2p / 3), rel=1e-12)
+    lo, _ = est.interval(0.01)
+    assert lo == pytest.approx(0.10 - sps.t.ppf(0.99, 11) * math.sqrt(s2p / 3), abs=1e-9)
+    assert pooled(paired_t([0.1, 0.2]), n=2, var=0.01, runs=1, what="x").df == 1  # one run: nothing to pool
+
+
+def test_a_calibration_gives_rounds_more_degrees_of_freedom(tmp_path: Path) -> None:
+    base = [load_run(make_run_dir(tmp_path / f"b{i}", seed=10 + i, rate_per_s=80).path) for i in range(3)]
+    slow = [load_run(make_run_dir(tmp_path / f"s{i}", seed=30 + i, rate_per_s=80, ttft_ms=180).path)
+            for i in range(3)]  # fmt: skip
+    checks = [("ttft", "p50")]
+    plain = gate(base, slow, checks=checks).rows[0]
+    deltas = [math.log(c.summary_ms["ttft"]["p50"] / b.summary_ms["ttft"]["p50"]) for b, c in zip(base, slow)]
+    s2 = float(np.var(deltas, ddof=1))
+    sigma = math.sqrt(s2 / 2) / 4  # a calibration that saw less noise than these 3 rounds: narrower
+    fp = base[0].fingerprint
+    cal = gate(base, slow, GateRules(noise={"ttft p50": sigma}, noise_runs=10, noise_fingerprint=fp),
+               checks=checks).rows[0]  # fmt: skip
+    assert "pooled with a calibration of 10 runs (11 df)" in cal.method, cal
+    assert plain.ci is not None and cal.ci is not None
+    se = math.sqrt((2 * s2 + 9 * 2 * sigma**2) / 11 / 3)
+    half = sps.t.ppf(1 - 0.05, 11) * se  # one gated check: its interval has alpha on each side
+    mean = float(np.mean(deltas))
+    assert cal.ci == (pytest.approx(math.expm1(mean - half), abs=2e-6), pytest.approx(math.expm1(mean + half), abs=2e-6))
+    assert cal.ci[1] - cal.ci[0] < plain.ci[1] - plain.ci[0], (plain, cal)
+    with pytest.raises(InvalidComparison, match="another workload"):
+        gate(base, slow, GateRules(noise={"ttft p50": 0.01}, noise_runs=10, noise_fingerprint="0" * 64),
+             checks=checks)  # fmt: skip
 
 
 def test_order_alternates() -> None:

@@ -54,17 +54,19 @@ def calibrate_runs(runs: Sequence[RunData], rules: GateRules, checks: Sequence[t
         alarms += verdict.failed
         for row in verdict.regressions:
             by_check[row.name] += 1
-    return {"runs": len(runs), "noise": noise_of(runs, checks), "pairs": pairs, "false_alarms": alarms,
+    return {"runs": len(runs), "fingerprint": runs[0].fingerprint, "noise": noise_of(runs, checks), "pairs": pairs, "false_alarms": alarms,
             "false_alarm_rate": alarms / pairs, "false_alarms_by_check": {k: v for k, v in by_check.items() if v},
             "labels": [r.label for r in runs]}  # fmt: skip
 
 
-def read_calibration(path: Path) -> tuple[dict[str, float], int]:
-    """(noise per check, number of runs) from calibration.json; BadInput naming the file."""
+def read_calibration(path: Path) -> tuple[dict[str, float], int, str | None]:
+    """(noise per check, number of runs, workload fingerprint or None) from calibration.json;
+    BadInput naming the file."""
     try:
         data = json.loads(read_text(path))
         noise = {str(k): float(v) for k, v in data["noise"].items()}
-        return noise, int(data["runs"])
+        fingerprint = data.get("fingerprint")
+        return noise, int(data["runs"]), None if fingerprint is None else str(fingerprint)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadInput(f"{path}: not a calibration.json of loadtest calibrate ({exc})") from None
 

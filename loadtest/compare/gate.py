@@ -14,6 +14,11 @@ chosen by what the data can support:
   is known to be overconfident (``itl``, ``tpot``: thousands of pooled gaps per second look
   precise but move together) are reported, never gated, unless a calibration gives their
   between-run noise floor (``noise``), which then widens every single-run interval.
+* **A calibration with rounds**: three rounds give the paired t 2 degrees of freedom
+  (t(0.99, 2) = 6.96), so only a large regression clears the tolerance. With ``noise`` from
+  ``loadtest calibrate`` (K runs of the same workload), the per-round variance is pooled
+  with the calibrated one (2σ² per round), with (n − 1) + (K − 1) degrees of freedom.
+  A calibration of another workload (fingerprint) is refused.
 
 Verdict per check, δ oriented so that positive is worse, τ the tolerance (log(1 + tol) for
 relative checks, absolute for the error rate), each check judged at its Holm level a
@@ -36,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, welch
+from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, welch
 from loadtest.compare.judge import PERCENTILES, RunData, row_dict
 from loadtest.compare.stats import Stack
 from loadtest.errors import BadInput
@@ -86,6 +91,8 @@ class GateRules:
     allow_saturated: bool = False
     noise: Mapping[str, float] = field(default_factory=dict)
     noise_runs: int = 0
+    #: the workload fingerprint the calibration was measured on (None: not recorded)
+    noise_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("tolerance", "error_tolerance", "max_rate_shortfall"):
@@ -232,6 +239,10 @@ def _validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: Gate
             raise InvalidComparison(f"{what}: these runs are not of the same workload; "
                                     "pass --allow-different-workload to compare them anyway")  # fmt: skip
         notes.append(f"{what}: compared anyway (--allow-different-workload)")
+    if r.noise and r.noise_fingerprint is not None and r.noise_fingerprint not in prints:
+        raise InvalidComparison(f"the calibration was measured on another workload ({_short(r.noise_fingerprint)}, "
+                                f"these runs: {', '.join(sorted(_short(p) for p in prints))}): its noise does "
+                                "not apply; run loadtest calibrate with this scenario")  # fmt: skip
     for role, run in runs:
         if run.saturated and r.allow_saturated:
             notes.append(f"{role} {run.label}: the load generator was saturated: compared anyway (--allow-saturated)")
@@ -274,10 +285,21 @@ def _estimate(metric: str, stat: str, b: Sequence[RunData], c: Sequence[RunData]
     tb = [_transform(metric, v) for v in bv if v is not None]
     tc = [_transform(metric, v) for v in cv if v is not None]
     sign = -1.0 if metric == "throughput" else 1.0  # positive δ = worse
+    noise = r.noise.get(check_name(metric, stat))
+    calibrated = f"a calibration of {r.noise_runs} runs"
     if len(tb) == len(tc) and r.paired:
         est = paired_t([sign * (y - x) for x, y in zip(tb, tc, strict=True)])
+        if noise is not None:  # one round's δ is the difference of two runs: variance 2σ²
+            est = pooled(est, n=len(tb), var=2 * noise**2, runs=r.noise_runs, what=calibrated)
     else:
         est = welch([sign * x for x in tb], [sign * y for y in tc])
+        if noise is not None and est.df < r.noise_runs - 1:
+            # unpaired: the calibrated σ² per run, for both sides (1/nb + 1/nc)
+            var = noise**2 * (1 / len(tb) + 1 / len(tc))
+            own = est.se**2
+            df = est.df + r.noise_runs - 1
+            se = math.sqrt((est.df * own + (r.noise_runs - 1) * var) / df)
+            est = Estimate(est.value, f"{est.method}, variance pooled with {calibrated} ({df:.0f} df)", se=se, df=df)
     return est, est.method
 
 
