@@ -171,7 +171,7 @@ def test_a_calibration_gives_rounds_more_degrees_of_freedom(tmp_path: Path) -> N
             for i in range(3)]  # fmt: skip
     checks = [("ttft", "p50")]
     plain = gate(base, slow, checks=checks).rows[0]
-    deltas = [math.log(c.summary_ms["ttft"]["p50"] / b.summary_ms["ttft"]["p50"]) for b, c in zip(base, slow)]
+    deltas = [math.log(c.summary_ms["ttft"]["p50"] / b.summary_ms["ttft"]["p50"]) for b, c in zip(base, slow, strict=True)]
     s2 = float(np.var(deltas, ddof=1))
     sigma = math.sqrt(s2 / 2) / 4  # a calibration that saw less noise than these 3 rounds: narrower
     fp = base[0].fingerprint

@@ -3,12 +3,14 @@ uncertainty, and the curve with its knee and model.
 
 **Which step next** (:func:`next_step`): first the planned levels, lowest first, up to the
 first failing one (all of them with ``continue_after_fail``). Then, while the bracket
-[highest passing level with every lower level passing, lowest failing level] leaves a load
-between its ends, bisect it with one step each (at most ``refine`` of them). When it is tight
-(adjacent users; rates within 2 %), replicate its two ends, and any level whose SLO margin is
-within ``noise`` of its limit, up to ``replicates`` steps each; a level passes when the share
-of its replicates that passed is at least ``required_share``. A replicate that changes a
-level's verdict moves the bracket, and bisection resumes. Nothing runs once a step saturated
+[highest reliably passing level with every lower level passing, lowest reliably failing level
+above it] leaves a load to try, bisect with one step each (at most ``refine`` of them): the
+gap just above the answer first, then the gap just below the failing end. When the gaps are
+tight (adjacent users; rates within 2 %), replicate the bracket's ends, the unsure levels
+between them, and any level whose SLO margin is within ``noise`` of its limit, up to
+``replicates`` steps each (the rule per level: :func:`loadtest.sweep.plan.level_status`). A
+replicate that changes a level's standing moves the bracket, and bisection resumes; a
+failing end that turns out unsure sends the search on to the next planned level. Nothing runs once a step saturated
 the generator: its figures describe the generator, and the sweep is inconclusive from there.
 
 **The answer** (:func:`capacity_answer`): the bracket's lower end, the SLO that binds at its
@@ -106,11 +108,14 @@ def next_step(steps: Sequence[SweepStep], policy: Policy) -> Next | None:
     lo, hi = answer.max_passing_load, answer.first_failing_load
     refinements = sum(1 for s in judged if s.load not in policy.levels and s.replicate == 1)
     if lo is not None and hi is not None and refinements < policy.refine:
-        mid = bisect_level(lo, hi, mode=policy.mode)
-        if mid is not None and mid not in counts:
+        # narrow the passing side first (the answer), then the failing side: the gap above
+        # the answer, and the gap below the reliably failing level (unsure levels lie between)
+        mid = _untried(lo, hi, counts, policy.mode)
+        if mid is not None:
             return Next(mid, "refine")
-    # the bracket is as tight as it gets (or refinement is spent): make sure of its ends
-    wanted = [v for v in (lo, hi) if v is not None]
+    # the bracket is as tight as it gets (or refinement is spent): make sure of its ends, of
+    # the unsure levels inside it, and of any level whose margin is within noise
+    wanted = [v for v in (lo, *answer.unsure, hi) if v is not None]
     for load in sorted(counts):
         margins = [m for s in judged if s.load == load and (m := s.margin) is not None]
         if margins and abs(_median(margins)) < policy.noise and (hi is None or load <= hi):
@@ -118,6 +123,18 @@ def next_step(steps: Sequence[SweepStep], policy: Policy) -> Next | None:
     for load in wanted:
         if counts.get(load, 0) < policy.replicates:
             return Next(load, "replicate")
+    return None
+
+
+def _untried(lo: float, hi: float, counts: Mapping[float, int], mode: Mode) -> float | None:
+    """The next load to bisect with: in the gap just above ``lo``, else just below ``hi``."""
+    tested = sorted(counts)
+    above_lo = min(v for v in tested if v > lo)
+    below_hi = max(v for v in tested if v < hi)
+    for a, b in ((lo, above_lo), (below_hi, hi)):
+        mid = bisect_level(a, b, mode=mode)
+        if mid is not None and mid not in counts:
+            return mid
     return None
 
 
@@ -160,8 +177,8 @@ def _binding(steps: Sequence[SweepStep], load: float) -> str | None:
 
 def capacity_answer(steps: Sequence[SweepStep], policy: Policy, *, stopped: str,
                     slo: Mapping[str, float]) -> dict[str, Any]:
-    """capacity.json's ``answer``: load, unit, bracket, binding SLO, replicates and pass share
-    per level, how the search ended, whether it is conclusive, its exit code and one line.
+    """capacity.json's ``answer``: load, unit, bracket [reliably passing, reliably failing],
+    the unsure levels inside it, binding SLO, replicates and pass share per level, how the search ended, whether it is conclusive, its exit code and one line.
 
     ``stopped``: completed | first_failure | saturated | budget | interrupted | unreachable.
     Exit code: 4 interrupted; 6 inconclusive (the generator saturated, or the budget ran out,
@@ -198,12 +215,15 @@ def capacity_answer(steps: Sequence[SweepStep], policy: Policy, *, stopped: str,
         what = slo_text(binding, limits[binding]) if binding and binding in limits else "the SLOs"
         parts.append(f"{_load_text(lo, policy.mode)} sustain{'s' if lo == 1 and policy.mode == 'closed' else ''} "
                      f"{what}" + ("" if k == n else f" ({k} of {n} passed)"))
+        for load in ans.unsure:
+            uk, un = shares[load]
+            parts.append(f"{load:g} unsure (passed {uk} of {un})")
         if hi is not None:
             hk, hn = shares[hi]
             parts.append(f"{hi:g} fail {hn - hk} of {hn}" + (" (overload)" if binding == "overload" else ""))
         elif stopped in ("completed", "first_failure"):
             parts.append("no level failed: the capacity is above the range tried")
-    if hi is not None and lo is not None and bisect_level(lo, hi, mode=policy.mode) is not None:
+    if hi is not None and lo is not None and _untried(lo, hi, _counts(judged), policy.mode) is not None:
         parts.append(f"not refined between {lo:g} and {hi:g}")
     if below_floor and floor is not None:
         parts.append(f"but its throughput ({answer_tput or 0:.1f} req/s) is below min_throughput_rps {floor:g}")
@@ -226,7 +246,7 @@ def capacity_answer(steps: Sequence[SweepStep], policy: Policy, *, stopped: str,
     else:
         code = EXIT_OK
     return {
-        "load": lo, "unit": unit, "bracket": [lo, hi], "binding_slo": binding,
+        "load": lo, "unit": unit, "bracket": [lo, hi], "unsure": list(ans.unsure), "binding_slo": binding,
         "replicates": {f"{k:g}": n for k, (_, n) in sorted(shares.items())},
         "pass_share": {f"{k:g}": p / n for k, (p, n) in sorted(shares.items())},
         "required_share": policy.required_share, "overloaded_levels": overloaded,
