@@ -126,6 +126,7 @@ def test_one_lucky_pass_at_the_boundary_is_not_the_answer() -> None:
     # -0.19: the 95 % upper bound of their mean is above 0), so the failing end moves up to 26
     assert ans["load"] == 24 and ans["bracket"] == [24, 26] and ans["unsure"] == [25]
     assert ans["pass_share"]["25"] == pytest.approx(1 / 3)
+    assert (ans["standing"]["24"], ans["standing"]["25"], ans["standing"]["26"]) == ("pass", "unsure", "fail")
     assert ans["line"] == "24 users sustain TTFT p99 ≤ 430 ms; 25 unsure (passed 1 of 3); 26 fail 3 of 3"
     assert [s.load for s in steps].count(25) == 3 and [s.load for s in steps].count(24) == 3
     # with a majority rule instead, 25 would still fail (1 of 3 passed)

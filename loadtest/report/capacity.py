@@ -123,11 +123,20 @@ def _num(v: Any, fmt: str = ".1f") -> str:
     return "—" if v is None else format(v, fmt)
 
 
+def _standing(ans: Mapping[str, Any], load: str, share: float) -> str:
+    """A level's standing (capacity.json ``standing``: pass, fail, unsure); older files: by share."""
+    standing = ans.get("standing", {}).get(load)
+    if standing is None:
+        return "pass" if share >= ans["required_share"] - 1e-9 else "fail"
+    return {"pass": "reliably passing", "fail": "reliably failing"}.get(standing, standing) if ans["replicates"][
+        load] > 1 else standing
+
+
 def _tables(doc: Mapping[str, Any]) -> str:
     ans = doc["answer"]
     levels = "".join(
         f"<tr><td>{escape(k)}</td><td>{ans['replicates'][k]}</td><td>{share:.0%}</td>"
-        f"<td>{'pass' if share >= ans['required_share'] - 1e-9 else 'fail'}</td></tr>"
+        f"<td>{escape(_standing(ans, k, share))}</td></tr>"
         for k, share in ans["pass_share"].items())
     rows = []
     for s in doc["steps"]:
@@ -139,7 +148,7 @@ def _tables(doc: Mapping[str, Any]) -> str:
             f"<td>{_num(s.get('goodput_rps'))}</td><td>{_num(s['offered_rate'])} / {_num(s['achieved_rate'])}</td>"
             f"<td><a href=\"{escape(s['run_dir'])}/report.html\">{escape(s['run_dir'])}</a></td></tr>")
     return (f"""<section class="card"><h2>Levels <small>pass share of replicates</small></h2><table>
-<thead><tr><th>load</th><th>replicates</th><th>passed</th><th>verdict</th></tr></thead><tbody>{levels}</tbody></table>
+<thead><tr><th>load</th><th>replicates</th><th>passed</th><th>standing</th></tr></thead><tbody>{levels}</tbody></table>
 </section><section class="card"><h2>Steps <small>in the order run; overloaded steps give no latency figure</small></h2>
 <table><thead><tr><th>#</th><th>load</th><th>replicate</th><th>verdict</th><th>TTFT p50 ms</th><th>TTFT p99 ms</th>
 <th>req/s</th><th>goodput/s</th><th>offered / achieved /s</th><th>run</th></tr></thead><tbody>{''.join(rows)}</tbody>
