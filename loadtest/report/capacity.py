@@ -128,8 +128,9 @@ def _standing(ans: Mapping[str, Any], load: str, share: float) -> str:
     standing = ans.get("standing", {}).get(load)
     if standing is None:
         return "pass" if share >= ans["required_share"] - 1e-9 else "fail"
-    return {"pass": "reliably passing", "fail": "reliably failing"}.get(standing, standing) if ans["replicates"][
-        load] > 1 else standing
+    if int(ans["replicates"][load]) > 1:
+        return {"pass": "reliably passing", "fail": "reliably failing"}.get(str(standing), str(standing))
+    return str(standing)
 
 
 def _tables(doc: Mapping[str, Any]) -> str:
