@@ -42,6 +42,7 @@ from loadtest.engine.connection import target_url
 from loadtest.engine.limits import ensure_open_files
 from loadtest.engine.openloop import arrivals_for
 from loadtest.engine.result import Progress, RunResult
+from loadtest.engine.selfwatch import StealMeter
 from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec, wall_ms
 from loadtest.errors import LoadtestError, TargetUnreachable, WorkersUnavailable, redact
 from loadtest.metrics.collector import RequestRecord
@@ -173,7 +174,27 @@ def run(
     and stopped here), see :mod:`loadtest.rayworkers`. Raises TargetUnreachable (exit 3) when
     no connection could be made, WorkersUnavailable (exit 3) when Ray cannot place the workers;
     a signal ends the run early with ``interrupted`` set, never with an exception.
+    ``host_steal_percent``: CPU time the hypervisor took from this host meanwhile.
     """
+    steal = StealMeter()
+    result = _run(sc, api_key=api_key, ssl_context=ssl_context, insecure=insecure, progress=progress,
+                  request_sink=request_sink, clock=clock, workers=workers, ca_file=ca_file, backend=backend,
+                  ray_address=ray_address)  # fmt: skip
+    result.host_steal_percent = steal.percent()
+    if result.saturation and result.host_steal_percent is not None and result.host_steal_percent >= STEAL_NOTE_PERCENT:
+        result.saturation.append(f"the hypervisor took {result.host_steal_percent:g}% of this host's CPU time "
+                                 "(steal): a shared machine, not necessarily the load")  # fmt: skip
+    return result
+
+
+#: from this much stolen CPU time on, a saturated run says so (it may be the machine, not the load)
+STEAL_NOTE_PERCENT = 5.0
+
+
+def _run(sc: Any, *, api_key: str | None, ssl_context: ssl.SSLContext | bool | None, insecure: bool,
+         progress: Callable[[Progress], None] | None, request_sink: Callable[[RequestRecord, int], None] | None,
+         clock: Clock | None, workers: int | str, ca_file: str | None, backend: str,
+         ray_address: str | None) -> RunResult:  # fmt: skip
     url = sc.target.url
 
     def go(target: str) -> RunResult:

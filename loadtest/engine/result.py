@@ -65,3 +65,5 @@ class RunResult:
     lost: list[str] = field(default_factory=list)
     #: the embedded mock's seed (``mock.seed``, else drawn fresh for this run); None: not the mock
     mock_seed: int | None = None
+    #: CPU time stolen by the hypervisor on the coordinator's host during the run, % (None: unknown)
+    host_steal_percent: float | None = None

@@ -14,7 +14,15 @@ from collections.abc import Callable
 
 import psutil
 
-__all__ = ["BEHIND_RATIO", "CPU_LIMIT_PERCENT", "LAG_LIMIT_MS", "SelfWatch", "fell_behind", "saturation_reasons"]
+__all__ = [
+    "BEHIND_RATIO",
+    "CPU_LIMIT_PERCENT",
+    "LAG_LIMIT_MS",
+    "SelfWatch",
+    "StealMeter",
+    "fell_behind",
+    "saturation_reasons",
+]
 
 LAG_LIMIT_MS = 10.0
 CPU_LIMIT_PERCENT = 90.0
@@ -117,3 +125,37 @@ def fell_behind(
     because = f" ({'; '.join(why)})" if why else ""
     return (f"offered {offered_per_s:,.0f}/s, sent {achieved_per_s:,.0f}/s in the window: "
             f"the generator fell behind{because}")
+
+
+class StealMeter:
+    """CPU time the hypervisor gave to other guests ("steal", /proc/stat), as a share of this
+    host's CPU time between ``__init__`` and :meth:`percent`; None where there is no
+    /proc/stat. On a shared VM it explains a saturated run that the load does not: a 2-core
+    guest saw 37 ms of loop lag at 24 % CPU while steal was 20 % (BENCHMARKS.md)."""
+
+    def __init__(self) -> None:
+        self._start = _proc_stat_cpu()
+
+    def percent(self) -> float | None:
+        end = _proc_stat_cpu()
+        if self._start is None or end is None:
+            return None
+        steal, total = end[0] - self._start[0], end[1] - self._start[1]
+        return round(100.0 * steal / total, 1) if total > 0 else None
+
+
+def _proc_stat_cpu() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs, or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    try:
+        values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    except ValueError:
+        return None
+    return values[7], sum(values)
+
