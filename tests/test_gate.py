@@ -184,6 +184,11 @@ def test_a_calibration_gives_rounds_more_degrees_of_freedom(tmp_path: Path) -> N
     mean = float(np.mean(deltas))
     assert cal.ci == (pytest.approx(math.expm1(mean - half), abs=2e-6), pytest.approx(math.expm1(mean + half), abs=2e-6))
     assert cal.ci[1] - cal.ci[0] < plain.ci[1] - plain.ci[0], (plain, cal)
+    # the smallest regression called 80 % of the time: τ + (t(1 − α/m) + t(0.8))·se, on 2 df
+    # alone and on 11 with the calibration
+    for row, df, se_ in ((plain, 2, math.sqrt(s2 / 3)), (cal, 11, se)):
+        expected = math.expm1(math.log(1.1) + (sps.t.ppf(0.95, df) + sps.t.ppf(0.8, df)) * se_)
+        assert row.detectable == pytest.approx(expected, abs=2e-6), row
     with pytest.raises(InvalidComparison, match="another workload"):
         gate(base, slow, GateRules(noise={"ttft p50": 0.01}, noise_runs=10, noise_fingerprint="0" * 64),
              checks=checks)  # fmt: skip

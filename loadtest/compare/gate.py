@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, welch
+from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, t_ppf, welch
 from loadtest.compare.judge import PERCENTILES, RunData, row_dict
 from loadtest.compare.stats import Stack
 from loadtest.errors import BadInput
@@ -124,6 +124,9 @@ class GateRow:
     method: str
     level: float | None
     reason: str
+    #: the smallest regression (natural terms, worse = positive) this check would call with
+    #: ~80 % power at the family's first Holm level, given this data's noise (None: not gated)
+    detectable: float | None = None
 
     @property
     def name(self) -> str:
@@ -218,10 +221,15 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
     rows = []
     for i, (metric, stat, est, gated, why) in enumerate(plans):
         b, c = _figure(metric, stat, baseline), _figure(metric, stat, candidate)
-        rows.append(_row(metric, stat, b, c, est, gated, why, levels.get(i), taus[i], r))
+        rows.append(_row(metric, stat, b, c, est, gated, why, levels.get(i), taus[i], r,
+                         first_level=r.alpha / max(len(gated_idx), 1)))  # fmt: skip
     ungated = sorted({row.metric for row in rows if not row.gated and row.verdict != NA})
     if ungated:
         notes.append(f"{', '.join(ungated)}: reported, not gated: {rows[[r.metric for r in rows].index(ungated[0])].reason}")
+    sizes = [f"{row.name} {_fmt_size(row)}" for row in rows if row.detectable is not None]
+    if sizes:
+        notes.append(f"smallest regression each gated check would call {POWER:.0%} of the time with this noise: "
+                     + ", ".join(sizes))  # fmt: skip
     if any(row.gated for row in rows):
         notes.append(f"family-wise alpha {r.alpha:g} over {len(gated_idx)} gated checks (Holm); each interval "
                      "has its Holm level on each side")  # fmt: skip
@@ -364,7 +372,7 @@ def _tau(metric: str, r: GateRules) -> float:
 
 
 def _row(metric: str, stat: str, b: float | None, c: float | None, est: Estimate | None, gated: bool, why: str,
-         holm_level: tuple[bool, float] | None, tau: float, r: GateRules) -> GateRow:  # fmt: skip
+         holm_level: tuple[bool, float] | None, tau: float, r: GateRules, *, first_level: float) -> GateRow:  # fmt: skip
     unit = "" if metric == "error_rate" else "req/s" if metric == "throughput" else "ms"
     if est is None:
         return GateRow(metric, stat, unit, b, c, None, None, NA, False, "", None, why)
@@ -390,7 +398,30 @@ def _row(metric: str, stat: str, b: float | None, c: float | None, est: Estimate
         ends = sorted((math.expm1(sign * lo), math.expm1(sign * hi)))
         change, ci = math.expm1(sign * est.value), (ends[0], ends[1])
     return GateRow(metric, stat, unit, b, c, round(change, 6), (round(ci[0], 6), round(ci[1], 6)), verdict,
-                   gated, est.method, level, reason)  # fmt: skip
+                   gated, est.method, level, reason, _detectable(metric, est, tau, first_level) if gated else None)  # fmt: skip
+
+
+#: the power at which :attr:`GateRow.detectable` is stated
+POWER = 0.8
+
+
+def _detectable(metric: str, est: Estimate, tau: float, level: float) -> float:
+    """The smallest worse change δ* whose interval would clear the tolerance with ``POWER``:
+    τ + (t(1 − level) + t(POWER))·se, for a t estimate; for a bootstrap, the distance from the
+    centre to its ``level`` quantile stands for t(1 − level)·se. In natural terms."""
+    if est.draws:
+        lo, _ = est.interval(level)
+        spread = est.value - lo
+        z = t_ppf(1 - level, math.inf)
+        se = spread / z if z > 0 else 0.0
+        delta = tau + spread + t_ppf(POWER, math.inf) * se
+    else:
+        delta = tau + (t_ppf(1 - level, est.df) + t_ppf(POWER, est.df)) * est.se
+    if metric == "error_rate":
+        return round(delta, 6)
+    if metric == "throughput":
+        return round(-math.expm1(-delta), 6)  # a drop by this share
+    return round(math.expm1(delta), 6)
 
 
 def _figure(metric: str, stat: str, runs: Sequence[RunData]) -> float | None:
@@ -420,6 +451,13 @@ def _fmt_change(row: GateRow) -> str:
     if row.change is None:
         return "—"
     return f"{row.change:+.4f}" if row.metric == "error_rate" else f"{row.change:+.1%}"
+
+
+def _fmt_size(row: GateRow) -> str:
+    d = row.detectable or 0.0
+    if row.metric == "error_rate":
+        return f"+{d:.4f}"
+    return f"-{d:.0%}" if row.metric == "throughput" else f"+{d:.0%}"
 
 
 def _short(fingerprint: str | None) -> str:
