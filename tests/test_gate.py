@@ -20,7 +20,6 @@ from loadtest.compare.gate import GateRules, InvalidComparison, gate
 from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, t_cdf, t_ppf, welch
 from loadtest.compare.judge import RunData
 from loadtest.compare.runs import load_run
-from loadtest.compare.stats import newcombe
 
 # ---- statistics on known data --------------------------------------------------------------
 
@@ -56,12 +55,6 @@ def test_welch_interval_matches_scipy() -> None:
     assert lo == pytest.approx(ref.low, abs=1e-9) and hi == pytest.approx(ref.high, abs=1e-9)
     one = welch([4.60], [4.70, 4.66, 4.74])  # one baseline run: the candidate's variance, df 2
     assert one.df == 2 and one.se == pytest.approx(np.std([4.70, 4.66, 4.74], ddof=1) * math.sqrt(1 + 1 / 3))
-
-
-def test_newcombe_published_examples() -> None:
-    # Newcombe (1998), Statistics in Medicine 17:873, Table II, method 10
-    assert newcombe((56, 70), (48, 80), 0.95) == (pytest.approx(0.0524, abs=1e-4), pytest.approx(0.3339, abs=1e-4))
-    assert newcombe((9, 10), (3, 10), 0.95) == (pytest.approx(0.1705, abs=1e-4), pytest.approx(0.8090, abs=1e-4))
 
 
 def test_holm_step_down() -> None:

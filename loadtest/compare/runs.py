@@ -1,56 +1,25 @@
-"""``loadtest compare``: judge a candidate run against a baseline, from run directories alone.
-
-Two parts. The judgement is pure and lives in :mod:`loadtest.judge` (:func:`judge`,
-:class:`Thresholds`, the bootstrap and interval statistics; the rules are in its docstring);
-this module re-exports it. :func:`load_run`, :func:`render_table` and :func:`write_json` are
-the I/O and presentation around it (docs/run-directory.md is the contract they read).
+"""Reading run directories for the release gate: :func:`load_run` gives the :class:`RunData`
+that :func:`loadtest.compare.gate.gate` judges (docs/run-directory.md is the contract it reads).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest.compare.judge import (
-    _LATENCY_DEFAULT,
-    DEFAULT_CHECKS,
-    PERCENTILES,
-    REGRESSION,
-    Row,
-    RunData,
-    Thresholds,
-    Verdict,
-    _num,
-    _signed_pct,
-    judge,
-    parse_checks,
-)
-from loadtest.compare.output import format_value
-from loadtest.errors import BadInput, OutputError
+from loadtest.compare.judge import _LATENCY_DEFAULT, RunData, _num
+from loadtest.errors import BadInput
 from loadtest.metrics.recorder import Recorder
-from loadtest.rundir import read_hlog_intervals, read_summary, read_timeseries, write_atomic
+from loadtest.rundir import read_hlog_intervals, read_summary, read_timeseries
 
-__all__ = [
-    "DEFAULT_CHECKS",
-    "PERCENTILES",
-    "Row",
-    "RunData",
-    "Thresholds",
-    "Verdict",
-    "judge",
-    "load_run",
-    "parse_checks",
-    "render_table",
-    "write_json",
-]
+__all__ = ["load_run"]
 
 
 # ---- reading run directories ---------------------------------------------------------------
 
 
 def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
-    """Read what :func:`judge` needs from the run directory ``path`` (the hlogs of ``metrics``).
+    """Read what the gate needs from the run directory ``path`` (the hlogs of ``metrics``).
 
     A missing or unreadable summary.json or hlog is :class:`BadInput` naming the file.
     """
@@ -71,7 +40,6 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
                         "latencies may be the generator's, not the target's")  # fmt: skip
     if summary.interrupted:
         warnings.append("the run was interrupted: partial results")
-    counts = summary.error_counts  # (not served, offered): loadtest.slo's one formula
     per_s = _per_second(path / "timeseries.csv", summary.window_end_s)
     meta = {"scenario": summary.scenario, "started_at": summary.started_at, "target": summary.target,
             "mode": summary.mode, "measure_s": summary.measure_s}  # fmt: skip
@@ -81,7 +49,6 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
         intervals=intervals,
         summary_ms=latency,
         error_rate=_num(summary.error_rate),
-        error_counts=counts,
         requests_per_s=_num(summary.throughput.get("requests_per_s")),
         completions_per_s=per_s["completions"],
         errors_per_s=per_s["errors"],
@@ -111,49 +78,3 @@ def _per_second(path: Path, window_end_s: float) -> dict[str, list[float]]:
     done = [float(v) for v in rows["completions"]]
     bad = [float(f) + float(d) for f, d in zip(rows["failures"], rows["dropped"], strict=True)]
     return {"completions": done, "errors": bad, "attempts": [a + b for a, b in zip(done, bad, strict=True)]}
-
-
-# ---- presentation --------------------------------------------------------------------------
-
-
-def render_table(verdict: Verdict, baseline: RunData, candidate: RunData) -> str:
-    """The comparison as plain text: a table, notes, and the one-line verdict last."""
-    level = f"{verdict.thresholds.confidence:.0%}"
-    head = ("check", "baseline", "candidate", "change", f"{level} CI of diff", "verdict")
-    table = [head] + [
-        (r.name, format_value(r.baseline, r), format_value(r.candidate, r), _signed_pct(r.change), _fmt_ci(r), r.verdict)
-        for r in verdict.rows
-    ]
-    widths = [max(len(line[i]) for line in table) for i in range(len(head))]
-    lines = [f"baseline:  {baseline.label}", f"candidate: {candidate.label}", ""]
-    for line in table:
-        cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:-1], widths[1:-1], strict=True)]
-        lines.append("  ".join([*cells, line[-1]]).rstrip())
-    lines.append("")
-    lines.extend(f"note: {n}" for n in verdict.notes)
-    lines.extend(f"{r.name}: {r.reason}" for r in verdict.rows
-                 if r.verdict == REGRESSION or r.reason.endswith("not credible"))  # fmt: skip
-    lines.append(verdict.headline())
-    return "\n".join(lines) + "\n"
-
-
-def write_json(path: Path, verdict: Verdict, baseline: RunData, candidate: RunData) -> None:
-    """The verdict as JSON in ``path``, written atomically (temp file, then ``os.replace``)."""
-    data = {"baseline": dict(baseline.meta), "candidate": dict(candidate.meta), **verdict.to_dict()}
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    try:
-        write_atomic(path.resolve(), text)
-    except OutputError as exc:
-        cause = exc.__cause__
-        detail = (cause.strerror or cause) if isinstance(cause, OSError) else exc
-        raise BadInput(f"{path}: cannot write the comparison ({detail})") from exc
-
-
-
-
-def _fmt_ci(row: Row) -> str:
-    if row.ci is None:
-        return "—"
-    if row.metric == "error_rate":
-        return f"[{row.ci[0]:+.2%}, {row.ci[1]:+.2%}]"
-    return f"[{row.ci[0]:+.3f}, {row.ci[1]:+.3f}] {row.unit}"

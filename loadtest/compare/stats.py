@@ -1,42 +1,16 @@
-"""The statistics under ``compare``: bootstrap intervals over per-second histograms, and
-Newcombe's interval for a difference of two proportions. Pure (numpy, no I/O)."""
+"""Per-second histograms stacked for the gate's moving-block bootstrap: percentiles of any
+weighted merge of seconds in numpy. Pure (numpy, no I/O)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from statistics import NormalDist
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from loadtest.metrics.recorder import Recorder
 
-__all__ = ["Stack", "interval", "newcombe"]
-
-
-def newcombe(c: tuple[int, int], b: tuple[int, int], confidence: float) -> tuple[float, float]:
-    """Interval of p_c − p_b for two proportions ``(events, trials)`` (Newcombe 1998, method 10)."""
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-
-    def wilson(k: int, n: int) -> tuple[float, float, float]:
-        p = k / n
-        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        return p, centre - half, centre + half
-
-    pc, lc, uc = wilson(*c)
-    pb, lb, ub = wilson(*b)
-    d = pc - pb
-    low = d - math.sqrt((pc - lc) ** 2 + (ub - pb) ** 2)
-    high = d + math.sqrt((uc - pc) ** 2 + (pb - lb) ** 2)
-    return round(low, 6), round(high, 6)
-
-
-def interval(diff: np.ndarray, confidence: float) -> tuple[float, float]:
-    alpha = 1 - confidence
-    lo, hi = np.quantile(diff, [alpha / 2, 1 - alpha / 2])
-    return round(float(lo), 3), round(float(hi), 3)
+__all__ = ["Stack"]
 
 
 class Stack:
