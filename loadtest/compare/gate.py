@@ -1,6 +1,6 @@
 """The release gate (issue 13), pure: one or more runs per side in, a :class:`GateVerdict` out.
 
-Why not :func:`loadtest.compare.judge.judge`: its bootstrap resamples single seconds of one
+Why not the one-run judgement it replaced (until issue 13): its bootstrap resamples single seconds of one
 run, so a run-level offset (this run's target warmed up differently, another seed) is
 invisible to it, and 6 of 98 A/A pairs failed, all on ITL/TPOT p99. Here the error term is
 chosen by what the data can support:
