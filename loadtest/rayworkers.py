@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.engine.remote import RemoteWorker, merged_progress, report_to_plain
+from loadtest.engine.remote import RemoteWorker, StopRelay, merged_progress, report_to_plain
 from loadtest.engine.result import Progress
 from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec
 from loadtest.errors import BadInput, LoadtestError, WorkersUnavailable
@@ -251,7 +251,7 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-class RayWorkers:
+class RayWorkers(StopRelay):
     """The actors of one run, driven from the coordinator's event loop."""
 
     def __init__(self, specs: list[WorkerSpec], *, sink: RequestCsv | None, secret: str | None,
@@ -276,14 +276,6 @@ class RayWorkers:
             if not a.done:
                 with contextlib.suppress(Exception):
                     getattr(a.handle, kind).remote()
-
-    def stop(self) -> None:
-        self._stopping = self._stopping or "stop"
-        self._send("stop")
-
-    def abort(self) -> None:
-        self._stopping = "abort"
-        self._send("abort")
 
     # -- the run
 

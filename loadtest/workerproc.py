@@ -32,7 +32,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from loadtest.engine.remote import RemoteWorker, merged_progress, report_from_plain, report_to_plain
+from loadtest.engine.remote import (
+    RemoteWorker,
+    StopRelay,
+    merged_progress,
+    report_from_plain,
+    report_to_plain,
+)
 from loadtest.engine.result import Progress
 from loadtest.engine.tls import ssl_context_for
 from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec
@@ -120,7 +126,7 @@ class Child(RemoteWorker):
     conn: Any = None  # multiprocessing.connection.Connection
 
 
-class Children:
+class Children(StopRelay):
     """The worker processes of one run, driven from the coordinator's event loop."""
 
     def __init__(self, specs: list[WorkerSpec], *, run_dir: Path | None, secret: str | None) -> None:
@@ -158,14 +164,6 @@ class Children:
             if not ch.done:
                 with contextlib.suppress(OSError, ValueError):
                     ch.conn.send((kind, arg))
-
-    def stop(self) -> None:
-        self._stopping = self._stopping or "stop"
-        self._send("stop")
-
-    def abort(self) -> None:
-        self._stopping = "abort"
-        self._send("abort")
 
     async def _until(self, done: Any, on_second: Any = None) -> None:
         while not done():

@@ -14,7 +14,26 @@ from loadtest.engine.worker import WorkerReport
 from loadtest.metrics.figures import Figures
 from loadtest.metrics.seconds import SecondRow
 
-__all__ = ["RemoteWorker", "merged_progress", "report_from_plain", "report_to_plain"]
+__all__ = ["RemoteWorker", "StopRelay", "merged_progress", "report_from_plain", "report_to_plain"]
+
+
+class StopRelay:
+    """A coordinator's stop and abort, relayed to its remote workers (processes or Ray actors)
+    that are not done, and remembered so that a worker that reports in later gets it too.
+    Safe from signal handlers: :meth:`_send` must not block."""
+
+    _stopping: str = ""  # "", "stop" or "abort"
+
+    def _send(self, kind: str) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stopping = self._stopping or "stop"
+        self._send("stop")
+
+    def abort(self) -> None:
+        self._stopping = "abort"
+        self._send("abort")
 
 
 def report_to_plain(r: WorkerReport) -> dict[str, Any]:
