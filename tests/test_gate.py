@@ -17,7 +17,17 @@ from scipy import stats as sps
 
 from loadtest.compare.ab import order
 from loadtest.compare.gate import GateRules, InvalidComparison, gate
-from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, t_cdf, t_ppf, welch
+from loadtest.compare.intervals import (
+    Estimate,
+    block_indices,
+    f_sf,
+    holm,
+    paired_t,
+    pooled,
+    t_cdf,
+    t_ppf,
+    welch,
+)
 from loadtest.compare.judge import RunData
 from loadtest.compare.runs import load_run
 
@@ -149,13 +159,22 @@ def test_itl_gates_alone_only_with_a_calibration(tmp_path: Path) -> None:
 def test_pooled_variance_by_hand() -> None:
     # 3 rounds, s = 0.02 (2 df) pooled with a calibration of 10 runs whose per-round variance
     # is 2 × 0.01² (9 df): s²p = (2·0.0004 + 9·0.0002) / 11, df 11
-    est = pooled(paired_t([0.10, 0.12, 0.08]), n=3, var=2 * 0.01**2, runs=10, what="a calibration")
+    est = pooled(paired_t([0.10, 0.12, 0.08]), var=2 * 0.01**2 / 3, runs=10, what="a calibration")
     s2p = (2 * 0.02**2 + 9 * 2 * 0.01**2) / 11
     assert est.df == 11 and est.value == pytest.approx(0.10)
     assert est.se == pytest.approx(math.sqrt(s2p / 3), rel=1e-12)
     lo, _ = est.interval(0.01)
     assert lo == pytest.approx(0.10 - sps.t.ppf(0.99, 11) * math.sqrt(s2p / 3), abs=1e-9)
-    assert pooled(paired_t([0.1, 0.2]), n=2, var=0.01, runs=1, what="x").df == 1  # one run: nothing to pool
+    assert pooled(paired_t([0.1, 0.2]), var=0.01, runs=1, what="x").df == 1  # one run: nothing to pool
+    # rounds far noisier than the calibration (F = 0.0004 / 0.00002 = 20 on (2, 9) df, p ≈ 0.0005):
+    # its variance is not theirs; the rounds' own interval stands, and the method says why
+    misfit = pooled(paired_t([0.10, 0.12, 0.08]), var=2 * 0.01**2 / 10 / 3, runs=10, what="a calibration")
+    assert misfit.df == 2 and "not pooled" in misfit.method
+
+
+@pytest.mark.parametrize(("x", "d1", "d2"), [(1.0, 2, 9), (5.0, 2, 9), (20.0, 2, 9), (0.3, 4, 20), (12.0, 1, 3)])
+def test_f_survival_matches_scipy(x: float, d1: int, d2: int) -> None:
+    assert f_sf(x, d1, d2) == pytest.approx(sps.f.sf(x, d1, d2), rel=1e-9)
 
 
 def test_a_calibration_gives_rounds_more_degrees_of_freedom(tmp_path: Path) -> None:
@@ -166,7 +185,7 @@ def test_a_calibration_gives_rounds_more_degrees_of_freedom(tmp_path: Path) -> N
     plain = gate(base, slow, checks=checks).rows[0]
     deltas = [math.log(c.summary_ms["ttft"]["p50"] / b.summary_ms["ttft"]["p50"]) for b, c in zip(base, slow, strict=True)]
     s2 = float(np.var(deltas, ddof=1))
-    sigma = math.sqrt(s2 / 2) / 4  # a calibration that saw less noise than these 3 rounds: narrower
+    sigma = math.sqrt(s2 / 2) / 2  # a calibration that saw less noise than these 3 rounds (F = 4, p ≈ 0.06)
     fp = base[0].fingerprint
     cal = gate(base, slow, GateRules(noise={"ttft p50": sigma}, noise_runs=10, noise_fingerprint=fp),
                checks=checks).rows[0]  # fmt: skip

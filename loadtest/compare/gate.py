@@ -294,20 +294,14 @@ def _estimate(metric: str, stat: str, b: Sequence[RunData], c: Sequence[RunData]
     tc = [_transform(metric, v) for v in cv if v is not None]
     sign = -1.0 if metric == "throughput" else 1.0  # positive δ = worse
     noise = r.noise.get(check_name(metric, stat))
-    calibrated = f"a calibration of {r.noise_runs} runs"
     if len(tb) == len(tc) and r.paired:
         est = paired_t([sign * (y - x) for x, y in zip(tb, tc, strict=True)])
-        if noise is not None:  # one round's δ is the difference of two runs: variance 2σ²
-            est = pooled(est, n=len(tb), var=2 * noise**2, runs=r.noise_runs, what=calibrated)
+        var = None if noise is None else 2 * noise**2 / len(tb)  # a round's δ: two runs, 2σ²
     else:
         est = welch([sign * x for x in tb], [sign * y for y in tc])
-        if noise is not None and est.df < r.noise_runs - 1:
-            # unpaired: the calibrated σ² per run, for both sides (1/nb + 1/nc)
-            var = noise**2 * (1 / len(tb) + 1 / len(tc))
-            own = est.se**2
-            df = est.df + r.noise_runs - 1
-            se = math.sqrt((est.df * own + (r.noise_runs - 1) * var) / df)
-            est = Estimate(est.value, f"{est.method}, variance pooled with {calibrated} ({df:.0f} df)", se=se, df=df)
+        var = None if noise is None else noise**2 * (1 / len(tb) + 1 / len(tc))
+    if var is not None:
+        est = pooled(est, var=var, runs=r.noise_runs, what=f"a calibration of {r.noise_runs} runs")
     return est, est.method
 
 

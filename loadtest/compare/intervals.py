@@ -18,6 +18,7 @@ import numpy.typing as npt
 __all__ = [
     "Estimate",
     "block_indices",
+    "f_sf",
     "holm",
     "paired_t",
     "pooled",
@@ -137,6 +138,17 @@ class Estimate:
         return Estimate(self.value, f"{self.method}, widened to the calibrated noise floor", se=floor_se, df=df)
 
 
+#: a calibration whose variance these rounds exceed at this one-sided p is not pooled
+MISFIT_P = 0.01
+
+
+def f_sf(x: float, d1: float, d2: float) -> float:
+    """P(F > x) for Snedecor's F with (``d1``, ``d2``) degrees of freedom."""
+    if x <= 0:
+        return 1.0
+    return _betainc(d2 / 2.0, d1 / 2.0, d2 / (d2 + d1 * x))
+
+
 def paired_t(deltas: Sequence[float]) -> Estimate:
     """Paired t on per-round differences (log ratios): mean, se = sd/√n, df = n − 1."""
     d = np.asarray(deltas, dtype=np.float64)
@@ -146,22 +158,27 @@ def paired_t(deltas: Sequence[float]) -> Estimate:
     return Estimate(float(d.mean()), f"paired t over {len(d)} rounds", se=se, df=float(len(d) - 1))
 
 
-def pooled(est: Estimate, *, n: int, var: float, runs: int, what: str) -> Estimate:
-    """``est`` (a t estimate over ``n`` rounds, se = s/√n, df = n − 1) with its variance pooled
-    with an independent estimate of the same variance from a calibration: ``var`` (the
-    variance of one per-round δ) measured on ``runs`` runs, so with ``runs`` − 1 degrees of
-    freedom. The pooled variance ((n−1)s² + (K−1)var) / (n − 1 + K − 1) has their sum as its
-    degrees of freedom: three rounds alone give 2, and t(0.99, 2) = 6.96; with a calibration
-    of ten runs, 11 and 2.72. Valid when the calibration measured the same noise (same
-    scenario, same target, same machine): ``what`` says where it came from."""
-    if runs < 2 or not math.isfinite(var) or var < 0 or est.draws:
+def pooled(est: Estimate, *, var: float, runs: int, what: str) -> Estimate:
+    """``est`` (a t estimate: se, df) with its variance pooled with an independent estimate of
+    the same variance from a calibration: ``var``, what se² would be by the calibration,
+    measured on ``runs`` runs, so with ``runs`` − 1 degrees of freedom. The pooled se² =
+    (df·se² + (K−1)·var) / (df + K − 1) has df + K − 1 degrees of freedom: three paired rounds
+    alone give 2, and t(0.99, 2) = 6.96; with a calibration of ten runs, 11 and 2.72.
+
+    Valid only when the calibration measured the same noise (same scenario, target, machine):
+    when these runs vary more than it allows (one-sided F test, p < :data:`MISFIT_P`), nothing
+    is pooled and the method says so. ``what`` names the calibration."""
+    if runs < 2 or not math.isfinite(var) or var < 0 or est.draws or not math.isfinite(est.df):
         return est
-    df_own = max(n - 1, 0)
-    s2 = est.se**2 * n
-    df = df_own + runs - 1
-    s2p = (df_own * s2 + (runs - 1) * var) / df
-    return Estimate(est.value, f"{est.method}, variance pooled with {what} ({df:g} df)",
-                    se=math.sqrt(s2p / n), df=float(df))  # fmt: skip
+    own = est.se**2
+    if est.df > 0 and var > 0 and f_sf(own / var, est.df, runs - 1) < MISFIT_P:
+        # a busier machine, another target: its variance is not theirs, and pooling would
+        # narrow the interval wrongly
+        return Estimate(est.value, f"{est.method}; not pooled: these runs vary more than {what} "
+                        f"allows (F test p < {MISFIT_P:g})", se=est.se, df=est.df)  # fmt: skip
+    df = est.df + runs - 1
+    return Estimate(est.value, f"{est.method}, variance pooled with {what} ({df:.0f} df)",
+                    se=math.sqrt((est.df * own + (runs - 1) * var) / df), df=df)  # fmt: skip
 
 
 def welch(baseline: Sequence[float], candidate: Sequence[float]) -> Estimate:
