@@ -134,10 +134,13 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
 @click.option("--api-key", help="API key for both sides (default: the variable named by target.api_key_env).")
 @click.option("--round-seed", type=int, help="Round i uses load.seed = this + i - 1 (default: fresh random seeds).")
 @click.option("--html", is_flag=True, help="Write each run's report.html.")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Rounds that may be run again, in all, because a generator saturated (the machine, not the "
+                   "target); the spoiled runs are kept as round-N-<side>.spoiled-K.")
 @_gate_options
 def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock: Any, candidate_mock: Any,
        rounds: int, out: str, duration: str | None, api_key: str | None, round_seed: int | None, html: bool,
-       metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
+       retries: int, metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
        block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
        json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Run SCENARIO_FILE against the baseline and the candidate in alternating rounds, then
@@ -170,7 +173,8 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
     result = run_ab(scenario_file, baseline=AbSide(url=baseline_url, mock=baseline_mock or {}),
                     candidate=AbSide(url=candidate_url, mock=candidate_mock or {}), rounds=rounds, out=Path(out),
                     environ=os.environ, rules=rules, checks=checks, duration_s=duration_s, api_key=api_key,
-                    seed=round_seed, html=html, warn=lambda text: click.secho(text, fg="yellow", err=True),
+                    seed=round_seed, html=html, retries=retries,
+                    warn=lambda text: click.secho(text, fg="yellow", err=True),
                     on_run=on_run)  # fmt: skip
     if result.interrupted or result.verdict is None:
         click.echo("Interrupted: no verdict (the rounds run so far are in " + out + ").", err=True)
@@ -187,9 +191,11 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory (new or empty).")
 @click.option("--duration", help="Duration of each run (overrides load.duration).")
 @click.option("--api-key", help="API key (default: the variable named by target.api_key_env).")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Runs that may be run again, in all, because the generator saturated.")
 @_gate_options
 def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: str | None, api_key: str | None,
-              metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
+              retries: int, metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
               block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
               json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Run SCENARIO_FILE K times against one target: OUT/calibration.json (between-run noise
@@ -206,7 +212,7 @@ def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: 
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail, None,
                    allow_saturated=allow_saturated)
     result = run_calibration(scenario_file, target=target, runs=n_runs, out=Path(out), environ=os.environ,
-                             rules=rules, checks=checks, duration_s=duration_s, api_key=api_key,
+                             rules=rules, checks=checks, duration_s=duration_s, api_key=api_key, retries=retries,
                              warn=lambda text: click.secho(text, fg="yellow", err=True),
                              on_run=lambda i, d: click.echo(f"run {i}: {d}", err=True))  # fmt: skip
     if result is None:

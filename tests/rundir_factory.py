@@ -23,7 +23,7 @@ from hdrh.histogram import HdrHistogram
 from hdrh.log import HistogramLogWriter
 
 from loadtest.errors import ERROR_CATEGORIES
-from loadtest.metrics.recorder import METRICS
+from loadtest.metrics.recorder import METRICS, _mean
 
 __all__ = ["METRICS", "RunFacts", "make_run_dir"]
 
@@ -65,7 +65,7 @@ def _figures(hist: HdrHistogram) -> dict:
     return {
         "count": hist.get_total_count(),
         "min": hist.get_min_value() / 1000,
-        "mean": round(hist.get_mean_value() / 1000, 3),
+        "mean": round(_mean(hist) / 1000, 3),  # hdrh's get_mean_value walks every bucket (0.3 s)
         "p50": pct[50] / 1000,
         "p90": pct[90] / 1000,
         "p95": pct[95] / 1000,

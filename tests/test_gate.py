@@ -206,6 +206,44 @@ def test_a_calibration_gives_rounds_more_degrees_of_freedom(tmp_path: Path) -> N
              checks=checks)  # fmt: skip
 
 
+def test_ab_runs_a_round_again_when_a_generator_saturated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # fake runs: the candidate of round 2 is saturated on its first attempt only; every run is a
+    # synthetic run directory (no sockets). The spoiled round is kept aside, run again with a new
+    # seed, and the verdict says so; a second saturation with no retry left is judged as it is.
+    import loadtest.compare.ab as ab_mod
+    from loadtest.compare.ab import AbSide, run_ab
+
+    calls: list[tuple[str, int]] = []
+
+    def fake_run(sc: object, run_dir: Path, **_: object) -> dict[str, object]:
+        role = run_dir.name.split("-")[-1]
+        calls.append((run_dir.name, sc.load.seed))  # type: ignore[attr-defined]
+        saturated = run_dir.name == "round-2-candidate" and sum(n == run_dir.name for n, _ in calls) == 1
+        make_run_dir(run_dir, seed=len(calls), rate_per_s=10, duration_s=12, saturated=saturated)
+        return {"verdict": "passed", "role": role}
+
+    monkeypatch.setattr(ab_mod, "run_to_dir", fake_run)
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(_AB, encoding="utf-8")
+    side = AbSide(url="mock")
+    result = run_ab(scenario, baseline=side, candidate=side, rounds=3, out=tmp_path / "ab", environ={},
+                    rules=GateRules(), checks=[("ttft", "p50")], seed=100)  # fmt: skip
+    assert [n for n, _ in calls] == ["round-1-baseline", "round-1-candidate", "round-2-candidate",
+                                     "round-2-baseline", "round-2-candidate", "round-2-baseline",
+                                     "round-3-baseline", "round-3-candidate"]  # fmt: skip
+    seeds = [seed for _, seed in calls]
+    assert seeds == [100, 100, 101, 101, 102, 102, 103, 103]  # a re-run round draws a new seed
+    assert (tmp_path / "ab" / "round-2-candidate.spoiled-1").is_dir()
+    assert (tmp_path / "ab" / "round-2-baseline.spoiled-1").is_dir()
+    assert result.verdict is not None and len(result.baseline) == len(result.candidate) == 3
+    assert not any(r.saturated for r in result.candidate)
+    assert result.rerun and "round 2 run again" in result.verdict.notes[0], result.verdict.notes
+    calls.clear()
+    with pytest.raises(InvalidComparison, match="saturated"):  # no retry left: refused as before
+        run_ab(scenario, baseline=side, candidate=side, rounds=3, out=tmp_path / "ab0", environ={},
+               rules=GateRules(), checks=[("ttft", "p50")], seed=100, retries=0)  # fmt: skip
+
+
 def test_order_alternates() -> None:
     assert [order(i)[0] for i in range(1, 5)] == ["baseline", "candidate", "baseline", "candidate"]
 

@@ -7,6 +7,13 @@ directory (``OUT/round-1-baseline/``, …) written by :func:`loadtest.coordinato
 then :func:`loadtest.compare.gate.gate` judges the rounds (paired) and ``OUT/compare.json``,
 ``OUT/compare.md`` and ``OUT/junit.xml`` are written.
 
+A round in which either side's generator was saturated (its loop ran late: on a shared
+machine, usually CPU taken by the hypervisor, `generator.host_steal_percent`) measured the
+machine, not the target: it is run again, both sides with a new seed, up to ``retries`` times
+in all; the spoiled runs stay in ``OUT/round-N-<side>.spoiled-K/`` and the verdict's notes say
+which rounds were run again and why. (On a 2-core VM a burst of 18-32 % steal in one round
+turned a +20 % regression into INCONCLUSIVE: BENCHMARKS.md.)
+
 A side whose URL is ``mock`` gets its own embedded mock (a fresh mock seed per run);
 ``baseline_mock``/``candidate_mock`` override that side's ``mock`` section (e.g.
 ``{"ttft_ms": 120}``): the way to stage a known slow-down. The mock section is not part of
@@ -17,7 +24,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,8 @@ class AbResult:
     baseline: list[RunData]
     candidate: list[RunData]
     interrupted: bool = False
+    #: one line per round that was run again (which round, which side, why)
+    rerun: list[str] = field(default_factory=list)
 
 
 def order(round_no: int) -> tuple[str, str]:
@@ -57,42 +66,71 @@ def order(round_no: int) -> tuple[str, str]:
 def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, rounds: int, out: Path,
            environ: Mapping[str, str], rules: GateRules, checks: Sequence[tuple[str, str]],
            duration_s: float | None = None, api_key: str | None = None, seed: int | None = None,
-           ssl_context: Any = None, html: bool = False, quiet: bool = True,
+           ssl_context: Any = None, html: bool = False, quiet: bool = True, retries: int = 2,
            warn: Callable[[str], None] = lambda _: None,
            on_run: Callable[[int, str, Path, dict[str, Any]], None] = lambda *_: None) -> AbResult:  # fmt: skip
     """Run the rounds into ``out`` (new or empty) and judge them.
 
-    ``seed``: round *i* uses ``seed + i - 1`` (default: fresh random seeds). Raises BadInput
-    (exit 2) for a bad scenario or an invalid comparison, TargetUnreachable (exit 3) when a
-    side cannot be reached; an interrupted run stops the rounds (``interrupted``; no verdict).
+    ``seed``: round *i* uses ``seed + i - 1`` (default: fresh random seeds; a round run again
+    takes the next unused one). ``retries``: how many rounds in all may be run again because a
+    generator saturated. Raises BadInput (exit 2) for a bad scenario or an invalid comparison,
+    TargetUnreachable (exit 3) when a side cannot be reached; an interrupted run stops the
+    rounds (``interrupted``; no verdict).
     """
     if rounds < 1:
         raise BadInput(f"--rounds must be >= 1, got {rounds}")
+    if retries < 0:
+        raise BadInput(f"--retries must be >= 0, got {retries}")
     prepare_run_dir(out)
     sides = {"baseline": baseline, "candidate": candidate}
     base_seed = seed if seed is not None else secrets.randbits(31)
     runs: dict[str, list[RunData]] = {"baseline": [], "candidate": []}
     latency = sorted({m for m, stat in checks if stat})
+    rerun: list[str] = []
+    seeds_used = 0
     for i in range(1, rounds + 1):
-        round_seed = (base_seed + i - 1) % 2**31
-        for role in order(i):
-            side = sides[role]
-            overrides = Overrides(target_url=side.url, duration_s=duration_s, seed=round_seed, api_key=api_key)
-            sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
-            if side.mock:
-                sc = _with_mock(sc, side.mock, role)
-            run_dir = out / f"round-{i}-{role}"
-            summary = run_to_dir(sc, run_dir, api_key=resolve_api_key(sc, overrides, environ),
-                                 ssl_context=ssl_context, insecure=False, html=html, quiet=quiet, warn=warn)  # fmt: skip
-            on_run(i, role, run_dir, summary)
-            if summary.get("interrupted"):
-                return AbResult(None, runs["baseline"], runs["candidate"], interrupted=True)
-            runs[role].append(load_run(run_dir, latency))
+        attempt = 0
+        while True:
+            round_seed = (base_seed + seeds_used) % 2**31
+            seeds_used += 1
+            pair: dict[str, RunData] = {}
+            for role in order(i):
+                side = sides[role]
+                overrides = Overrides(target_url=side.url, duration_s=duration_s, seed=round_seed, api_key=api_key)
+                sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
+                if side.mock:
+                    sc = _with_mock(sc, side.mock, role)
+                run_dir = out / f"round-{i}-{role}"
+                summary = run_to_dir(sc, run_dir, api_key=resolve_api_key(sc, overrides, environ),
+                                     ssl_context=ssl_context, insecure=False, html=html, quiet=quiet, warn=warn)  # fmt: skip
+                on_run(i, role, run_dir, summary)
+                if summary.get("interrupted"):
+                    return AbResult(None, runs["baseline"], runs["candidate"], interrupted=True, rerun=rerun)
+                pair[role] = load_run(run_dir, latency)
+            spoiled = [role for role in order(i) if pair[role].saturated]
+            if not spoiled or len(rerun) >= retries:
+                break
+            attempt += 1
+            why = "; ".join(f"{role}: {_why(pair[role])}" for role in spoiled)
+            rerun.append(f"round {i} run again (attempt {attempt + 1}): the generator was saturated ({why})")
+            warn(f"warning: {rerun[-1]}")
+            for role in order(i):
+                (out / f"round-{i}-{role}").rename(out / f"round-{i}-{role}.spoiled-{attempt}")
+        for role in ("baseline", "candidate"):
+            runs[role].append(pair[role])
     verdict = gate(runs["baseline"], runs["candidate"], rules, checks=checks)
+    if rerun:
+        verdict = replace(verdict, notes=(*rerun, *verdict.notes))
     write_text_file(out / "compare.json", gate_json(verdict, runs["baseline"], runs["candidate"]))
     write_text_file(out / "compare.md", gate_markdown(verdict, runs["baseline"], runs["candidate"]))
     write_text_file(out / "junit.xml", gate_junit(verdict))
-    return AbResult(verdict, runs["baseline"], runs["candidate"])
+    return AbResult(verdict, runs["baseline"], runs["candidate"], rerun=rerun)
+
+
+def _why(run: RunData) -> str:
+    """The saturation reasons of a run (from its warnings), shortly."""
+    text = next((w for w in run.warnings if "saturated" in w), "saturated")
+    return text.split("(", 1)[1].rsplit(")", 1)[0] if "(" in text else text
 
 
 def _with_mock(sc: Any, overrides: Mapping[str, Any], role: str) -> Any:

@@ -73,10 +73,12 @@ def read_calibration(path: Path) -> tuple[dict[str, float], int, str | None]:
 
 def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: Path, environ: Mapping[str, str],
                     rules: GateRules, checks: Sequence[tuple[str, str]], duration_s: float | None = None,
-                    api_key: str | None = None, warn: Callable[[str], None] = lambda _: None,
+                    api_key: str | None = None, retries: int = 2, warn: Callable[[str], None] = lambda _: None,
                     on_run: Callable[[int, Path], None] = lambda *_: None) -> dict[str, Any] | None:  # fmt: skip
     """Run ``runs`` identical runs (fresh seeds) into ``out/run-N/`` and write
-    ``out/calibration.json``; None when a run was interrupted."""
+    ``out/calibration.json``; None when a run was interrupted. A run whose generator saturated
+    measured the machine: it is run again (``retries`` times in all; the spoiled one is kept as
+    ``run-N.spoiled-K``), so a burst of stolen CPU does not inflate the noise."""
     from loadtest.coordinator import run_to_dir
     from loadtest.rundir.writer import prepare_run_dir
     from loadtest.scenario import Overrides, load_scenario, resolve_api_key
@@ -84,16 +86,27 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
     prepare_run_dir(out)
     latency = sorted({m for m, stat in checks if stat})
     data: list[RunData] = []
+    spent = 0
     for i in range(1, runs + 1):
-        overrides = Overrides(target_url=target, duration_s=duration_s, seed=secrets.randbits(31), api_key=api_key)
-        sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
-        run_dir = out / f"run-{i}"
-        summary = run_to_dir(sc, run_dir, api_key=resolve_api_key(sc, overrides, environ), ssl_context=None,
-                             insecure=False, html=False, quiet=True, warn=warn)  # fmt: skip
-        on_run(i, run_dir)
-        if summary.get("interrupted"):
-            return None
-        data.append(load_run(run_dir, latency))
+        attempt = 0
+        while True:
+            overrides = Overrides(target_url=target, duration_s=duration_s, seed=secrets.randbits(31),
+                                  api_key=api_key)  # fmt: skip
+            sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
+            run_dir = out / f"run-{i}"
+            summary = run_to_dir(sc, run_dir, api_key=resolve_api_key(sc, overrides, environ), ssl_context=None,
+                                 insecure=False, html=False, quiet=True, warn=warn)  # fmt: skip
+            on_run(i, run_dir)
+            if summary.get("interrupted"):
+                return None
+            run = load_run(run_dir, latency)
+            if not run.saturated or spent >= retries:
+                break
+            spent += 1
+            attempt += 1
+            warn(f"warning: run {i} run again: the generator was saturated")
+            run_dir.rename(out / f"run-{i}.spoiled-{attempt}")
+        data.append(run)
     result = calibrate_runs(data, rules, checks)
     write_text_file(out / "calibration.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result
