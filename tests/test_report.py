@@ -257,3 +257,11 @@ def test_cancelled_requests_are_shown_and_warned(tmp_path: Path) -> None:
     summary["requests"]["cancelled"] = 0
     (run.path / "summary.json").write_text(json.dumps(summary))
     assert 'data-warning="cancelled"' not in render_report([run.path])
+
+
+def test_host_steal_is_shown_when_measured(run) -> None:
+    assert "host steal" not in render_report([run.path])  # not in the summary: not shown
+    summary = json.loads((run.path / "summary.json").read_text())
+    summary["generator"]["host_steal_percent"] = 12.5
+    (run.path / "summary.json").write_text(json.dumps(summary))
+    assert "host steal 12.5 %" in render_report([run.path])

@@ -232,7 +232,9 @@ def _generator_table(run: _Run) -> str:
     reasons = "; ".join(escape(str(r)) for r in gen.get("reasons") or []) or "—"
     rows = [
         ["event-loop lag", f"p50 {_ms(lag.get('p50'))} · p99 {_ms(lag.get('p99'))} · max {_ms(lag.get('max'))} ms"],
-        ["CPU", f"{_num(gen.get('cpu_percent'), 1)} %"],
+        ["CPU", f"{_num(gen.get('cpu_percent'), 1)} % of a core"
+                + (f" · host steal {_num(gen['host_steal_percent'], 1)} % <span class='muted'>(CPU time the "
+                   "hypervisor gave to other guests)</span>" if gen.get("host_steal_percent") is not None else "")],
         ["saturated", _pill(not gen.get("saturated"), "no", "yes") + f" <span class='muted'>{reasons}</span>"],
         ["offered / achieved rate", f"{_num(_get(s, 'schedule', 'offered_rate'), 1)} / "
                                     f"{_num(_get(s, 'schedule', 'achieved_rate'), 1)} req/s"],
