@@ -219,6 +219,8 @@ def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: 
         return EXIT_INTERRUPTED
     for name, sd in result["noise"].items():
         click.echo(f"{name:<16} between-run sd {sd:.4f}" + (" (log)" if not name.startswith("error") else ""))
+    for label in result.get("left_out", []):
+        click.echo(f"left out {label}: the generator was saturated (the machine's noise, not the target's)")
     click.echo(f"one-run compare on {result['pairs']} A/A pairs: {result['false_alarms']} false alarm(s) "
                f"({result['false_alarm_rate']:.1%}); written {Path(out) / 'calibration.json'}")
     return 0

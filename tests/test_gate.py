@@ -244,6 +244,23 @@ def test_ab_runs_a_round_again_when_a_generator_saturated(tmp_path: Path, monkey
                rules=GateRules(), checks=[("ttft", "p50")], seed=100, retries=0)  # fmt: skip
 
 
+def test_calibration_leaves_out_saturated_runs(tmp_path: Path) -> None:
+    from loadtest.compare.calibrate import calibrate_runs
+    from loadtest.errors import BadInput
+
+    def run(i: int, *, saturated: bool = False, ttft_ms: float = 120.0) -> RunData:
+        return load_run(make_run_dir(tmp_path / f"r{i}", seed=i, rate_per_s=10, duration_s=12, saturated=saturated,
+                                     ttft_ms=ttft_ms).path)  # fmt: skip
+
+    clean = [run(i) for i in range(3)]
+    starved = run(9, saturated=True, ttft_ms=400.0)  # a starved generator: its figures are far off
+    result = calibrate_runs([*clean, starved], GateRules(), [("ttft", "p50")])
+    assert result["runs"] == 3 and result["left_out"] == [starved.label] and result["pairs"] == 3
+    assert result["noise"]["ttft p50"] < 0.1  # the 400 ms run is not in it
+    with pytest.raises(BadInput, match="2 of 3 left out"):
+        calibrate_runs([clean[0], starved, run(10, saturated=True)], GateRules(), [("ttft", "p50")])
+
+
 def test_order_alternates() -> None:
     assert [order(i)[0] for i in range(1, 5)] == ["baseline", "candidate", "baseline", "candidate"]
 
