@@ -219,6 +219,9 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> int:
               help="Share of a level's replicates that must pass for the level to pass.")
 @click.option("--warmup", help="Warm-up of each step (default: the scenario's, else max(2s, 10 % of the step)).")
 @click.option("--budget", help="Cap on the sweep's total time, e.g. 30m: no step starts that would end after it.")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Steps that may be run again, in all, because the generator saturated (often the machine, "
+                   "not the load); the spoiled step stays as step-NN-….spoiled-K.")
 @click.option("--continue-after-fail", is_flag=True, help="Run every level, not only up to the first failure.")
 @click.option("--step-duration", help="Duration of each step, e.g. 30s (overrides load.duration).")
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default reports/<name>-sweep-<time>).")
@@ -231,7 +234,7 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> int:
 @click.option("-q", "--quiet", is_flag=True, help="No live progress; only the step lines and the answer.")
 def sweep(scenario_file: str, levels: str | None, rates: str | None, start: float | None, factor: float,
           max_load: float | None, refine: int, replicates: int, pass_share: float, warmup: str | None,
-          budget: str | None, continue_after_fail: bool, step_duration: str | None,
+          budget: str | None, retries: int, continue_after_fail: bool, step_duration: str | None,
           out: str | None, target: str | None, api_key: str | None, seed: int | None, ca_file: str | None,
           insecure: bool, no_html: bool, quiet: bool) -> int:
     """Find the highest load SCENARIO_FILE's target sustains within its SLOs: one run per level
@@ -261,7 +264,7 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
         levels=None if listed is None else parse_level_list(listed, flag="--rates" if rates else "--levels"),
         start=start, factor=factor, max_load=max_load, rates_given=bool(rates), refine=refine,
         continue_after_fail=continue_after_fail, replicates=replicates, required_share=pass_share,
-        warmup_s=durations["--warmup"], budget_s=durations["--budget"])
+        warmup_s=durations["--warmup"], budget_s=durations["--budget"], retries=retries)
     from loadtest.engine.limits import ensure_open_files
 
     key = resolve_api_key(sc, overrides, os.environ)

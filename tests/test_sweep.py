@@ -144,15 +144,17 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[tuple[int, 
     """Fake `_run_step`: TTFT p99 = 20 ms per user (so 5 users pass a 100 ms SLO, 6 fail)."""
     seen: list[tuple[int, float]] = []
 
-    def install(*, saturate_at: int | None = None, interrupt_at: int | None = None,
+    def install(*, saturate_at: int | None = None, saturate_times: int = 10**9, interrupt_at: int | None = None,
                 ctrl_c_at: int | None = None) -> list[tuple[int, float]]:
         def run_step(sc: Any, run_dir: Path, **_: Any) -> dict[str, Any]:
             users = sc.load.concurrency
             assert sc.out == str(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
             seen.append((users, sc.load.duration_s))
             if users == ctrl_c_at:
                 raise KeyboardInterrupt
-            return _fake_summary(20.0 * users, saturated=users == saturate_at, interrupted=users == interrupt_at)
+            saturated = users == saturate_at and sum(u == users for u, _ in seen) <= saturate_times
+            return _fake_summary(20.0 * users, saturated=saturated, interrupted=users == interrupt_at)
 
         monkeypatch.setattr(sweep, "_run_step", run_step)
         return seen
@@ -197,14 +199,29 @@ def test_driver_refines_by_bisection(tmp_path: Path, fake_runs: Callable[..., An
     assert doc["steps"][-1]["run_dir"] == "step-06-concurrency-6" and outcome.exit_code == 0
 
 
-def test_driver_stops_at_once_when_the_generator_saturates(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:
+def test_driver_stops_when_the_generator_saturates_again(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:
     seen = fake_runs(saturate_at=4)
     outcome, doc = _sweep(tmp_path, (1, 2, 4, 8), refine=3)
-    assert [u for u, _ in seen] == [1, 2, 4]
+    # the saturated step is run again twice (--retries 2), saturates every time: the load itself
+    assert [u for u, _ in seen] == [1, 2, 4, 4, 4]
+    assert len(doc["rerun"]) == 2 and "step 3 (4) run again" in doc["rerun"][0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if "spoiled" in p.name) == [
+        "step-03-concurrency-4.spoiled-1", "step-03-concurrency-4.spoiled-2"]
     assert (doc["stopped"], doc["inconclusive"], doc["saturated_at_load"]) == ("saturated", True, 4)
     # issue 14: an inconclusive sweep is not an answer: exit 6, not 0
     assert doc["max_passing_load"] == 2 and doc["first_failing_load"] is None and outcome.exit_code == 6
     assert "describe the generator" in doc["answer"]
+
+
+def test_a_step_saturated_once_is_run_again_and_the_search_goes_on(tmp_path: Path,
+                                                                   fake_runs: Callable[..., Any]) -> None:
+    # a burst of stolen CPU spoils one step: the re-run is clean, and the sweep answers as usual
+    seen = fake_runs(saturate_at=4, saturate_times=1)
+    outcome, doc = _sweep(tmp_path, (2, 4, 8))
+    assert [u for u, _ in seen] == [2, 4, 4, 8]
+    assert (doc["stopped"], doc["max_passing_load"], doc["first_failing_load"]) == ("first_failure", 4, 8)
+    assert not any(s["saturated"] for s in doc["steps"]) and len(doc["rerun"]) == 1
+    assert outcome.exit_code == 0 and (tmp_path / "out" / "step-02-concurrency-4.spoiled-1").is_dir()
 
 
 def test_driver_none_passed_exits_1(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:

@@ -89,6 +89,8 @@ class SweepPlan:
     budget_s: float | None = None
     seed: int = 1  # the sweep's seed: each step's seeds derive from it (capacity.step_seeds)
     mock: bool = False  # the target is the embedded mock: give it each step's own seed
+    #: steps that may be run again, in all, because their generator saturated (see run_sweep)
+    retries: int = 2
 
 
 def default_warmup_s(duration_s: float) -> float:
@@ -131,7 +133,8 @@ def prepare_sweep(scenario_file: str | Path, *, overrides: Any, environ: Mapping
                   levels: Sequence[float] | None, start: float | None, factor: float,
                   max_load: float | None, rates_given: bool, refine: int,
                   continue_after_fail: bool, replicates: int = 1, required_share: float = 1.0,
-                  warmup_s: float | None = None, budget_s: float | None = None) -> tuple[Any, SweepPlan]:
+                  warmup_s: float | None = None, budget_s: float | None = None,
+                  retries: int = 2) -> tuple[Any, SweepPlan]:
     """Load the scenario (as it would run) and plan the sweep; BadInput before anything connects.
 
     ``levels`` came from ``--rates`` when ``rates_given``, else from ``--levels``.
@@ -163,7 +166,7 @@ def prepare_sweep(scenario_file: str | Path, *, overrides: Any, environ: Mapping
     return sc, SweepPlan(mode=mode, levels=plan, refine=refine, continue_after_fail=continue_after_fail,
                          scenario=sc.name, slo=dict(sc.slo), step_duration_s=duration, replicates=replicates,
                          required_share=required_share, warmup_s=warmup_s, budget_s=budget_s,
-                         seed=int(sc.load.seed), mock=sc.target.url == "mock")
+                         seed=int(sc.load.seed), mock=sc.target.url == "mock", retries=retries)
 
 
 def _dir_name(index: int, mode: Mode, load: float) -> str:
@@ -204,20 +207,36 @@ def run_sweep(
     policy = _policy(plan)
     began = clock()
     walls: list[float] = []
+    rerun: list[str] = []
 
     def step(load: float, *, refinement: bool) -> SweepStep:
         index = len(steps) + 1
         name = _dir_name(index, plan.mode, load)
-        seed, mock_seed = step_seeds(plan.seed, index)
-        extra: dict[str, Any] = {"seed": seed, "warmup_s": plan.warmup_s}
-        if plan.mock:
-            extra["mock_seed"] = mock_seed  # else the mock follows load.seed: one experiment per sweep
-        sc = load_scenario(scenario_file, overrides=_step_overrides(overrides, plan.mode, load, out / name, **extra),
-                           environ=environ)
-        t = clock()
-        summary = _run_step(sc, out / name, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
-                            html=html, quiet=quiet, warn=warn)
-        walls.append(clock() - t)
+        attempt = 0
+        while True:
+            # a step run again draws new seeds: another experiment, not the same one twice
+            seed, mock_seed = step_seeds(plan.seed + 7919 * attempt, index)
+            extra: dict[str, Any] = {"seed": seed, "warmup_s": plan.warmup_s}
+            if plan.mock:
+                extra["mock_seed"] = mock_seed  # else the mock follows load.seed: one experiment per sweep
+            sc = load_scenario(scenario_file, overrides=_step_overrides(overrides, plan.mode, load, out / name,
+                                                                          **extra), environ=environ)  # fmt: skip
+            t = clock()
+            summary = _run_step(sc, out / name, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
+                                html=html, quiet=quiet, warn=warn)
+            walls.append(clock() - t)
+            gen = summary.get("generator") or {}
+            if not gen.get("saturated") or summary.get("interrupted") or len(rerun) >= plan.retries:
+                break
+            # Why: a step whose generator saturated measured the machine; on a shared VM that is
+            # often a burst of CPU taken by the hypervisor, not the load (a 22-user step on 2
+            # cores, 53 req/s, made a whole sweep inconclusive). Run it again; if the load itself
+            # saturates the generator, the retries saturate too and the sweep stops as before.
+            attempt += 1
+            why = "; ".join(str(r) for r in gen.get("reasons") or ()) or "saturated"
+            rerun.append(f"step {index} ({load:g}) run again: the generator was saturated ({why})")
+            warn(f"warning: {rerun[-1]}")
+            (out / name).rename(out / f"{name}.spoiled-{attempt}")
         s = SweepStep.from_summary(summary, load=load, index=index, run_dir=name, refinement=refinement)
         replicate = 1 + sum(1 for p in steps if p.load == load)
         s = replace(s, replicate=replicate, seed=seed, mock_seed=mock_seed if plan.mock else None,
@@ -247,9 +266,9 @@ def run_sweep(
     except KeyboardInterrupt:
         stopped = "interrupted"  # a signal between steps (outside a run's own handlers)
     except TargetUnreachable:
-        _finish(out, plan, steps, "unreachable", html=html, warn=warn)
+        _finish(out, plan, steps, "unreachable", html=html, warn=warn, rerun=rerun)
         raise
-    return _finish(out, plan, steps, stopped, html=html, warn=warn)
+    return _finish(out, plan, steps, stopped, html=html, warn=warn, rerun=rerun)
 
 
 def _policy(plan: SweepPlan) -> Policy:
@@ -258,7 +277,7 @@ def _policy(plan: SweepPlan) -> Policy:
 
 
 def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *, html: bool,
-            warn: Callable[[str], None]) -> SweepOutcome:
+            warn: Callable[[str], None], rerun: Sequence[str] = ()) -> SweepOutcome:
     from loadtest.report.capacity import build_capacity_report
     from loadtest.report.html import build_report
     from loadtest.rundir import write_atomic
@@ -288,6 +307,7 @@ def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *,
         "passed_above_first_failure": list(answer.passed_above_first_failure),
         "passed": answer.passed,
         "stopped": stopped,
+        "rerun": list(rerun),
         "interrupted": stopped == "interrupted",
         "answer": answer_line(answer, mode=plan.mode, stopped=stopped),
     }
@@ -302,10 +322,12 @@ def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *,
         "policy": {"levels_planned": list(plan.levels), "refine": plan.refine, "replicates": plan.replicates,
                    "required_share": plan.required_share, "noise": policy.noise,
                    "continue_after_fail": plan.continue_after_fail, "step_duration_s": plan.step_duration_s,
-                   "warmup_s": plan.warmup_s, "budget_s": plan.budget_s, "seed": plan.seed},
+                   "warmup_s": plan.warmup_s, "budget_s": plan.budget_s, "seed": plan.seed,
+                   "retries": plan.retries},
         "answer": cap_answer,
         "curve": curve(steps, policy, seed=plan.seed),
         "stopped": stopped,
+        "rerun": list(rerun),
         "steps": [s.to_json() for s in steps],
     }
     path = out / "sweep.json"
