@@ -162,7 +162,7 @@ def test_overloaded_steps_fail_and_give_no_latency_figure() -> None:
     assert [x for x, _ in cur["knee"]["fit"]] == [10, 20, 30]  # 40 is in no fit
     # from a summary: achieved under 98 % of offered is overload, its latency is dropped
     summary = {"passed": True, "error_rate": 0.0, "slo": {"ttft_p99_ms": {"limit": 430, "value": 50, "pass": True}},
-               "latency_ms": {"ttft": {"p50": 20, "p90": 40, "p99": 50}}, "throughput": {"requests_per_s": 9.0},
+               "latency_ms": {"ttft": {"p50": 20, "p90": 40, "p99": 50}}, "throughput": {"requests_per_s": 97.0},
                "schedule": {"offered_rate": 100.0, "achieved_rate": 97.0},
                "generator": {"saturated": False, "reasons": []}}
     s = SweepStep.from_summary(summary, load=100, index=1, run_dir="x", refinement=False)
@@ -170,6 +170,13 @@ def test_overloaded_steps_fail_and_give_no_latency_figure() -> None:
     s = SweepStep.from_summary({**summary, "schedule": {"offered_rate": 100.0, "achieved_rate": 98.5}},
                                load=100, index=1, run_dir="x", refinement=False)
     assert not s.overloaded and s.passed and s.latency["ttft"]["p99"] == 50
+    # sent all it offered, but the target completed 90 of every 98.5 sent: its queue grew
+    # through the step (open loop above capacity), so the p99 is the step's length: overload
+    grew = {**summary, "schedule": {"offered_rate": 100.0, "achieved_rate": 98.5}, "throughput": {"requests_per_s": 90.0}}
+    s = SweepStep.from_summary(grew, load=100, index=1, run_dir="x", refinement=False)
+    assert s.overloaded and not s.passed and s.latency == {}
+    closed = {**summary, "schedule": {"offered_rate": None, "achieved_rate": None}, "throughput": {"requests_per_s": 9.0}}
+    assert not SweepStep.from_summary(closed, load=8, index=1, run_dir="x", refinement=False).overloaded
 
 
 def test_inconclusive_answers_exit_6_and_say_why() -> None:
