@@ -334,12 +334,14 @@ def test_level_status_needs_confidence_on_both_sides() -> None:
 def test_the_bracket_holds_the_rate_that_passes_half_the_time() -> None:
     # A noisy open-loop target: a step's SLO margin is 2 (50 − rate)/50 plus N(0, 0.1) noise, so
     # 50/s passes half the time, 47.5/s 84 %, 45/s 98 %. Over 200 independent searches the
-    # bracket [reliably passing, reliably failing] must hold 50/s, and its low end must be a
-    # rate that passes at least 90 % of the time, in nearly every search.
+    # bracket [reliably passing, reliably failing] must hold 50/s in nearly every search; its low
+    # end passes at least 90 % of the time in about two searches of three (a bound on the mean
+    # margin: a prediction bound would do better here but calls sharp closed-loop levels
+    # unsure, see loadtest.sweep.plan.margin_bounds).
     from math import erf, sqrt
 
     policy = Policy(mode="open", levels=(20, 40, 80), refine=20, replicates=3)
-    held = reliable = 0  # with a bound on the mean margin on the passing side: 191 and 135
+    held = reliable = 0
     for seed in range(200):
         rng = np.random.default_rng(seed)
 
@@ -353,4 +355,4 @@ def test_the_bracket_holds_the_rate_that_passes_half_the_time() -> None:
         pass_prob = 0.5 * (1 + erf((2 * (50 - lo) / 50) / 0.1 / sqrt(2)))
         reliable += pass_prob >= 0.9
     assert held >= 185, held  # 192 of 200 when written
-    assert reliable >= 175, reliable  # 181 of 200 when written
+    assert reliable >= 125, reliable  # 135 of 200 when written

@@ -55,8 +55,8 @@ SERVED_SHARE = 0.95
 MAX_LEVELS = 50  # a plan longer than this is almost certainly a typo in --factor or --max
 RULE = (
     "steps grouped by load into levels, ordered by load; a level of one step passes or fails by it; "
-    "of several replicates it is reliably passing when enough passed and the 95% lower prediction bound "
-    "of one more run's SLO margin is above 0, reliably failing when the 95% upper bound is below 0, else unsure; max_passing_load is the highest reliably passing level with every lower level "
+    "of several replicates it is reliably passing when enough passed and the 95% lower bound of their "
+    "mean SLO margin is above 0, reliably failing when the 95% upper bound is below 0, else unsure; max_passing_load is the highest reliably passing level with every lower level "
     "passing; first_failing_load is the lowest reliably failing level above it; the levels between "
     "them are unsure; a step where the generator was saturated makes the sweep inconclusive from its "
     "load up; interrupted steps are not judged"
@@ -285,13 +285,15 @@ _NO_MARGIN = -1.0
 
 def margin_bounds(margins: Sequence[float]) -> tuple[float, float] | None:
     """(lower, upper) bounds on the SLO margins of a level's replicates (None with fewer than
-    two), each one-sided 95 % with Student's t on n − 1 degrees of freedom:
+    two), one-sided, with Student's t on n − 1 degrees of freedom:
 
-    * lower: the *prediction* bound of one more run's margin, mean − t·s·√(1 + 1/n). Above 0,
-      a new run at this level is predicted to pass: the level is reliably passing. (A bound
-      on the *mean* margin only says the level passes more often than not; in a simulated
-      search the level it chose passed ≥ 90 % of the time in 135 of 200 searches, against 181
-      of 200 with this bound: tests/test_capacity.py.)
+    * lower: the bound of the *mean* margin, mean − t·s/√n. Above 0 (with every replicate
+      passing), the level passes, not by luck: three passes at 250, 330 and 410 ms against 430
+      are luck; 370 ± 5 ms is not. A *prediction* bound (mean − t·s·√(1 + 1/n)) would say
+      "a new run passes" more surely (in a simulated noisy search the level it chose passed
+      ≥ 90 % of the time in 181 of 200 searches, against 135 with this one), but with two or
+      three replicates it calls a sharp closed-loop level unsure (24 users at 378 and 366 ms
+      against 430), and a closed-loop sweep's answer fell from 24 to 21 users.
     * upper: the bound of the *mean* margin, mean + t·s/√n. Below 0, the level fails more
       often than not: reliably failing.
     """
@@ -300,8 +302,8 @@ def margin_bounds(margins: Sequence[float]) -> tuple[float, float] | None:
         return None
     mean = sum(margins) / n
     sd: float = math.sqrt(sum((m - mean) ** 2 for m in margins) / (n - 1))
-    t = _T95.get(n - 1, 1.645)
-    return mean - t * sd * math.sqrt(1 + 1 / n), mean + t * sd / math.sqrt(n)
+    half = _T95.get(n - 1, 1.645) * sd / math.sqrt(n)
+    return mean - half, mean + half
 
 
 def margin_bound(margins: Sequence[float]) -> float | None:
@@ -318,8 +320,8 @@ def level_status(steps: Sequence[SweepStep], *, required_share: float = 1.0) -> 
     the answer). Two or more, with margins ``m`` (a failed replicate without a margin — it
     was overloaded or had no data — counts as a margin of −1):
 
-    * PASS: the share that passed is at least ``required_share`` and the 95 % lower
-      prediction bound of one more run's margin is above 0 (:func:`margin_bounds`) —
+    * PASS: the share that passed is at least ``required_share`` and the 95 % lower bound
+      of the mean margin is above 0 (:func:`margin_bounds`) —
       reliably passing, not by luck;
     * FAIL: the 95 % upper bound of the mean margin is below 0 — reliably failing (the mean
       margin ≈ the median run's: it fails more often than not). "Every replicate failed" is
