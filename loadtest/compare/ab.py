@@ -34,7 +34,7 @@ from loadtest.compare.output import gate_json, gate_junit, gate_markdown, write_
 from loadtest.compare.runs import load_run
 from loadtest.coordinator import run_to_dir
 from loadtest.errors import BadInput
-from loadtest.rundir.writer import prepare_run_dir
+from loadtest.rundir.writer import Reruns, prepare_run_dir
 from loadtest.scenario import Overrides, load_scenario, resolve_api_key
 
 __all__ = ["AbResult", "AbSide", "order", "run_ab"]
@@ -79,14 +79,12 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
     """
     if rounds < 1:
         raise BadInput(f"--rounds must be >= 1, got {rounds}")
-    if retries < 0:
-        raise BadInput(f"--retries must be >= 0, got {retries}")
+    reruns = Reruns(retries, warn)
     prepare_run_dir(out)
     sides = {"baseline": baseline, "candidate": candidate}
     base_seed = seed if seed is not None else secrets.randbits(31)
     runs: dict[str, list[RunData]] = {"baseline": [], "candidate": []}
     latency = sorted({m for m, stat in checks if stat})
-    rerun: list[str] = []
     seeds_used = 0
     for i in range(1, rounds + 1):
         attempt = 0
@@ -105,32 +103,25 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
                                      ssl_context=ssl_context, insecure=False, html=html, quiet=quiet, warn=warn)  # fmt: skip
                 on_run(i, role, run_dir, summary)
                 if summary.get("interrupted"):
-                    return AbResult(None, runs["baseline"], runs["candidate"], interrupted=True, rerun=rerun)
+                    return AbResult(None, runs["baseline"], runs["candidate"], interrupted=True,
+                                    rerun=reruns.lines)  # fmt: skip
                 pair[role] = load_run(run_dir, latency)
             spoiled = [role for role in order(i) if pair[role].saturated]
-            if not spoiled or len(rerun) >= retries:
+            if not spoiled or not reruns.left:
                 break
             attempt += 1
-            why = "; ".join(f"{role}: {_why(pair[role])}" for role in spoiled)
-            rerun.append(f"round {i} run again (attempt {attempt + 1}): the generator was saturated ({why})")
-            warn(f"warning: {rerun[-1]}")
-            for role in order(i):
-                (out / f"round-{i}-{role}").rename(out / f"round-{i}-{role}.spoiled-{attempt}")
+            reruns.set_aside([out / f"round-{i}-{role}" for role in order(i)], attempt,
+                             f"round {i}",
+                             [f"{role}: {why}" for role in spoiled for why in pair[role].saturation_reasons])  # fmt: skip
         for role in ("baseline", "candidate"):
             runs[role].append(pair[role])
     verdict = gate(runs["baseline"], runs["candidate"], rules, checks=checks)
-    if rerun:
-        verdict = replace(verdict, notes=(*rerun, *verdict.notes))
+    if reruns.lines:
+        verdict = replace(verdict, notes=(*reruns.lines, *verdict.notes))
     write_text_file(out / "compare.json", gate_json(verdict, runs["baseline"], runs["candidate"]))
     write_text_file(out / "compare.md", gate_markdown(verdict, runs["baseline"], runs["candidate"]))
     write_text_file(out / "junit.xml", gate_junit(verdict))
-    return AbResult(verdict, runs["baseline"], runs["candidate"], rerun=rerun)
-
-
-def _why(run: RunData) -> str:
-    """The saturation reasons of a run (from its warnings), shortly."""
-    text = next((w for w in run.warnings if "saturated" in w), "saturated")
-    return text.split("(", 1)[1].rsplit(")", 1)[0] if "(" in text else text
+    return AbResult(verdict, runs["baseline"], runs["candidate"], rerun=reruns.lines)
 
 
 def _with_mock(sc: Any, overrides: Mapping[str, Any], role: str) -> Any:

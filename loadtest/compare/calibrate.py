@@ -89,13 +89,13 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
     measured the machine: it is run again (``retries`` times in all; the spoiled one is kept as
     ``run-N.spoiled-K``), so a burst of stolen CPU does not inflate the noise."""
     from loadtest.coordinator import run_to_dir
-    from loadtest.rundir.writer import prepare_run_dir
+    from loadtest.rundir.writer import Reruns, prepare_run_dir
     from loadtest.scenario import Overrides, load_scenario, resolve_api_key
 
     prepare_run_dir(out)
     latency = sorted({m for m, stat in checks if stat})
     data: list[RunData] = []
-    spent = 0
+    reruns = Reruns(retries, warn)
     for i in range(1, runs + 1):
         attempt = 0
         while True:
@@ -109,12 +109,10 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
             if summary.get("interrupted"):
                 return None
             run = load_run(run_dir, latency)
-            if not run.saturated or spent >= retries:
+            if not run.saturated or not reruns.left:
                 break
-            spent += 1
             attempt += 1
-            warn(f"warning: run {i} run again: the generator was saturated")
-            run_dir.rename(out / f"run-{i}.spoiled-{attempt}")
+            reruns.set_aside([run_dir], attempt, f"run {i}", run.saturation_reasons)
         data.append(run)
     result = calibrate_runs(data, rules, checks)
     write_text_file(out / "calibration.json", json.dumps(result, indent=2, allow_nan=False) + "\n")

@@ -63,6 +63,7 @@ class RunData:
     errors_per_s: Sequence[float] = ()
     attempts_per_s: Sequence[float] = ()
     saturated: bool = False
+    saturation_reasons: tuple[str, ...] = ()
     interrupted: bool = False
     mode: str | None = None
     offered_rate: float | None = None

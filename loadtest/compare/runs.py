@@ -56,6 +56,7 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
         warnings=tuple(warnings),
         meta={"path": str(path), **meta, "seed": summary.seed, "mock_seed": summary.mock_seed},
         saturated=bool(summary.saturated),
+        saturation_reasons=tuple(summary.saturation_reasons),
         interrupted=bool(summary.interrupted),
         mode=summary.mode,
         offered_rate=_num(summary.schedule.get("offered_rate")),

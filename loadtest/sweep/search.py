@@ -31,6 +31,7 @@ from loadtest.errors import (
     LoadtestError,
     TargetUnreachable,
 )
+from loadtest.rundir.writer import Reruns
 from loadtest.sweep.capacity import Policy, capacity_answer, curve, goodput_ok, next_step, step_seeds
 from loadtest.sweep.plan import (
     MAX_LEVELS,
@@ -207,7 +208,7 @@ def run_sweep(
     policy = _policy(plan)
     began = clock()
     walls: list[float] = []
-    rerun: list[str] = []
+    reruns = Reruns(plan.retries, warn)
 
     def step(load: float, *, refinement: bool) -> SweepStep:
         index = len(steps) + 1
@@ -226,17 +227,14 @@ def run_sweep(
                                 html=html, quiet=quiet, warn=warn)
             walls.append(clock() - t)
             gen = summary.get("generator") or {}
-            if not gen.get("saturated") or summary.get("interrupted") or len(rerun) >= plan.retries:
+            if not gen.get("saturated") or summary.get("interrupted") or not reruns.left:
                 break
             # Why: a step whose generator saturated measured the machine; on a shared VM that is
             # often a burst of CPU taken by the hypervisor, not the load (a 22-user step on 2
             # cores, 53 req/s, made a whole sweep inconclusive). Run it again; if the load itself
             # saturates the generator, the retries saturate too and the sweep stops as before.
             attempt += 1
-            why = "; ".join(str(r) for r in gen.get("reasons") or ()) or "saturated"
-            rerun.append(f"step {index} ({load:g}) run again: the generator was saturated ({why})")
-            warn(f"warning: {rerun[-1]}")
-            (out / name).rename(out / f"{name}.spoiled-{attempt}")
+            reruns.set_aside([out / name], attempt, f"step {index} ({load:g})", gen.get("reasons") or ())
         s = SweepStep.from_summary(summary, load=load, index=index, run_dir=name, refinement=refinement)
         replicate = 1 + sum(1 for p in steps if p.load == load)
         s = replace(s, replicate=replicate, seed=seed, mock_seed=mock_seed if plan.mock else None,
@@ -266,9 +264,9 @@ def run_sweep(
     except KeyboardInterrupt:
         stopped = "interrupted"  # a signal between steps (outside a run's own handlers)
     except TargetUnreachable:
-        _finish(out, plan, steps, "unreachable", html=html, warn=warn, rerun=rerun)
+        _finish(out, plan, steps, "unreachable", html=html, warn=warn, rerun=reruns.lines)
         raise
-    return _finish(out, plan, steps, stopped, html=html, warn=warn, rerun=rerun)
+    return _finish(out, plan, steps, stopped, html=html, warn=warn, rerun=reruns.lines)
 
 
 def _policy(plan: SweepPlan) -> Policy:
