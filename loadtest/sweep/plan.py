@@ -306,13 +306,6 @@ def margin_bounds(margins: Sequence[float]) -> tuple[float, float] | None:
     return mean - half, mean + half
 
 
-def margin_bound(margins: Sequence[float]) -> float | None:
-    """The lower bound of :func:`margin_bounds` (None with fewer than two replicates). Above 0:
-    the level passes with confidence, not by luck."""
-    bounds = margin_bounds(margins)
-    return None if bounds is None else bounds[0]
-
-
 def level_status(steps: Sequence[SweepStep], *, required_share: float = 1.0) -> str:
     """PASS, FAIL or UNSURE for the (not interrupted) replicates of one level.
 
