@@ -29,7 +29,7 @@ from typing import Any
 from loadtest.errors import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_SLO_FAILED
 from loadtest.slo import AT_LEAST
 from loadtest.sweep.model import fit_usl, isotonic, kneedle
-from loadtest.sweep.plan import Mode, SweepStep, bisect_level, judge_sweep, level_shares, level_status
+from loadtest.sweep.plan import Mode, SweepStep, bisect_level, judge_sweep, level_shares
 
 __all__ = [
     "ATTAINMENT",
@@ -249,8 +249,7 @@ def capacity_answer(steps: Sequence[SweepStep], policy: Policy, *, stopped: str,
         "load": lo, "unit": unit, "bracket": [lo, hi], "unsure": list(ans.unsure), "binding_slo": binding,
         "replicates": {f"{k:g}": n for k, (_, n) in sorted(shares.items())},
         "pass_share": {f"{k:g}": p / n for k, (p, n) in sorted(shares.items())},
-        "standing": {f"{k:g}": level_status([s for s in judged if s.load == k], required_share=policy.required_share)
-                     for k in sorted(shares)},
+        "standing": {f"{k:g}": ans.standing[k] for k in sorted(shares)},
         "required_share": policy.required_share, "overloaded_levels": overloaded,
         "throughput_floor": floor, "answer_throughput_rps": answer_tput, "below_throughput_floor": below_floor,
         "ended_by": ended_by, "inconclusive": inconclusive, "exit_code": code, "line": "; ".join(parts),

@@ -252,6 +252,8 @@ class SweepAnswer:
     #: levels between the answer and the first reliably failing level: neither reliably
     #: passing nor reliably failing (or passing only above such a level)
     unsure: tuple[float, ...] = ()
+    #: every judged level's standing (:func:`level_status`): PASS, FAIL or UNSURE
+    standing: Mapping[float, str] = field(default_factory=dict)
 
     @property
     def inconclusive(self) -> bool:
@@ -378,7 +380,7 @@ def judge_sweep(steps: Sequence[SweepStep], *, required_share: float = 1.0) -> S
         above = tuple(load for load in sorted(by_load) if load > first_fail and load not in saturated_loads
                       and status[load] == PASS)  # fmt: skip
     return SweepAnswer(max_passing_load=max_pass, first_failing_load=first_fail, saturated_at_load=saturated,
-                       passed_above_first_failure=above, unsure=tuple(unsure))
+                       passed_above_first_failure=above, unsure=tuple(unsure), standing=status)
 
 
 def _load_text(load: float | None, mode: Mode) -> str:
