@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadtest.mock.model import Dist, MockModel
+from loadtest.mock.latency import Dist, MockModel
 from loadtest.scenario import Overrides
-from loadtest.sweep.search import prepare_sweep, run_sweep, step_line
+from loadtest.studies.sweep import prepare_sweep, run_sweep, step_line
 
 SCENARIO = """
 name: capacity-bench

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from loadtest.coordinator import run, summarize
+from loadtest.runner.coordinator import run, summarize
 from loadtest.scenario import Overrides, load_scenario
+from loadtest.studies.sweep import prepare_sweep, run_sweep, step_line
 from loadtest.sweep.plan import SweepStep
-from loadtest.sweep.search import prepare_sweep, run_sweep, step_line
 
 SCENARIO = """
 name: capacity-open-bench

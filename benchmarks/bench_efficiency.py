@@ -33,11 +33,11 @@ import aiohttp
 import psutil
 import uvloop
 
-from loadtest.coordinator import run as run_scenario
-from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.latency import MockModel, parse_dist
 from loadtest.mock.process import MockProcess, model_args
 from loadtest.protocol import GenRequest, encode_gen
 from loadtest.rundir.writer import RequestCsv
+from loadtest.runner.coordinator import run as run_scenario
 from loadtest.scenario import Scenario
 
 PROMPT = "Explain artificial intelligence"
@@ -116,7 +116,7 @@ def run_harness(url: str, users: int, seconds: float, out_dir: Path) -> Round:
     })
     sink = RequestCsv(out_dir)
     w0, c0 = time.perf_counter(), time.process_time()
-    result = run_scenario(sc, request_sink=sink)
+    result = run_scenario(sc, sink=sink)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     sink.finish()
     c = result.figures

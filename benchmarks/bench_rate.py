@@ -37,10 +37,11 @@ from typing import Any
 
 import psutil
 
-from loadtest.coordinator import run as run_scenario
-from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.latency import MockModel, parse_dist
 from loadtest.mock.process import MockProcess, model_args
 from loadtest.rundir.writer import RequestCsv
+from loadtest.runner.coordinator import run as run_scenario
+from loadtest.runner.options import RunOptions
 from loadtest.scenario import Scenario
 
 PROMPT = "Explain artificial intelligence"
@@ -103,7 +104,7 @@ def one_rate(url: str, rate: float, seconds: float, *, arrival: str, connections
     q0, mq0 = _runq_wait_s(), _runq_wait_s(mock_proc.pid)
     c0, w0 = time.process_time(), time.perf_counter()
     children = _ChildCpu(exclude=mock_proc.pid) if workers > 1 else None
-    result = run_scenario(sc, request_sink=sink, workers=workers)
+    result = run_scenario(sc, RunOptions(workers=workers), sink=sink)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     worker_cpu = children.total() if children is not None else cpu
     q1, mq1 = _runq_wait_s(), _runq_wait_s(mock_proc.pid)

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from loadtest.coordinator import run as run_scenario
 from loadtest.metrics.collector import RequestRecord
-from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.latency import MockModel, parse_dist
 from loadtest.mock.process import MockProcess, model_args
+from loadtest.runner.coordinator import run as run_scenario
 from loadtest.scenario import Scenario
 
 KIB = 1024
@@ -163,7 +163,7 @@ def main() -> int:
         gcp = GcPauses()
         th.start()
         try:
-            result = run_scenario(sc, request_sink=w.sink)
+            result = run_scenario(sc, sink=w.sink)
         finally:
             done.set()
             th.join()

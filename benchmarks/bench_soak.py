@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.latency import MockModel, parse_dist
 from loadtest.mock.process import MockProcess, model_args
 
 FAULTS = {

@@ -4,8 +4,10 @@ The library API (what the CLI calls)::
 
     import loadtest
     sc = loadtest.load_scenario("scenarios/smoke.yaml")
-    result = loadtest.run(sc)                  # RunResult: every worker merged
+    options = loadtest.RunOptions(workers=2)   # key, TLS, backend, workers, output: one value
+    result = loadtest.run(sc, options)         # RunResult: every worker merged
     summary = loadtest.summarize(result)       # summary.json as a dict
+    summary = loadtest.run_to_dir(sc, options.replace(out=Path("reports/x")))  # a run directory
     print(summary["latency_ms"]["ttft"]["p99"], summary["verdict"])
 
 Names are imported on first use, so that ``python -m loadtest`` starts fast.
@@ -14,12 +16,15 @@ Names are imported on first use, so that ``python -m loadtest`` starts fast.
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Overrides", "RunResult", "__version__", "load_scenario", "run", "run_to_dir", "summarize"]
+__all__ = ["Overrides", "RunOptions", "RunResult", "Tls", "__version__", "load_scenario", "run", "run_to_dir",
+           "summarize"]
 
 _LAZY = {
-    "run": "loadtest.coordinator",
-    "run_to_dir": "loadtest.coordinator",
-    "summarize": "loadtest.coordinator",
+    "run": "loadtest.runner.coordinator",
+    "run_to_dir": "loadtest.runner.todir",
+    "RunOptions": "loadtest.runner.options",
+    "Tls": "loadtest.engine.tls",
+    "summarize": "loadtest.runner.coordinator",
     "RunResult": "loadtest.engine.result",
     "load_scenario": "loadtest.scenario",
     "Overrides": "loadtest.scenario",

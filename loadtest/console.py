@@ -37,7 +37,7 @@ def _line(p: Progress) -> str:
 
 
 class LiveProgress:
-    """A progress callback for :func:`loadtest.coordinator.run`; use as a context manager."""
+    """A progress callback for :func:`loadtest.runner.coordinator.run`; use as a context manager."""
 
     def __init__(self, *, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.quiet = quiet

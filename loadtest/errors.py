@@ -54,6 +54,7 @@ __all__ = [
     "ServerError",
     "TargetUnreachable",
     "WorkersUnavailable",
+    "error_for",
     "redact",
 ]
 
@@ -177,6 +178,16 @@ class RemoteProtocolError(ConnectionFailure):
 
 _APIKEY_RE = re.compile(r"(apikey=)[^&\s'\"<>]*", re.IGNORECASE)
 _ANYWHERE_LEN = 12
+
+
+def error_for(exit_code: int, message: str) -> LoadtestError:
+    """The error a worker elsewhere reported as ``(exit_code, message)``, as the class that
+    carries that code here (a worker process or Ray actor sends plain data, not exceptions)."""
+    by_code: dict[int, type[LoadtestError]] = {
+        EXIT_BAD_INPUT: BadInput, EXIT_UNREACHABLE: TargetUnreachable, EXIT_OUTPUT: OutputError,
+        EXIT_INTERRUPTED: RunInterrupted,
+    }
+    return by_code.get(exit_code, LoadtestError)(message)
 
 
 def redact(text: str, secret: str | None = None) -> str:

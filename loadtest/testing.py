@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mappin
 from typing import Any, TypeVar
 
 from loadtest.mock.faults import parse_faults
-from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.latency import MockModel, parse_dist
 from loadtest.mock.process import MockProcess
 from loadtest.mock.server import MockConfig, MockServer
 

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from loadtest.arrivals import (
+from loadtest.errors import BadInput
+from loadtest.schedule.arrivals import (
     ARRIVAL_KINDS,
     Arrival,
     RateProfile,
@@ -21,7 +22,6 @@ from loadtest.arrivals import (
     schedule,
     trace_schedule,
 )
-from loadtest.errors import BadInput
 
 
 def offsets(kind: str, profile: RateProfile, *, seed: int = 1, burstiness: float = 1.0) -> list[float]:

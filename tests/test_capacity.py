@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from loadtest.mock.model import Dist, MockModel
+from loadtest.mock.latency import Dist, MockModel
 from loadtest.scenario import Overrides
-from loadtest.sweep import search as sweep
+from loadtest.studies import sweep
+from loadtest.studies.sweep import SweepPlan, default_warmup_s, run_sweep
 from loadtest.sweep.capacity import Next, Policy, capacity_answer, curve, next_step, slo_text, step_seeds
-from loadtest.sweep.model import fit_usl, isotonic, kneedle, usl_throughput
+from loadtest.sweep.fit import fit_usl, isotonic, kneedle, usl_throughput
 from loadtest.sweep.plan import SweepStep, bisect_level
-from loadtest.sweep.search import SweepPlan, default_warmup_s, run_sweep
 
 # ---- the models (pure) --------------------------------------------------------------------------
 

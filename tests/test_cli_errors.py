@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from loadtest import cli
+from loadtest.cli import commands
+from loadtest.cli import main as cli
 from loadtest.errors import TargetUnreachable
 
 
@@ -21,7 +22,7 @@ def test_a_bug_exits_70_and_says_so(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     def boom(*_: object, **__: object) -> None:
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr(cli, "_load", boom)
+    monkeypatch.setattr(commands, "load", boom)
     assert _main(monkeypatch, "validate", "scenarios/smoke.yaml") == 70
     err = capsys.readouterr().err
     assert "internal error (a bug, not your input)" in err and "kaboom" in err
@@ -32,7 +33,7 @@ def test_a_known_error_inside_a_task_group_keeps_its_exit_code(monkeypatch: pyte
     def unreachable(*_: object, **__: object) -> None:
         raise ExceptionGroup("tasks", [TargetUnreachable("cannot reach ws://127.0.0.1:9/v2/chat")])
 
-    monkeypatch.setattr(cli, "_load", unreachable)
+    monkeypatch.setattr(commands, "load", unreachable)
     assert _main(monkeypatch, "validate", "scenarios/smoke.yaml") == 3
     err = capsys.readouterr().err
     assert err.strip() == "error: cannot reach ws://127.0.0.1:9/v2/chat"
@@ -43,7 +44,7 @@ def test_ctrl_c_outside_a_run_exits_4_without_traceback(monkeypatch: pytest.Monk
     def interrupted(*_: object, **__: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_load", interrupted)
+    monkeypatch.setattr(commands, "load", interrupted)
     assert _main(monkeypatch, "validate", "scenarios/smoke.yaml") == 4
     err = capsys.readouterr().err
     assert "Interrupted." in err and "Traceback" not in err

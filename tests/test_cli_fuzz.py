@@ -3,7 +3,7 @@ unreachable) with a one-line error — never a traceback, never a hang.
 
 The scenarios aim at a closed loopback port with a 0.2 s connect timeout, so a run whose
 flags are all valid ends fast at the probe (exit 3) instead of generating load. The CLI is
-called in-process through ``loadtest.cli.main`` (a subprocess per example would cost ~1 s
+called in-process through ``loadtest.cli.main.main`` (a subprocess per example would cost ~1 s
 of imports): an exception that is not ``SystemExit`` fails the test, as a traceback would.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from loadtest.cli import main
+from loadtest.cli.main import main
 
 UNREACHABLE = "ws://127.0.0.1:9/v2/chat"
 BASE = """

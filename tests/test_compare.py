@@ -14,7 +14,7 @@ import pytest
 from helpers import run_cli
 from rundir_factory import make_run_dir
 
-from loadtest.compare.judge import DEFAULT_CHECKS, parse_checks
+from loadtest.compare.rundata import DEFAULT_CHECKS, parse_checks
 from loadtest.compare.stats import Stack
 from loadtest.errors import BadInput
 from loadtest.metrics.recorder import Recorder, merge

@@ -8,6 +8,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,6 @@ from helpers import run_cli
 from rundir_factory import make_run_dir
 from scipy import stats as sps
 
-from loadtest.compare.ab import order
 from loadtest.compare.gate import GateRules, InvalidComparison, gate
 from loadtest.compare.intervals import (
     Estimate,
@@ -28,8 +28,9 @@ from loadtest.compare.intervals import (
     t_ppf,
     welch,
 )
-from loadtest.compare.judge import RunData
+from loadtest.compare.rundata import RunData
 from loadtest.compare.runs import load_run
+from loadtest.studies.ab import order
 
 # ---- statistics on known data --------------------------------------------------------------
 
@@ -210,12 +211,13 @@ def test_ab_runs_a_round_again_when_a_generator_saturated(tmp_path: Path, monkey
     # fake runs: the candidate of round 2 is saturated on its first attempt only; every run is a
     # synthetic run directory (no sockets). The spoiled round is kept aside, run again with a new
     # seed, and the verdict says so; a second saturation with no retry left is judged as it is.
-    import loadtest.compare.ab as ab_mod
-    from loadtest.compare.ab import AbSide, run_ab
+    import loadtest.studies.ab as ab_mod
+    from loadtest.studies.ab import AbSide, run_ab
 
     calls: list[tuple[str, int]] = []
 
-    def fake_run(sc: object, run_dir: Path, **_: object) -> dict[str, object]:
+    def fake_run(sc: object, options: Any) -> dict[str, object]:
+        run_dir = options.out
         role = run_dir.name.split("-")[-1]
         calls.append((run_dir.name, sc.load.seed))  # type: ignore[attr-defined]
         saturated = run_dir.name == "round-2-candidate" and sum(n == run_dir.name for n, _ in calls) == 1
@@ -245,7 +247,7 @@ def test_ab_runs_a_round_again_when_a_generator_saturated(tmp_path: Path, monkey
 
 
 def test_calibration_leaves_out_saturated_runs(tmp_path: Path) -> None:
-    from loadtest.compare.calibrate import calibrate_runs
+    from loadtest.compare.calibration import calibrate_runs
     from loadtest.errors import BadInput
 
     def run(i: int, *, saturated: bool = False, ttft_ms: float = 120.0) -> RunData:

@@ -257,7 +257,7 @@ def test_disk_full_during_the_run_keeps_what_was_written_and_exits_74(
     """In process: requests.csv's file fails with ENOSPC after the header and three rows."""
     import csv
 
-    from loadtest import cli
+    from loadtest.cli import main as cli
     from loadtest.rundir import writer as results
 
     real_init = results.RequestCsv.__init__
@@ -365,7 +365,7 @@ def test_progress_line_names_requests_and_errors() -> None:
 def test_mock_keys_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from loadtest import cli
+    from loadtest.cli import main as cli
     from loadtest.mock import process as mock
 
     seen: list[frozenset[str]] = []

@@ -22,7 +22,7 @@ from aiohttp import WSMsgType
 from tolerances import GAP_SLACK_MS, MEDIAN_SLACK_MS, MODEL_REL
 
 from loadtest.errors import RemoteProtocolError, TargetUnreachable
-from loadtest.mock.model import Dist, MockModel
+from loadtest.mock.latency import Dist, MockModel
 from loadtest.mock.process import MockProcess
 from loadtest.mock.server import CLOSE_BAD_KEY
 from loadtest.protocol import (

@@ -11,7 +11,7 @@ import pytest
 
 from loadtest.errors import EXIT_BAD_INPUT, BadInput
 from loadtest.mock.faults import STREAM_FAULTS, FaultModel, FaultPlan, StreamFault, parse_faults
-from loadtest.mock.model import Dist, MockModel, parse_dist
+from loadtest.mock.latency import Dist, MockModel, parse_dist
 
 # --------------------------------------------------------------------------- parse_dist
 

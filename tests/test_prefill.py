@@ -10,7 +10,7 @@ from pathlib import Path
 from helpers import read_csv_rows, run_cli
 from tolerances import MEDIAN_SLACK_MS
 
-from loadtest.mock.model import Dist, MockModel
+from loadtest.mock.latency import Dist, MockModel
 
 
 def test_plan_adds_prefill_per_thousand_prompt_chars() -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from loadtest.errors import EXIT_BAD_INPUT, BadInput, ScenarioError
 from loadtest.mock.faults import FaultModel
-from loadtest.mock.model import Dist, MockModel
+from loadtest.mock.latency import Dist, MockModel
 from loadtest.scenario import (
     GenStep,
     Overrides,

@@ -3,11 +3,12 @@ reasons when it is large (a shared VM starves the generator; more workers will n
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-import loadtest.coordinator as coordinator
+import loadtest.runner.coordinator as coordinator
 from loadtest.engine import selfwatch
 from loadtest.engine.selfwatch import StealMeter
 
@@ -40,9 +41,10 @@ def test_a_saturated_run_names_a_large_steal(monkeypatch: pytest.MonkeyPatch, sa
             self.saturation = list(saturation)
             self.host_steal_percent: float | None = None
 
-    monkeypatch.setattr(coordinator, "_run", lambda *_a, **_k: Result())
+    monkeypatch.setattr(coordinator, "_run_backend", lambda *_a, **_k: Result())
     monkeypatch.setattr(coordinator.StealMeter, "percent", lambda _self: steal)
-    result: Any = coordinator.run(object())
+    sc: Any = SimpleNamespace(target=SimpleNamespace(url="ws://127.0.0.1:9/v2/chat"), load=SimpleNamespace(workers=1))
+    result: Any = coordinator.run(sc)
     assert result.host_steal_percent == steal
     assert any("hypervisor took" in r and f"{steal:g}%" in r for r in result.saturation) is named
     assert len(result.saturation) == len(saturation) + int(named)

@@ -13,8 +13,8 @@ from helpers import run_cli
 
 from loadtest.errors import BadInput
 from loadtest.scenario import Overrides
-from loadtest.sweep import search as sweep
-from loadtest.sweep.search import (
+from loadtest.studies import sweep
+from loadtest.studies.sweep import (
     SweepPlan,
     SweepStep,
     answer_line,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from helpers import run_cli
 
-from loadtest.mock.model import MockModel, parse_dist
+from loadtest.mock.latency import MockModel, parse_dist
 from loadtest.mock.process import MockProcess
 from loadtest.mock.server import MockConfig, MockServer
 

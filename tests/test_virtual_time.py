@@ -11,7 +11,6 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from loadtest.arrivals import RateProfile, Stage, schedule
 from loadtest.engine.connection import Connection, ConnectTimings
 from loadtest.engine.openloop import dispatch
 from loadtest.engine.users import Ramp, RunContext, run_user
@@ -19,6 +18,7 @@ from loadtest.errors import RequestTimeout
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.protocol import encode_server_event
 from loadtest.scenario import GenStep
+from loadtest.schedule.arrivals import RateProfile, Stage, schedule
 from loadtest.testing import VirtualClock, run_virtual
 
 MS = 1_000_000

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, t_ppf, welch
-from loadtest.compare.judge import PERCENTILES, RunData, row_dict
+from loadtest.compare.rundata import PERCENTILES, RunData, row_dict
 from loadtest.compare.stats import Stack
 from loadtest.errors import BadInput
 

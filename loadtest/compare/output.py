@@ -11,7 +11,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from loadtest.compare.gate import REGRESSION, GateRow, GateVerdict
-from loadtest.compare.judge import RunData
+from loadtest.compare.rundata import RunData
 from loadtest.errors import BadInput, OutputError
 from loadtest.rundir import write_atomic
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest.compare.judge import _LATENCY_DEFAULT, RunData, _num
+from loadtest.compare.rundata import _LATENCY_DEFAULT, RunData, _num
 from loadtest.errors import BadInput
 from loadtest.metrics.recorder import Recorder
 from loadtest.rundir import read_hlog_intervals, read_summary, read_timeseries

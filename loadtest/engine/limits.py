@@ -19,9 +19,11 @@ Where ``resource`` does not exist (Windows) nothing is checked.
 
 from __future__ import annotations
 
+import os
+
 from loadtest.errors import BadInput
 
-__all__ = ["HEADROOM", "ensure_open_files"]
+__all__ = ["HEADROOM", "available_cores", "ensure_open_files"]
 
 #: descriptors kept for everything but the connections
 HEADROOM = 64
@@ -61,3 +63,8 @@ def ensure_open_files(peak_connections: int, *, apply: bool = True) -> str | Non
             f"raised ({exc}): run `ulimit -n {needed}` first, or lower the load"
         ) from None
     return f"note: raised the open-file limit from {soft:,} to {needed:,} for {peak_connections:,} connections"
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

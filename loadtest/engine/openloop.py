@@ -1,6 +1,6 @@
 """Open-loop dispatch: send each request at its scheduled time, whatever the target does.
 
-One dispatcher task walks the seeded schedule of :mod:`loadtest.arrivals`. For arrival *n* it
+One dispatcher task walks the seeded schedule of :mod:`loadtest.schedule.arrivals`. For arrival *n* it
 sleeps until the absolute deadline ``t0 + offset_n`` (the offset comes from the schedule, never
 from the previous sleep, so errors do not accumulate), reports it to
 ``collector.on_offered(t_intended)`` and hands it to the :class:`~loadtest.pool.Pool`, which
@@ -42,11 +42,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from loadtest.arrivals import Arrival, RateProfile, Stage, parse_trace, schedule, trace_schedule
 from loadtest.clock import Clock
 from loadtest.engine.pool import Pool
 from loadtest.errors import BadInput
 from loadtest.metrics.collector import Collector, RequestRecord
+from loadtest.schedule.arrivals import Arrival, RateProfile, Stage, parse_trace, schedule, trace_schedule
 
 __all__ = ["FrameMaker", "OpenLoop", "SchedulerContext", "arrivals_for", "dispatch", "frame_maker"]
 

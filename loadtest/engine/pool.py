@@ -40,9 +40,9 @@ from typing import Any, Protocol
 
 from loadtest.clock import Clock
 from loadtest.engine.connection import Connection
-from loadtest.engine.retry import backoff
 from loadtest.errors import ConnectionFailure
 from loadtest.metrics.collector import Collector, RequestRecord
+from loadtest.schedule.backoff import backoff
 
 __all__ = ["Pool", "PoolContext"]
 

@@ -20,10 +20,10 @@ import aiohttp
 
 from loadtest.clock import Clock, RealClock
 from loadtest.engine.connection import DEFAULT_MAX_FRAME_BYTES, Connection, ConnectTimings
-from loadtest.engine.retry import backoff
 from loadtest.errors import ConnectionFailure
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.protocol import GenRequest, encode_gen
+from loadtest.schedule.backoff import backoff
 
 __all__ = ["CONNECT_CONCURRENCY", "GenFactory", "Ramp", "RunContext", "run_user"]
 

@@ -4,7 +4,7 @@ A worker is given plain data (:class:`WorkerSpec`: the scenario, its shard, the 
 common start time) and gives plain data back (:class:`WorkerReport`: its
 :class:`~loadtest.metrics.figures.Figures` — interval snapshots of every histogram, every
 counter, per-second rows — and its own health). It owns no signal and writes no run
-directory: the coordinator (:mod:`loadtest.coordinator`) does, for one worker in its own
+directory: the coordinator (:mod:`loadtest.runner.coordinator`) does, for one worker in its own
 process or many in others, and merges their reports exactly.
 
 The order inside :meth:`Worker.run` matters: the reachability probe and the open-loop
@@ -17,25 +17,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from loadtest.arrivals import RateProfile, Stage
 from loadtest.clock import Clock, RealClock
 from loadtest.engine.connection import make_session, target_url
 from loadtest.engine.openloop import OpenLoop, arrivals_for, frame_maker
 from loadtest.engine.pool import Pool
 from loadtest.engine.result import Progress, WorkerHealth
-from loadtest.engine.retry import backoff
 from loadtest.engine.selfwatch import LATE_MS, SelfWatch, fell_behind, saturation_reasons
+from loadtest.engine.tls import Tls
 from loadtest.engine.users import GenFactory, Ramp, RunContext, run_user
 from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUnreachable, redact
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.metrics.figures import Figures
+from loadtest.schedule.arrivals import RateProfile, Stage
+from loadtest.schedule.backoff import backoff
 
 __all__ = ["GRACE_S", "Worker", "WorkerReport", "WorkerSpec", "share", "wall_ms"]
 
@@ -52,9 +52,8 @@ class WorkerSpec:
 
     scenario: Any  # a validated Scenario
     url: str  # the target (the embedded mock's real URL, not "mock")
-    api_key: str | None = None
-    ca_file: str | None = None  # TLS, rebuilt in the worker (an SSLContext does not pickle)
-    insecure: bool = False
+    api_key: str | None = field(default=None, repr=False)  # a secret
+    tls: Tls = field(default_factory=Tls)  # each worker builds its own SSLContext (it does not pickle)
     index: int = 0  # this worker's number, 0 .. workers-1
     workers: int = 1
 
@@ -136,10 +135,8 @@ class Worker:
         self,
         spec: WorkerSpec,
         *,
-        ssl_context: ssl.SSLContext | bool | None = None,
         clock: Clock | None = None,
         request_sink: Callable[[RequestRecord, int], None] | None = None,
-        on_progress: Callable[[Progress], None] | None = None,
         on_tick: Callable[[Figures, Progress], None] | None = None,
         ready: Callable[[], Awaitable[int | None]] | None = None,
     ) -> None:
@@ -148,10 +145,8 @@ class Worker:
         (probe, pool): it returns the common start (wall clock, ns since the epoch) that
         several workers' t0 share, or None to start at once."""
         self.spec = spec
-        self._ssl = ssl_context
         self.clock = clock or RealClock()
         self._sink = request_sink
-        self._on_progress = on_progress
         self._on_tick = on_tick
         self._ready = ready
         self._hard_stop = asyncio.Event()
@@ -212,7 +207,7 @@ class Worker:
         load = sc.load
         duration_s = float(load.duration_s)
         now = self.clock.now_ns
-        session = make_session(ssl_context=self._ssl)
+        session = make_session(ssl_context=self.spec.tls.context(self.spec.url))
         collector = Collector(t0_ns=now(), warmup_s=float(load.warmup_s), duration_s=duration_s,
                               request_sink=self._sink)
         ctx = self._ctx = self._context(collector, session)
@@ -316,12 +311,8 @@ class Worker:
             c.tick(now, active_sessions=ctx.active_sessions, in_flight=ctx.in_flight)
             if now >= next_tick:
                 next_tick += _NS
-                if self._on_progress is not None or self._on_tick is not None:
-                    progress = _progress(ctx, now, float(sc.load.duration_s))
-                    if self._on_progress is not None:
-                        self._on_progress(progress)
-                    if self._on_tick is not None:
-                        self._on_tick(c.take_partial(now), progress)
+                if self._on_tick is not None:
+                    self._on_tick(c.take_partial(now), _progress(ctx, now, float(sc.load.duration_s)))
             await asyncio.sleep(0.1)
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from loadtest.errors import BadInput, TargetUnreachable
-from loadtest.mock.model import MockModel
+from loadtest.mock.latency import MockModel
 from loadtest.mock.server import MockConfig, MockServer
 
 __all__ = ["MockProcess", "model_args", "read_key_file", "serve_forever"]

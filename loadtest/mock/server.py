@@ -24,7 +24,7 @@ from aiohttp import WSMsgType, web
 
 from loadtest.errors import RemoteProtocolError
 from loadtest.mock.faults import FaultModel, FaultPlan, StreamFault
-from loadtest.mock.model import MockModel
+from loadtest.mock.latency import MockModel
 from loadtest.protocol import GenRequest, Ping, SetModel, decode_client_frame, encode_server_event
 
 __all__ = ["CLOSE_BAD_KEY", "MockConfig", "MockServer", "mock_chunk_chars"]

@@ -17,7 +17,7 @@ import os
 import re
 import signal
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ __all__ = [
     "REQUEST_COLUMNS",
     "SCHEMA",
     "RequestCsv",
-    "Reruns",
     "build_summary",
     "default_run_dir",
     "prepare_run_dir",
@@ -74,31 +73,6 @@ def default_run_dir(scenario_name: str, root: Path = Path("reports")) -> Path:
         n += 1
         path = root / f"{safe}-{stamp}-{n}"
     return path
-
-
-class Reruns:
-    """The runs a command may run again because their generator saturated (the machine, not
-    the target: on a shared VM, a burst of CPU taken by the hypervisor), ``limit`` in all.
-    :meth:`set_aside` keeps a spoiled run directory as ``<name>.spoiled-<attempt>`` and records
-    (and warns) one line saying which and why. Shared by ``ab``, ``calibrate`` and ``sweep``."""
-
-    def __init__(self, limit: int, warn: Callable[[str], None] = lambda _: None) -> None:
-        if limit < 0:
-            raise BadInput(f"--retries must be >= 0, got {limit}")
-        self.limit = limit
-        self.lines: list[str] = []
-        self._warn = warn
-
-    @property
-    def left(self) -> bool:
-        return len(self.lines) < self.limit
-
-    def set_aside(self, run_dirs: Sequence[Path], attempt: int, what: str, reasons: Sequence[str]) -> None:
-        for d in run_dirs:
-            d.rename(d.with_name(f"{d.name}.spoiled-{attempt}"))
-        why = "; ".join(str(r) for r in reasons) or "saturated"
-        self.lines.append(f"{what} run again (attempt {attempt + 1}): the generator was saturated ({why})")
-        self._warn(f"warning: {self.lines[-1]}")
 
 
 def prepare_run_dir(run_dir: Path) -> None:
@@ -240,7 +214,7 @@ class RequestCsv:
 
     def append_text(self, text: str) -> None:
         """Append rows already in this file's columns, as CSV text (a remote worker's rows:
-        :mod:`loadtest.rayworkers`); a row cut short (no final newline) is left out."""
+        :mod:`loadtest.runner.rayactors`); a row cut short (no final newline) is left out."""
         if self.error is not None or not text:
             return
         lines = text.splitlines(keepends=True)

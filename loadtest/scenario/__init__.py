@@ -30,7 +30,7 @@ import yaml
 
 from loadtest.scenario.fields import format_duration, parse_duration
 from loadtest.scenario.load import Overrides, load_scenario, resolve_api_key
-from loadtest.scenario.model import (
+from loadtest.scenario.sections import (
     SLO_NAMES,
     LoadConfig,
     MockConfig,

@@ -30,7 +30,7 @@ from pydantic import (
 
 from loadtest.errors import BadInput
 from loadtest.mock.faults import FaultModel, parse_faults
-from loadtest.mock.model import Dist, parse_dist
+from loadtest.mock.latency import Dist, parse_dist
 
 __all__ = [
     "DistField",

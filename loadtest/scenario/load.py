@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from loadtest.errors import ScenarioError
 from loadtest.scenario.fields import FieldProblem, short
-from loadtest.scenario.model import Scenario
+from loadtest.scenario.sections import Scenario
 from loadtest.scenario.steps import STEP_KINDS
 from loadtest.scenario.yamlsrc import locate, parse_yaml
 
@@ -44,7 +44,6 @@ class Overrides:
     requests: int | None = None
     seed: int | None = None
     out: str | Path | None = None
-    workers: int | str | None = None  # a number, or "auto"
     warmup_s: float | None = None
     mock_seed: int | None = None  # the embedded mock's seed (default: load.seed)
 
@@ -57,7 +56,6 @@ class Overrides:
             (("load", "rate"), "--rate", self.rate_per_s),
             (("load", "requests"), "--requests", self.requests),
             (("load", "seed"), "--seed", self.seed),
-            (("load", "workers"), "--workers", self.workers),
             (("load", "warmup"), "--warmup", self.warmup_s),
             (("mock", "seed"), "--mock-seed", self.mock_seed),
             (("out",), "--out", None if self.out is None else str(self.out)),

@@ -28,7 +28,7 @@ from typing import Any
 
 from loadtest.errors import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_SLO_FAILED
 from loadtest.slo import AT_LEAST
-from loadtest.sweep.model import fit_usl, isotonic, kneedle
+from loadtest.sweep.fit import fit_usl, isotonic, kneedle
 from loadtest.sweep.plan import Mode, SweepStep, bisect_level, judge_sweep, level_shares
 
 __all__ = [

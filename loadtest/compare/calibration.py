@@ -13,19 +13,16 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from loadtest.compare.gate import GateRules, check_name, gate, run_values
-from loadtest.compare.judge import RunData
-from loadtest.compare.output import write_text_file
-from loadtest.compare.runs import load_run
+from loadtest.compare.rundata import RunData
 from loadtest.errors import BadInput
 from loadtest.rundir import read_text
 
-__all__ = ["calibrate_runs", "noise_of", "read_calibration", "run_calibration"]
+__all__ = ["calibrate_runs", "noise_of", "read_calibration"]
 
 
 def noise_of(runs: Sequence[RunData], checks: Sequence[tuple[str, str]]) -> dict[str, float]:
@@ -78,42 +75,3 @@ def read_calibration(path: Path) -> tuple[dict[str, float], int, str | None]:
         return noise, int(data["runs"]), None if fingerprint is None else str(fingerprint)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadInput(f"{path}: not a calibration.json of loadtest calibrate ({exc})") from None
-
-
-def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: Path, environ: Mapping[str, str],
-                    rules: GateRules, checks: Sequence[tuple[str, str]], duration_s: float | None = None,
-                    api_key: str | None = None, retries: int = 2, warn: Callable[[str], None] = lambda _: None,
-                    on_run: Callable[[int, Path], None] = lambda *_: None) -> dict[str, Any] | None:  # fmt: skip
-    """Run ``runs`` identical runs (fresh seeds) into ``out/run-N/`` and write
-    ``out/calibration.json``; None when a run was interrupted. A run whose generator saturated
-    measured the machine: it is run again (``retries`` times in all; the spoiled one is kept as
-    ``run-N.spoiled-K``), so a burst of stolen CPU does not inflate the noise."""
-    from loadtest.coordinator import run_to_dir
-    from loadtest.rundir.writer import Reruns, prepare_run_dir
-    from loadtest.scenario import Overrides, load_scenario, resolve_api_key
-
-    prepare_run_dir(out)
-    latency = sorted({m for m, stat in checks if stat})
-    data: list[RunData] = []
-    reruns = Reruns(retries, warn)
-    for i in range(1, runs + 1):
-        attempt = 0
-        while True:
-            overrides = Overrides(target_url=target, duration_s=duration_s, seed=secrets.randbits(31),
-                                  api_key=api_key)  # fmt: skip
-            sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
-            run_dir = out / f"run-{i}"
-            summary = run_to_dir(sc, run_dir, api_key=resolve_api_key(sc, overrides, environ), ssl_context=None,
-                                 insecure=False, html=False, quiet=True, warn=warn)  # fmt: skip
-            on_run(i, run_dir)
-            if summary.get("interrupted"):
-                return None
-            run = load_run(run_dir, latency)
-            if not run.saturated or not reruns.left:
-                break
-            attempt += 1
-            reruns.set_aside([run_dir], attempt, f"run {i}", run.saturation_reasons)
-        data.append(run)
-    result = calibrate_runs(data, rules, checks)
-    write_text_file(out / "calibration.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
-    return result

@@ -3,7 +3,7 @@
 Round *i* runs both sides with one fresh ``load.seed`` (the same workload draw for the two
 sides of a round, a new one per round); the order alternates A B, B A, A B, … so a slow
 drift of the machine or the network falls on both sides alike. Each run is an ordinary run
-directory (``OUT/round-1-baseline/``, …) written by :func:`loadtest.coordinator.run_to_dir`;
+directory (``OUT/round-1-baseline/``, …) written by :func:`loadtest.runner.todir.run_to_dir`;
 then :func:`loadtest.compare.gate.gate` judges the rounds (paired) and ``OUT/compare.json``,
 ``OUT/compare.md`` and ``OUT/junit.xml`` are written.
 
@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.compare.gate import GateRules, GateVerdict, gate
-from loadtest.compare.judge import RunData
 from loadtest.compare.output import gate_json, gate_junit, gate_markdown, write_text_file
+from loadtest.compare.rundata import RunData
 from loadtest.compare.runs import load_run
-from loadtest.coordinator import run_to_dir
 from loadtest.errors import BadInput
-from loadtest.rundir.writer import Reruns, prepare_run_dir
-from loadtest.scenario import Overrides, load_scenario, resolve_api_key
+from loadtest.rundir.writer import prepare_run_dir
+from loadtest.runner.options import RunOptions
+from loadtest.runner.todir import run_to_dir
+from loadtest.scenario import Overrides, load_scenario
+from loadtest.studies.reruns import Reruns
 
 __all__ = ["AbResult", "AbSide", "order", "run_ab"]
 
@@ -65,13 +67,12 @@ def order(round_no: int) -> tuple[str, str]:
 
 def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, rounds: int, out: Path,
            environ: Mapping[str, str], rules: GateRules, checks: Sequence[tuple[str, str]],
-           duration_s: float | None = None, api_key: str | None = None, seed: int | None = None,
-           ssl_context: Any = None, html: bool = False, quiet: bool = True, retries: int = 2,
-           warn: Callable[[str], None] = lambda _: None,
-           on_run: Callable[[int, str, Path, dict[str, Any]], None] = lambda *_: None) -> AbResult:  # fmt: skip
+           duration_s: float | None = None, seed: int | None = None, options: RunOptions | None = None,
+           retries: int = 2, on_run: Callable[[int, str, Path, dict[str, Any]], None] = lambda *_: None) -> AbResult:  # fmt: skip
     """Run the rounds into ``out`` (new or empty) and judge them.
 
-    ``seed``: round *i* uses ``seed + i - 1`` (default: fresh random seeds; a round run again
+    Every run takes ``options`` (API key, TLS, backend, workers; ``html``), quiet, in its own
+    directory. ``seed``: round *i* uses ``seed + i - 1`` (default: fresh random seeds; a round run again
     takes the next unused one). ``retries``: how many rounds in all may be run again because a
     generator saturated. Raises BadInput (exit 2) for a bad scenario or an invalid comparison,
     TargetUnreachable (exit 3) when a side cannot be reached; an interrupted run stops the
@@ -79,7 +80,8 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
     """
     if rounds < 1:
         raise BadInput(f"--rounds must be >= 1, got {rounds}")
-    reruns = Reruns(retries, warn)
+    options = (options or RunOptions(html=False)).replace(quiet=True)
+    reruns = Reruns(retries, options.warn)
     prepare_run_dir(out)
     sides = {"baseline": baseline, "candidate": candidate}
     base_seed = seed if seed is not None else secrets.randbits(31)
@@ -94,13 +96,12 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
             pair: dict[str, RunData] = {}
             for role in order(i):
                 side = sides[role]
-                overrides = Overrides(target_url=side.url, duration_s=duration_s, seed=round_seed, api_key=api_key)
+                overrides = Overrides(target_url=side.url, duration_s=duration_s, seed=round_seed)
                 sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
                 if side.mock:
                     sc = _with_mock(sc, side.mock, role)
                 run_dir = out / f"round-{i}-{role}"
-                summary = run_to_dir(sc, run_dir, api_key=resolve_api_key(sc, overrides, environ),
-                                     ssl_context=ssl_context, insecure=False, html=html, quiet=quiet, warn=warn)  # fmt: skip
+                summary = run_to_dir(sc, options.replace(out=run_dir))
                 on_run(i, role, run_dir, summary)
                 if summary.get("interrupted"):
                     return AbResult(None, runs["baseline"], runs["candidate"], interrupted=True,

@@ -45,15 +45,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.engine.remote import RemoteWorker, StopRelay, merged_progress, report_to_plain
+from loadtest.engine.limits import available_cores
 from loadtest.engine.result import Progress
 from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec
 from loadtest.errors import BadInput, LoadtestError, WorkersUnavailable
 from loadtest.metrics.collector import RequestRecord
 from loadtest.metrics.figures import Figures
 from loadtest.rundir.writer import RequestCsv, request_row
+from loadtest.runner.fleet import (
+    Fleet,
+    RowSink,
+    WorkerView,
+    report_from_plain,
+    report_to_plain,
+    tick_to_plain,
+)
 
-__all__ = ["READY_TIMEOUT_ENV", "RayWorker", "RayWorkers", "ray_session", "require_ray", "resolve_workers"]
+__all__ = ["RAY", "READY_TIMEOUT_ENV", "RayFleet", "RayWorker", "ray_session", "require_ray"]
 
 #: seconds to wait for every actor to be placed (default 60); a cluster without the CPUs: exit 3
 READY_TIMEOUT_ENV = "LOADTEST_RAY_READY_TIMEOUT"
@@ -72,10 +80,6 @@ def require_ray() -> Any:
     except ImportError:
         raise BadInput("Ray is not installed: pip install 'loadtest[ray]'") from None
     return ray
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -98,7 +102,7 @@ def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
             ray.init(address=address, **quiet)
         else:
             n = workers if isinstance(workers, int) else 0
-            ray.init(address="local", num_cpus=max(_cores(), n), **quiet)
+            ray.init(address="local", num_cpus=max(available_cores(), n), **quiet)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise WorkersUnavailable(f"cannot {'connect to Ray at ' + address if address else 'start Ray'}: {exc}") from None
     try:
@@ -122,21 +126,11 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                                  "`ray start --head` running there (its GCS port, 6379 by default)?") from None
 
 
-def resolve_workers(sc: Any, workers: int | str) -> int:
-    """How many actors: a number, or ``auto`` (the cluster's CPUs minus one); never more
-    than the closed loop's users."""
-    ray = require_ray()
-    n = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1) if workers == "auto" else int(workers)
-    if sc.load.mode == "closed":
-        n = min(n, max(1, sc.load.peak_connections))
-    return max(1, n)
-
-
 # ---------------------------------------------------------------------------- the actor
 
 
 class RayWorker:
-    """One worker in a Ray actor (created by :class:`RayWorkers` with ``ray.remote``)."""
+    """One worker in a Ray actor (created by :class:`RayFleet` with ``ray.remote``)."""
 
     def __init__(self, spec: WorkerSpec, secret: str | None) -> None:
         self._spec = spec
@@ -159,7 +153,7 @@ class RayWorker:
         self._csv.writerow(request_row(r, t0, secret=self._secret, worker=self._spec.index))
 
     def _tick(self, figures: Figures, progress: Progress) -> None:
-        self._ticks.append((figures.to_plain(), dataclasses.asdict(progress)))
+        self._ticks.append(tick_to_plain(figures, progress))
         if self._news is not None:
             self._news.set()
 
@@ -171,7 +165,6 @@ class RayWorker:
     async def ready(self) -> dict[str, Any]:
         """Start the worker (probe, pool) and return once it is set up, or could not run."""
         from loadtest.engine.limits import ensure_open_files
-        from loadtest.engine.tls import ssl_context_for
         from loadtest.engine.worker import share
 
         spec = self._spec
@@ -180,11 +173,9 @@ class RayWorker:
             self._start, self._set_up, self._news = loop.create_future(), asyncio.Event(), asyncio.Event()
             try:
                 ensure_open_files(share(spec.scenario.load.peak_connections, spec.index, spec.workers))
-                ssl_ctx = ssl_context_for(spec.url, ca_file=spec.ca_file, insecure=spec.insecure)
             except LoadtestError as exc:
                 return {"error": (exc.exit_code, str(exc))}
-            self._worker = Worker(spec, ssl_context=ssl_ctx, request_sink=self._row, on_tick=self._tick,
-                                  ready=self._ready_hook)
+            self._worker = Worker(spec, request_sink=self._row, on_tick=self._tick, ready=self._ready_hook)
             self._task = asyncio.create_task(self._worker.run())
             self._task.add_done_callback(lambda _t: self._news.set() if self._news is not None else None)
         assert self._set_up is not None
@@ -238,7 +229,9 @@ class RayWorker:
 
 
 @dataclass
-class _Actor(RemoteWorker):
+class _Actor(WorkerView):
+    """One Ray actor as the coordinator sees it."""
+
     handle: Any = None
     node: str = ""
     offset_ns: int = 0
@@ -251,8 +244,10 @@ def _short(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-class RayWorkers(StopRelay):
+class RayFleet(Fleet):
     """The actors of one run, driven from the coordinator's event loop."""
+
+    start_delay_s = 0.5
 
     def __init__(self, specs: list[WorkerSpec], *, sink: RequestCsv | None, secret: str | None,
                  ready_timeout_s: float | None = None) -> None:
@@ -267,7 +262,7 @@ class RayWorkers(StopRelay):
         cls = ray.remote(num_cpus=1, max_restarts=0)(RayWorker)
         self.actors = [_Actor(s.index, handle=cls.options(scheduling_strategy="SPREAD",
                                                           name=None).remote(s, secret)) for s in specs]
-        self._stopping = ""  # "", "stop" or "abort": relayed to actors that are not done
+        super().__init__(list(self.actors))
 
     # -- commands (from signal handlers too: .remote() does not block)
 
@@ -325,18 +320,18 @@ class RayWorkers(StopRelay):
     def _absorb(self, a: _Actor, kind: str, value: Any) -> None:
         if kind == "ready":
             if "error" in value:
-                a.on_message("error", value["error"])
+                a.on_error(*value["error"])
             else:
-                a.on_message("ready", None)
+                a.on_ready()
         elif kind == "poll":
             for tick in value["ticks"]:
-                a.on_message("tick", tick)
+                a.on_plain_tick(tick)
             if self._sink is not None:
                 self._sink.append_text(value["rows"])
         elif "report" in value:
-            a.on_message("report", value["report"])
+            a.on_report(report_from_plain(value["report"]))
         else:
-            a.on_message("error", value["error"])
+            a.on_error(*value["error"])
 
     async def _drive(self, until: Callable[[], bool], on_round: Callable[[], None] | None = None) -> None:
         """Keep one call outstanding per actor (the next poll, or its result) until ``until()``."""
@@ -361,40 +356,65 @@ class RayWorkers(StopRelay):
             if on_round is not None:
                 on_round()
 
-    async def run(self, *, progress: Callable[[Progress], None] | None = None) -> list[WorkerReport]:
-        """Place every actor, wait until each is set up, give them one common start, relay
-        progress, and return every worker's report (a lost worker's: what it streamed)."""
-        try:
-            await self._place()
-            for a in self.actors:
-                a.kind, a.pending = "ready", a.handle.ready.remote()
-            await self._drive(lambda: all(a.ready or a.done for a in self.actors))
-            at = time.time_ns() + round(_START_DELAY_S * 1e9)
-            for a in self.actors:
-                if a.ready and not a.done:
-                    a.handle.start.remote(at + a.offset_ns)
-                    a.kind, a.pending = "poll", a.handle.poll.remote()
-            if self._stopping:
-                self._send(self._stopping)
-            await self._drive(lambda: all(a.done for a in self.actors),
-                              on_round=(lambda: progress(merged_progress(list(self.actors)))) if progress else None)
-        finally:
-            for a in self.actors:
-                with contextlib.suppress(Exception):
-                    self._ray.kill(a.handle, no_restart=True)
-        return [self._final(a) for a in self.actors if a.error is None]
+    async def launch(self) -> None:
+        """Every actor placed (exit 3 if the cluster cannot), then set up (probe, pool)."""
+        await self._place()
+        for a in self.actors:
+            a.kind, a.pending = "ready", a.handle.ready.remote()
+        await self._drive(lambda: all(a.ready or a.done for a in self.actors))
 
-    def _final(self, a: _Actor) -> WorkerReport:
-        r = a.final()
+    def begin(self, at_epoch_ns: int) -> None:
+        for a in self.actors:
+            if a.ready and not a.done:
+                a.handle.start.remote(at_epoch_ns + a.offset_ns)  # on the actor's own clock
+                a.kind, a.pending = "poll", a.handle.poll.remote()
+        if self.stopping:
+            self._send(self.stopping)
+
+    async def wait(self, on_second: Callable[[], None] | None = None) -> None:
+        await self._drive(lambda: all(a.done for a in self.actors), on_round=on_second)
+
+    async def close(self) -> None:
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                self._ray.kill(a.handle, no_restart=True)
+
+    def collect(self) -> tuple[list[WorkerReport], list[str]]:
+        reports, lost = super().collect()
+        by_index = {a.index: a for a in self.actors}
+        return [self._final(by_index[r.index], r) for r in reports], lost
+
+    @staticmethod
+    def _final(a: _Actor, r: WorkerReport) -> WorkerReport:
+        """A report on the coordinator's clock, naming the node it ran on."""
         offset_ms = round(a.offset_ns / 1e6, 3)
         r.health = dataclasses.replace(r.health, node=a.node, clock_offset_ms=offset_ms)
         if r.started_at_epoch_ns:  # on the coordinator's clock
             r.started_at_epoch_ns -= a.offset_ns
         return r
 
-    def errors(self) -> list[tuple[int, str]]:
-        return [a.error for a in self.actors if a.error is not None]
 
-    def lost(self) -> list[str]:
-        return [a.lost or f"worker {a.index}: {a.error[1] if a.error else 'no report'}"
-                for a in self.actors if a.report is None]
+class _RayBackend:
+    """Ray actors across a cluster's hosts (``--backend ray``, ``--ray-address``)."""
+
+    def session(self, sc: Any, options: Any) -> contextlib.AbstractContextManager[Any]:
+        return ray_session(options.ray_address, workers=options.workers_for(sc))
+
+    def resolve_workers(self, sc: Any, workers: int | str) -> int:
+        """How many actors: a number, or ``auto`` (the cluster's CPUs minus one); never more
+        than the closed loop's users."""
+        ray = require_ray()
+        n = max(1, int(ray.cluster_resources().get("CPU", 1)) - 1) if workers == "auto" else int(workers)
+        if sc.load.mode == "closed":
+            n = min(n, max(1, sc.load.peak_connections))
+        return max(1, n)
+
+    def preflight(self, sc: Any, options: Any, *, apply: bool = True) -> list[str]:
+        require_ray()  # each actor checks its own host's open-file limit
+        return []
+
+    def fleet(self, specs: list[WorkerSpec], *, sink: RowSink | None, options: Any) -> Fleet:
+        return RayFleet(specs, sink=sink if isinstance(sink, RequestCsv) else None, secret=options.api_key)
+
+
+RAY = _RayBackend()

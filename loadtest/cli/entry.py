@@ -27,6 +27,6 @@ def interrupt_guard(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, interrupt_guard)
     signal.signal(signal.SIGTERM, interrupt_guard)
-    from loadtest.cli import main as cli_main
+    from loadtest.cli.main import main as cli_main
 
     cli_main()

@@ -2,7 +2,7 @@
 
 :class:`RateProfile` gives the value at any time, its integral (the expected number of
 arrivals so far) and the inverse of that integral, which the arrival schedules use to place
-the *n*-th arrival of a time-varying rate (:mod:`loadtest.arrivals`).
+the *n*-th arrival of a time-varying rate (:mod:`loadtest.schedule.arrivals`).
 """
 
 from __future__ import annotations

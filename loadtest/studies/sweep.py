@@ -10,7 +10,7 @@ new experiment; which step runs next is decided by :func:`loadtest.sweep.capacit
 
 The planner (:func:`plan_levels`, :func:`bisect_level`) and the verdict
 (:func:`judge_sweep`, with the verdict rule in its module docstring) are pure and live in
-:mod:`loadtest.sweep_plan`, re-exported here; this module is the driver (:func:`run_sweep`).
+:mod:`loadtest.sweep.plan`, re-exported here; this module is the driver (:func:`run_sweep`).
 """
 
 from __future__ import annotations
@@ -23,15 +23,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-# one step is one ordinary run (module-level name: tests replace it with a fake)
-from loadtest.coordinator import run_to_dir as _run_step
 from loadtest.errors import (
     EXIT_INCONCLUSIVE,
     BadInput,
     LoadtestError,
     TargetUnreachable,
 )
-from loadtest.rundir.writer import Reruns
+from loadtest.runner.options import RunOptions
+
+# one step is one ordinary run (module-level name: tests replace it with a fake)
+from loadtest.runner.todir import run_to_dir as _run_step
+from loadtest.studies.reruns import Reruns
 from loadtest.sweep.capacity import Policy, capacity_answer, curve, goodput_ok, next_step, step_seeds
 from loadtest.sweep.plan import (
     MAX_LEVELS,
@@ -181,13 +183,8 @@ def run_sweep(
     overrides: Any,
     environ: Mapping[str, str],
     out: Path,
-    api_key: str | None = None,
-    ssl_context: Any = None,
-    insecure: bool = False,
-    html: bool = True,
-    quiet: bool = False,
+    options: RunOptions | None = None,
     on_step: Callable[[SweepStep], None] | None = None,
-    warn: Callable[[str], None] = lambda _msg: None,
     clock: Callable[[], float] = time.monotonic,
 ) -> SweepOutcome:
     """Run the sweep into ``out``: the planned levels, bisection and replicates as
@@ -196,9 +193,13 @@ def run_sweep(
     Stops at once when the generator saturates or a signal interrupts a step, and before a step
     that would not finish within the budget (``clock`` measures it). ``sweep.json`` and
     ``capacity.json`` are written in every case (also before TargetUnreachable is re-raised);
-    the HTML files unless ``html`` is False. ``out`` must not exist or be empty.
+    the HTML files unless ``options.html`` is False. Every step runs with ``options`` (API key,
+    TLS, backend, workers) into its own directory under ``out``, which must not exist or be empty.
     """
     from loadtest.scenario import load_scenario
+
+    options = options or RunOptions(html=False, quiet=True)
+    html, warn = options.html, options.warn
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BadInput(f"{out}: exists and is not empty; a sweep writes a fresh directory (choose another --out)")
@@ -223,8 +224,7 @@ def run_sweep(
             sc = load_scenario(scenario_file, overrides=_step_overrides(overrides, plan.mode, load, out / name,
                                                                           **extra), environ=environ)  # fmt: skip
             t = clock()
-            summary = _run_step(sc, out / name, api_key=api_key, ssl_context=ssl_context, insecure=insecure,
-                                html=html, quiet=quiet, warn=warn)
+            summary = _run_step(sc, options.replace(out=out / name))
             walls.append(clock() - t)
             gen = summary.get("generator") or {}
             if not gen.get("saturated") or summary.get("interrupted") or not reruns.left:

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from loadtest.errors import BadInput
-from loadtest.profile import RateProfile, Stage
+from loadtest.schedule.profile import RateProfile, Stage
 
 __all__ = [
     "ARRIVAL_KINDS",

@@ -1,41 +1,28 @@
-"""The ``loadtest`` command: maps options onto config, calls the library, maps errors
-to exit codes (DESIGN.md). No logic lives here."""
+"""The commands that run or serve: ``run``, ``validate``, ``report``, ``sweep`` and ``mock``.
+Options in (the shared run flags: :mod:`loadtest.cli.options`), library calls, exit codes out."""
 
 from __future__ import annotations
 
 import math
 import signal
-import sys
+from pathlib import Path
 from typing import Any
 
 import click
 
-from loadtest.cli_gate import ab, calibrate, compare
-from loadtest.clitypes import DistType, JsonType, WorkersType, _load, _run_loop, _tls
-from loadtest.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_BUG,
-    EXIT_INCOMPLETE,
-    EXIT_INTERRUPTED,
-    BadInput,
-    LoadtestError,
-)
+from loadtest.cli.options import RunFlags, duration_flag, load, run_flags
+from loadtest.cli.types import DistType, JsonType
+from loadtest.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_SLO_FAILED, BadInput
 from loadtest.mock.faults import parse_faults
-from loadtest.mock.model import Dist, MockModel
+from loadtest.mock.latency import Dist, MockModel
 
-__all__ = ["main"]
+__all__ = ["mock", "report", "run", "sweep", "validate"]
 
 #: ``loadtest mock`` reads accepted keys from this variable too (comma-separated)
 MOCK_KEYS_ENV = "LOADTEST_MOCK_API_KEYS"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="loadtest")
-def cli() -> None:
-    """Load tester for streaming LLM chat proxies (protocol v2 over WebSocket)."""
-
-
-@cli.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="0 = any free port.")
 @click.option("--ttft-ms", type=DistType(), default="100", show_default=True, help="Time to first token.")
@@ -66,6 +53,7 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
     variable LOADTEST_MOCK_API_KEYS, together; none = any key is accepted."""
     import os
 
+    from loadtest.engine.loop import run_loop
     from loadtest.mock.process import read_key_file, serve_forever
     from loadtest.mock.server import MockConfig
 
@@ -103,22 +91,23 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
         # is still draining after its own first Ctrl-C
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _run_loop(serve_forever(config, host, port, ssl_context=ssl_ctx, exit_with_parent=exit_with_parent))
+        run_loop(serve_forever(config, host, port, ssl_context=ssl_ctx, exit_with_parent=exit_with_parent))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
         raise click.ClickException(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-@cli.command()
+@click.command()
 @click.argument("scenario_file", type=click.Path(dir_okay=False))
-def validate(scenario_file: str) -> int:
+@run_flags
+def validate(scenario_file: str, flags: RunFlags) -> int:
     """Check SCENARIO_FILE and print the resolved scenario (exit 2 if it is wrong)."""
-    from loadtest.coordinator import preflight
+    from loadtest.runner.todir import preflight
     from loadtest.scenario import dump_scenario
 
-    sc = _load(scenario_file)
-    notes = preflight(sc, apply=False)  # what run checks before it connects: trace, open files
+    sc = load(scenario_file)
+    notes = preflight(sc, flags.options(sc), apply=False)  # what run checks before it connects
     click.echo(dump_scenario(sc), nl=False)
     for note in notes:
         click.echo(note, err=True)
@@ -126,59 +115,33 @@ def validate(scenario_file: str) -> int:
     return 0
 
 
-@cli.command()
+@click.command()
 @click.argument("scenario_file", type=click.Path(dir_okay=False))
 @click.option("--target", help="ws://… or wss://… URL, or 'mock' (overrides target.url).")
-@click.option("--api-key", help="API key (default: the variable named by target.api_key_env).")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default reports/<name>-<time>).")
 @click.option("--duration", help="Total duration, e.g. 30s, 2m (overrides load.duration).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Closed-loop users.")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Open-loop arrivals per second.")
 @click.option("--requests", type=click.IntRange(min=1), help="Stop after this many gen requests.")
 @click.option("--seed", type=int, help="Seed for schedules, prompts and think times.")
-@click.option("--workers", type=WorkersType(),
-              help="Workers: a number or auto (processes on this host; --backend ray: actors, auto = the "
-                   "cluster's CPUs minus one).")
-@click.option("--backend", type=click.Choice(["process", "ray"]), default="process", show_default=True,
-              help="Where workers run: processes on this host, or Ray actors across hosts (pip install "
-                   "'loadtest[ray]').")
-@click.option("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS; none: a local Ray, started and "
-                                    "stopped by this run). Needs --backend ray.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle (wss://).")
-@click.option("--insecure", is_flag=True, help="Skip TLS certificate verification (wss://). Not for real tests.")
+@run_flags
 @click.option("--no-html", is_flag=True, help="Do not write report.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress or table; only warnings and the verdict.")
-def run(scenario_file: str, target: str | None, api_key: str | None, out: str | None, duration: str | None,
-        concurrency: int | None, rate: float | None, requests: int | None, seed: int | None,
-        workers: int | str | None, backend: str, ray_address: str | None, ca_file: str | None, insecure: bool,
-        no_html: bool, quiet: bool) -> int:
+def run(scenario_file: str, target: str | None, out: str | None, duration: str | None, concurrency: int | None,
+        rate: float | None, requests: int | None, seed: int | None, flags: RunFlags, no_html: bool,
+        quiet: bool) -> int:
     """Run SCENARIO_FILE and write a run directory. Exit 0 passed, 1 an SLO failed,
     2 bad input, 3 target unreachable, 4 interrupted, 5 a worker was lost."""
-    import os
-    from pathlib import Path
-
     from loadtest.console import print_summary
-    from loadtest.coordinator import run_to_dir
-    from loadtest.errors import EXIT_SLO_FAILED
     from loadtest.rundir.writer import default_run_dir
-    from loadtest.scenario import Overrides, parse_duration, resolve_api_key
+    from loadtest.runner.todir import run_to_dir
+    from loadtest.scenario import Overrides
 
-    if ray_address and backend != "ray":
-        raise click.UsageError("--ray-address needs --backend ray")
-    try:
-        duration_s = None if duration is None else parse_duration(duration)
-    except (ValueError, BadInput) as exc:
-        raise click.BadParameter(str(exc), param_hint="--duration") from None
-    overrides = Overrides(target_url=target, api_key=api_key, duration_s=duration_s, concurrency=concurrency,
-                          rate_per_s=rate, requests=requests, seed=seed, out=out, workers=workers)
-    sc = _load(scenario_file, overrides)
-    key = resolve_api_key(sc, overrides, os.environ)
-    ssl_ctx, insecure_used = _tls(sc, ca_file=ca_file, insecure=insecure)
+    overrides = Overrides(target_url=target, duration_s=duration_flag(duration, "--duration"),
+                          concurrency=concurrency, rate_per_s=rate, requests=requests, seed=seed, out=out)
+    sc = load(scenario_file, overrides)
     run_dir = Path(out) if out else default_run_dir(sc.name)
-    summary = run_to_dir(sc, run_dir, api_key=key, ssl_context=ssl_ctx, insecure=insecure_used,
-                         html=not no_html, quiet=quiet, ca_file=ca_file or sc.target.ca_file,
-                         backend=backend, ray_address=ray_address,
-                         warn=lambda text: click.secho(text, fg="yellow", err=True))
+    summary = run_to_dir(sc, flags.options(sc, out=run_dir, html=not no_html, quiet=quiet))
     print_summary(summary, str(run_dir), quiet=quiet)
     if summary["interrupted"]:
         return EXIT_INTERRUPTED
@@ -187,7 +150,7 @@ def run(scenario_file: str, target: str | None, api_key: str | None, out: str | 
     return 0 if summary["passed"] else EXIT_SLO_FAILED
 
 
-@cli.command()
+@click.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(dir_okay=False), help="Output HTML (required for several runs).")
 def report(run_dirs: tuple[str, ...], out: str | None) -> int:
@@ -203,7 +166,7 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> int:
     return 0
 
 
-@cli.command()
+@click.command()
 @click.argument("scenario_file", type=click.Path(dir_okay=False))
 @click.option("--levels", help="Closed loop: users per step, e.g. 5,10,20.")
 @click.option("--rates", help="Open loop: arrivals per second per step, e.g. 10,20,40.")
@@ -226,118 +189,49 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> int:
 @click.option("--step-duration", help="Duration of each step, e.g. 30s (overrides load.duration).")
 @click.option("--out", type=click.Path(file_okay=False), help="Sweep directory (default reports/<name>-sweep-<time>).")
 @click.option("--target", help="ws://… or wss://… URL, or 'mock' (overrides target.url).")
-@click.option("--api-key", help="API key (default: the variable named by target.api_key_env).")
 @click.option("--seed", type=int, help="Seed for schedules, prompts and think times.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False), help="Trust this CA bundle (wss://).")
-@click.option("--insecure", is_flag=True, help="Skip TLS certificate verification (wss://). Not for real tests.")
+@run_flags
 @click.option("--no-html", is_flag=True, help="Write neither the steps' report.html nor sweep.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No live progress; only the step lines and the answer.")
 def sweep(scenario_file: str, levels: str | None, rates: str | None, start: float | None, factor: float,
           max_load: float | None, refine: int, replicates: int, pass_share: float, warmup: str | None,
           budget: str | None, retries: int, continue_after_fail: bool, step_duration: str | None,
-          out: str | None, target: str | None, api_key: str | None, seed: int | None, ca_file: str | None,
-          insecure: bool, no_html: bool, quiet: bool) -> int:
+          out: str | None, target: str | None, seed: int | None, flags: RunFlags, no_html: bool,
+          quiet: bool) -> int:
     """Find the highest load SCENARIO_FILE's target sustains within its SLOs: one run per level
     (users in closed loop, arrivals/s in open loop), then OUT/sweep.json and OUT/sweep.html.
     Exit 0 an answer, 1 no level passed (or below min_throughput_rps), 2 bad input, 3 unreachable,
     4 interrupted, 6 inconclusive (generator saturated or budget spent before a failing level)."""
     import os
-    from pathlib import Path
 
+    from loadtest.engine.limits import ensure_open_files
     from loadtest.rundir.writer import default_run_dir
-    from loadtest.scenario import Overrides, parse_duration, resolve_api_key
-    from loadtest.sweep.search import answer_line, parse_level_list, prepare_sweep, run_sweep, step_line
+    from loadtest.scenario import Overrides
+    from loadtest.studies.sweep import answer_line, parse_level_list, prepare_sweep, run_sweep, step_line
 
     if levels and rates:
         raise click.UsageError("give --levels (closed loop) or --rates (open loop), not both")
-    durations: dict[str, float | None] = {}
-    for flag, text in (("--step-duration", step_duration), ("--warmup", warmup), ("--budget", budget)):
-        try:
-            durations[flag] = None if text is None else parse_duration(text)
-        except (ValueError, BadInput) as exc:
-            raise click.BadParameter(str(exc), param_hint=flag) from None
-    duration_s = durations["--step-duration"]
     listed = levels or rates
-    overrides = Overrides(target_url=target, api_key=api_key, duration_s=duration_s, seed=seed)
+    overrides = Overrides(target_url=target, duration_s=duration_flag(step_duration, "--step-duration"), seed=seed)
     sc, plan = prepare_sweep(
         scenario_file, overrides=overrides, environ=os.environ,
         levels=None if listed is None else parse_level_list(listed, flag="--rates" if rates else "--levels"),
         start=start, factor=factor, max_load=max_load, rates_given=bool(rates), refine=refine,
         continue_after_fail=continue_after_fail, replicates=replicates, required_share=pass_share,
-        warmup_s=durations["--warmup"], budget_s=durations["--budget"], retries=retries)
-    from loadtest.engine.limits import ensure_open_files
-
-    key = resolve_api_key(sc, overrides, os.environ)
+        warmup_s=duration_flag(warmup, "--warmup"), budget_s=duration_flag(budget, "--budget"), retries=retries)
     # the busiest step decides (before the first step connects)
     peak = math.ceil(max(plan.levels)) if plan.mode == "closed" else sc.load.max_connections
     note = ensure_open_files(peak)
     if note:
         click.echo(note, err=True)
-    ssl_ctx, insecure_used = _tls(sc, ca_file=ca_file, insecure=insecure)
     out_dir = Path(out) if out else default_run_dir(f"{sc.name}-sweep")
     click.echo(f"sweep {sc.name}: {plan.mode} loop, levels {', '.join(f'{v:g}' for v in plan.levels)}"
                f"{f' (+ up to {refine} refinements)' if refine else ''}, {replicates} replicate(s) at the "
                f"boundary → {out_dir}")
     outcome = run_sweep(
-        scenario_file, plan=plan, overrides=overrides, environ=os.environ, out=out_dir, api_key=key,
-        ssl_context=ssl_ctx, insecure=insecure_used, html=not no_html, quiet=quiet,
-        on_step=lambda s: click.echo(step_line(s, mode=plan.mode)),
-        warn=lambda msg: click.secho(msg, fg="yellow", err=True))
+        scenario_file, plan=plan, overrides=overrides, environ=os.environ, out=out_dir,
+        options=flags.options(sc, html=not no_html, quiet=quiet),
+        on_step=lambda s: click.echo(step_line(s, mode=plan.mode)))
     click.echo(f"answer: {answer_line(outcome.answer, mode=plan.mode, stopped=outcome.stopped)}  ({outcome.path})")
     click.echo(f"capacity: {outcome.capacity['answer']['line']}  ({outcome.path.parent / 'capacity.json'})")
     return outcome.exit_code
-
-
-cli.add_command(compare)
-cli.add_command(ab)
-cli.add_command(calibrate)
-
-
-def main() -> None:
-    """Console entry point: never lets a traceback reach the user for a known error."""
-    try:
-        rv = cli.main(standalone_mode=False)
-    except click.exceptions.Abort:  # click's form of KeyboardInterrupt
-        _ignore_signals()
-        click.echo("Interrupted.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(EXIT_BAD_INPUT)
-    except LoadtestError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        # outside a run (a run handles its own signals and writes what it measured); a
-        # further signal now must not turn exit 4 into 130 (loadtest.entry)
-        _ignore_signals()
-        click.echo("Interrupted.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except SystemExit:
-        raise
-    except BaseExceptionGroup as group:
-        known = [e for e in group.exceptions if isinstance(e, LoadtestError)]
-        if known and len(known) == len(group.exceptions):
-            click.echo(f"error: {known[0]}", err=True)
-            sys.exit(known[0].exit_code)
-        _internal_error(group)
-    except Exception as exc:
-        _internal_error(exc)
-    sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _ignore_signals() -> None:
-    """We are exiting on a signal: a further SIGINT/SIGTERM (a second Ctrl-C) must not
-    interrupt the clean-up and turn exit 4 into 130."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def _internal_error(exc: BaseException) -> None:
-    """A bug: say so plainly, keep the traceback for the report, exit 70 (never 0-4)."""
-    import traceback
-
-    click.echo("loadtest: internal error (a bug, not your input). Please report it with this "
-               "traceback; files of the run directory written so far are kept.", err=True)
-    traceback.print_exception(exc, file=sys.stderr)
-    sys.exit(EXIT_BUG)

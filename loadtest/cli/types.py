@@ -1,19 +1,18 @@
 """Shared pieces of the ``loadtest`` command: click parameter types (validation in
 ``convert()``, click's idiom, so a bad flag is a usage error with exit 2 and one line), and
-the helpers every command uses (load a scenario, TLS from flags, a uvloop runner)."""
+nothing else: the options that every run command shares are in :mod:`loadtest.cli.options`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import click
 
 from loadtest.errors import BadInput
-from loadtest.mock.model import Dist, parse_dist
+from loadtest.mock.latency import Dist, parse_dist
 
-__all__ = ["DistType", "FractionType", "JsonType", "WorkersType", "_load", "_run_loop", "_tls"]
+__all__ = ["DistType", "FractionType", "JsonType", "WorkersType"]
 
 
 class DistType(click.ParamType):  # type: ignore[type-arg]
@@ -80,30 +79,3 @@ class WorkersType(click.ParamType):  # type: ignore[type-arg]
         if not 1 <= n <= 256:
             self.fail(f"{n} workers: give 1 .. 256, or auto", param, ctx)
         return n
-
-
-def _run_loop(coro: Any) -> Any:
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
-def _tls(sc: Any, *, ca_file: str | None, insecure: bool) -> tuple[Any, bool]:
-    """The SSL context for the target (flags over scenario), and whether verification is off."""
-    from loadtest.engine.tls import ssl_context_for
-
-    ssl_ctx = ssl_context_for(sc.target.url, ca_file=ca_file or sc.target.ca_file,
-                              insecure=insecure or sc.target.insecure)
-    insecure_used = bool(insecure or sc.target.insecure) and sc.target.url.startswith("wss://")
-    if insecure_used:
-        click.secho("WARNING: --insecure: TLS certificates are NOT verified.", fg="yellow", err=True)
-    return ssl_ctx, insecure_used
-
-
-def _load(path: str, overrides: Any = None) -> Any:
-    import os
-
-    from loadtest.scenario import load_scenario
-
-    return load_scenario(path, overrides=overrides, environ=os.environ)

@@ -1,5 +1,5 @@
-"""Workers in processes of their own on this host (``--workers N``): the child's main, and the
-coordinator's handle on each child.
+"""Workers in processes of their own on this host (``--workers N``): the backend, the child's
+main, and the coordinator's fleet of children.
 
 Each child runs one :class:`~loadtest.engine.worker.Worker` on its own uvloop loop with its
 own aiohttp session, and talks to the coordinator over one pipe, in plain data:
@@ -15,38 +15,44 @@ own aiohttp session, and talks to the coordinator over one pipe, in plain data:
 A child ignores SIGINT (a terminal's Ctrl-C reaches the whole process group: the coordinator
 relays it) and ends when the pipe closes (the coordinator is gone) or, on Linux, when the
 coordinator dies (parent-death signal). Its request rows go to a part file of the run
-directory, which the coordinator appends to ``requests.csv`` (a lost child's rows included).
-The ticks are what a coordinator keeps of a child that dies: its data up to the loss.
+directory, which the fleet appends to ``requests.csv`` when it closes (a lost child's rows
+included). The ticks are what a coordinator keeps of a child that dies: its data up to the loss.
+
+One worker needs no process of its own: :data:`PROCESSES` runs it in the coordinator's
+process (:mod:`~loadtest.runner.inprocess`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from loadtest.engine.remote import (
-    RemoteWorker,
-    StopRelay,
-    merged_progress,
-    report_from_plain,
-    report_to_plain,
-)
+from loadtest.engine.limits import available_cores, ensure_open_files
+from loadtest.engine.loop import run_loop
 from loadtest.engine.result import Progress
-from loadtest.engine.tls import ssl_context_for
-from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec
+from loadtest.engine.worker import Worker, WorkerSpec, share
 from loadtest.errors import LoadtestError
 from loadtest.metrics.figures import Figures
 from loadtest.rundir.writer import RequestCsv
+from loadtest.runner import inprocess
+from loadtest.runner.fleet import (
+    Fleet,
+    RowSink,
+    WorkerView,
+    no_session,
+    report_from_plain,
+    report_to_plain,
+    tick_to_plain,
+)
 
-__all__ = ["Child", "child_main", "report_from_plain", "report_to_plain"]
+__all__ = ["PROCESSES", "Processes", "child_main"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -62,12 +68,9 @@ def child_main(spec: WorkerSpec, conn: Connection, run_dir: str | None, secret: 
             import ctypes
 
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    import uvloop
-
     sink = None if run_dir is None else RequestCsv(Path(run_dir), secret=secret, worker=spec.index, part=True)
     try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_child(spec, conn, sink))
+        run_loop(_child(spec, conn, sink))
     finally:
         if sink is not None:
             sink.close_part()
@@ -77,16 +80,13 @@ def child_main(spec: WorkerSpec, conn: Connection, run_dir: str | None, secret: 
 async def _child(spec: WorkerSpec, conn: Connection, sink: RequestCsv | None) -> None:
     loop = asyncio.get_running_loop()
     start: asyncio.Future[int | None] = loop.create_future()
-    ssl_ctx = ssl_context_for(spec.url, ca_file=spec.ca_file, insecure=spec.insecure)
 
     def tick(figures: Figures, progress: Progress) -> None:
-        conn.send(("tick", (figures.to_plain(), dataclasses.asdict(progress))))
+        conn.send(("tick", tick_to_plain(figures, progress)))
 
     async def ready() -> int | None:
         conn.send(("ready", None))
         return await start
-
-    worker = Worker(spec, ssl_context=ssl_ctx, request_sink=sink, on_tick=tick, ready=ready)
 
     def command(kind: str, arg: Any) -> None:
         if kind == "start":
@@ -106,6 +106,7 @@ async def _child(spec: WorkerSpec, conn: Connection, sink: RequestCsv | None) ->
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(command, "abort", None)
 
+    worker = Worker(spec, request_sink=sink, on_tick=tick, ready=ready)
     threading.Thread(target=read, name="worker-commands", daemon=True).start()
     try:
         report = await worker.run()
@@ -118,36 +119,53 @@ async def _child(spec: WorkerSpec, conn: Connection, sink: RequestCsv | None) ->
 # ---------------------------------------------------------------------------- the coordinator's side
 
 
-@dataclass
-class Child(RemoteWorker):
-    """The coordinator's view of one worker process: what it streamed, and how it ended."""
+class _Child(WorkerView):
+    """One worker process as the coordinator sees it."""
 
-    process: Any = None  # multiprocessing.Process
-    conn: Any = None  # multiprocessing.connection.Connection
+    def __init__(self, index: int, process: Any, conn: Connection) -> None:
+        super().__init__(index)
+        self.process = process  # multiprocessing.Process
+        self.conn = conn
+
+    def on_message(self, kind: str, arg: Any) -> None:
+        if kind == "ready":
+            self.on_ready()
+        elif kind == "tick":
+            self.on_plain_tick(arg)
+        elif kind == "report":
+            self.on_report(report_from_plain(arg))
+        elif kind == "error":
+            self.on_error(*arg)
 
 
-class Children(StopRelay):
+class Processes(Fleet):
     """The worker processes of one run, driven from the coordinator's event loop."""
 
-    def __init__(self, specs: list[WorkerSpec], *, run_dir: Path | None, secret: str | None) -> None:
+    start_delay_s = 0.25
+
+    def __init__(self, specs: list[WorkerSpec], *, sink: RowSink | None) -> None:
         import multiprocessing
 
+        self._sink = sink if isinstance(sink, RequestCsv) else None
+        run_dir = None if self._sink is None else str(self._sink.path.parent)
+        secret = specs[0].api_key
         mp = multiprocessing.get_context("spawn")  # no fork of a running event loop
-        self.children: list[Child] = []
+        children: list[_Child] = []
         for spec in specs:
             parent, child = mp.Pipe()
-            proc = mp.Process(target=child_main, args=(spec, child, None if run_dir is None else str(run_dir), secret),
+            proc = mp.Process(target=child_main, args=(spec, child, run_dir, secret),
                               name=f"loadtest-worker-{spec.index}", daemon=True)
             proc.start()
             child.close()
-            self.children.append(Child(spec.index, process=proc, conn=parent))
+            children.append(_Child(spec.index, proc, parent))
+        super().__init__(list(children))
+        self._children = children
         self._changed = asyncio.Event()
-        self._stopping = ""  # "", "stop" or "abort": relayed to children that are not done
         loop = asyncio.get_running_loop()
-        for ch in self.children:
+        for ch in children:
             loop.add_reader(ch.conn.fileno(), self._readable, ch)
 
-    def _readable(self, ch: Child) -> None:
+    def _readable(self, ch: _Child) -> None:
         try:
             kind, arg = ch.conn.recv()
         except (EOFError, OSError):
@@ -160,51 +178,74 @@ class Children(StopRelay):
         self._changed.set()
 
     def _send(self, kind: str, arg: Any = None) -> None:
-        for ch in self.children:
+        for ch in self._children:
             if not ch.done:
                 with contextlib.suppress(OSError, ValueError):
                     ch.conn.send((kind, arg))
 
-    async def _until(self, done: Any, on_second: Any = None) -> None:
+    async def _until(self, done: Callable[[], bool], on_second: Callable[[], None] | None = None) -> None:
         while not done():
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
                     await self._changed.wait()
-            for ch in self.children:  # a child killed before its pipe said so
+            for ch in self._children:  # a child killed before its pipe said so
                 if not ch.done and not ch.process.is_alive() and not ch.conn.poll():
                     ch.lost = f"worker {ch.index} process died (exit code {ch.process.exitcode})"
             if on_second is not None:
                 on_second()
 
-    async def run(self, *, start_delay_s: float, progress: Any = None) -> list[WorkerReport]:
-        """Wait until every child is set up, give them one common start, relay progress, and
-        return every worker's report (a lost worker's: what it streamed before the loss)."""
-        import time
+    async def launch(self) -> None:
+        await self._until(lambda: all(ch.ready or ch.done for ch in self._children))
 
-        await self._until(lambda: all(ch.ready or ch.done for ch in self.children))
-        self._send("start", time.time_ns() + round(start_delay_s * 1e9))
-        if self._stopping:
-            self._send(self._stopping)
-        await self._until(lambda: all(ch.done for ch in self.children),
-                          on_second=(lambda: progress(self.progress())) if progress else None)
-        for ch in self.children:
-            ch.process.join(timeout=5)
+    def begin(self, at_epoch_ns: int) -> None:
+        self._send("start", at_epoch_ns)
+        if self.stopping:
+            self._send(self.stopping)
+
+    async def wait(self, on_second: Callable[[], None] | None = None) -> None:
+        await self._until(lambda: all(ch.done for ch in self._children), on_second)
+
+    async def close(self) -> None:
+        for ch in self._children:
+            if not ch.done:
+                with contextlib.suppress(OSError, ValueError):
+                    ch.conn.send(("abort", None))
+        for ch in self._children:
+            await asyncio.to_thread(ch.process.join, 5)
             if ch.process.is_alive():
                 ch.process.kill()
-                ch.process.join(timeout=5)
+                await asyncio.to_thread(ch.process.join, 5)
             with contextlib.suppress(OSError, ValueError):
                 asyncio.get_running_loop().remove_reader(ch.conn.fileno())
             ch.conn.close()
-        return [ch.final() for ch in self.children if ch.error is None]
+        if self._sink is not None:
+            for ch in self._children:  # every row a worker wrote, a lost worker's included
+                self._sink.absorb(self._sink.path.parent / f".requests-w{ch.index}.part")
 
-    def errors(self) -> list[tuple[int, str]]:
-        return [ch.error for ch in self.children if ch.error is not None]
 
-    def lost(self) -> list[str]:
-        return [ch.lost or f"worker {ch.index}: {ch.error[1] if ch.error else 'no report'}"
-                for ch in self.children if ch.report is None]
+class _ProcessBackend:
+    """Processes on this host; ``auto`` = the usable cores minus one (half of that against a
+    local target, which needs cores too). One worker runs in this process."""
 
-    def progress(self) -> Progress:
-        """The live line of the whole run (:func:`~loadtest.engine.remote.merged_progress`)."""
-        return merged_progress(list(self.children))
+    session = staticmethod(no_session)
+
+    def resolve_workers(self, sc: Any, requested: int | str) -> int:
+        url = sc.target.url
+        local = url == "mock" or any(h in url for h in ("://127.", "://localhost", "://[::1]"))
+        load = sc.load.model_copy(update={"workers": requested})
+        return int(load.worker_count(cores=available_cores(), local_target=local))
+
+    def preflight(self, sc: Any, options: Any, *, apply: bool = True) -> list[str]:
+        # each worker process holds its share of the connections (and inherits the raised limit)
+        workers = self.resolve_workers(sc, options.workers_for(sc))
+        note = ensure_open_files(share(sc.load.peak_connections, 0, workers), apply=apply)
+        return [note] if note else []
+
+    def fleet(self, specs: list[WorkerSpec], *, sink: RowSink | None, options: Any) -> Fleet:
+        if len(specs) == 1:
+            return inprocess.fleet(specs, sink=sink, options=options)
+        return Processes(specs, sink=sink)
+
+
+PROCESSES = _ProcessBackend()

@@ -1,5 +1,5 @@
 """The release-gate commands of ``loadtest``: ``compare``, ``ab`` and ``calibrate``
-(registered on the ``loadtest`` group by :mod:`loadtest.cli`). Options in, library calls,
+(registered on the ``loadtest`` group by :mod:`loadtest.cli.main`). Options in, library calls,
 exit codes out; the statistics live in :mod:`loadtest.compare`."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from typing import Any
 
 import click
 
-from loadtest.clitypes import FractionType, JsonType
-from loadtest.errors import EXIT_INTERRUPTED, BadInput
+from loadtest.cli.options import RunFlags, duration_flag, load, run_flags
+from loadtest.cli.types import FractionType, JsonType
+from loadtest.errors import EXIT_INTERRUPTED
 
 __all__ = ["ab", "calibrate", "compare"]
 
@@ -53,7 +54,7 @@ def _rules(tolerance: float, max_error_increase: float, alpha: float, strict: bo
            allow_saturated: bool = False) -> Any:
     from pathlib import Path
 
-    from loadtest.compare.calibrate import read_calibration
+    from loadtest.compare.calibration import read_calibration
     from loadtest.compare.gate import GateRules
 
     noise, runs, fingerprint = read_calibration(Path(calibration)) if calibration else ({}, 0, None)
@@ -95,8 +96,8 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
     from pathlib import Path
 
     from loadtest.compare.gate import gate
-    from loadtest.compare.judge import parse_checks
     from loadtest.compare.output import gate_text
+    from loadtest.compare.rundata import parse_checks
     from loadtest.compare.runs import load_run
 
     if dirs and (baselines or candidates):
@@ -131,16 +132,16 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
               help="Rounds; each runs both sides (order A B, B A, A B, ...).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the rounds (new or empty).")
 @click.option("--duration", help="Duration of each run, e.g. 30s (overrides load.duration).")
-@click.option("--api-key", help="API key for both sides (default: the variable named by target.api_key_env).")
 @click.option("--round-seed", type=int, help="Round i uses load.seed = this + i - 1 (default: fresh random seeds).")
 @click.option("--html", is_flag=True, help="Write each run's report.html.")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Rounds that may be run again, in all, because a generator saturated (the machine, not the "
                    "target); the spoiled runs are kept as round-N-<side>.spoiled-K.")
+@run_flags
 @_gate_options
 def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock: Any, candidate_mock: Any,
-       rounds: int, out: str, duration: str | None, api_key: str | None, round_seed: int | None, html: bool,
-       retries: int, metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
+       rounds: int, out: str, duration: str | None, round_seed: int | None, html: bool,
+       retries: int, flags: RunFlags, metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
        block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
        json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Run SCENARIO_FILE against the baseline and the candidate in alternating rounds, then
@@ -150,19 +151,19 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
     import os
     from pathlib import Path
 
-    from loadtest.compare.ab import AbSide, run_ab
-    from loadtest.compare.judge import parse_checks
     from loadtest.compare.output import gate_text
-    from loadtest.scenario import parse_duration
+    from loadtest.compare.rundata import parse_checks
+    from loadtest.scenario import Overrides
+    from loadtest.studies.ab import AbSide, run_ab
 
     for flag, value, url in (("--baseline-mock", baseline_mock, baseline_url),
                              ("--candidate-mock", candidate_mock, candidate_url)):  # fmt: skip
         if value is not None and (url != "mock" or not isinstance(value, dict)):
             raise click.UsageError(f"{flag} takes a JSON object and needs that side's URL to be mock")
-    try:
-        duration_s = None if duration is None else parse_duration(duration)
-    except (ValueError, BadInput) as exc:
-        raise click.BadParameter(str(exc), param_hint="--duration") from None
+    duration_s = duration_flag(duration, "--duration")
+    # one set of options for both sides and every round (TLS, key: the scenario's and the flags')
+    options = flags.options(load(scenario_file, Overrides(target_url=baseline_url, duration_s=duration_s)),
+                            html=html, quiet=True)
     checks = parse_checks(metrics)
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
                    calibration, allow_saturated=allow_saturated)
@@ -172,10 +173,8 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
 
     result = run_ab(scenario_file, baseline=AbSide(url=baseline_url, mock=baseline_mock or {}),
                     candidate=AbSide(url=candidate_url, mock=candidate_mock or {}), rounds=rounds, out=Path(out),
-                    environ=os.environ, rules=rules, checks=checks, duration_s=duration_s, api_key=api_key,
-                    seed=round_seed, html=html, retries=retries,
-                    warn=lambda text: click.secho(text, fg="yellow", err=True),
-                    on_run=on_run)  # fmt: skip
+                    environ=os.environ, rules=rules, checks=checks, duration_s=duration_s, seed=round_seed,
+                    options=options, retries=retries, on_run=on_run)
     if result.interrupted or result.verdict is None:
         click.echo("Interrupted: no verdict (the rounds run so far are in " + out + ").", err=True)
         return EXIT_INTERRUPTED
@@ -190,12 +189,12 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
 @click.option("--runs", "n_runs", type=click.IntRange(min=2), default=6, show_default=True, help="Identical runs.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory (new or empty).")
 @click.option("--duration", help="Duration of each run (overrides load.duration).")
-@click.option("--api-key", help="API key (default: the variable named by target.api_key_env).")
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Runs that may be run again, in all, because the generator saturated.")
+@run_flags
 @_gate_options
-def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: str | None, api_key: str | None,
-              retries: int, metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
+def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: str | None,
+              retries: int, flags: RunFlags, metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
               block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
               json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Run SCENARIO_FILE K times against one target: OUT/calibration.json (between-run noise
@@ -203,17 +202,17 @@ def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: 
     import os
     from pathlib import Path
 
-    from loadtest.compare.calibrate import run_calibration
-    from loadtest.compare.judge import parse_checks
-    from loadtest.scenario import parse_duration
+    from loadtest.compare.rundata import parse_checks
+    from loadtest.scenario import Overrides
+    from loadtest.studies.calibrate import run_calibration
 
-    duration_s = None if duration is None else parse_duration(duration)
+    duration_s = duration_flag(duration, "--duration")
+    options = flags.options(load(scenario_file, Overrides(target_url=target, duration_s=duration_s)), quiet=True)
     checks = parse_checks(metrics)
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail, None,
                    allow_saturated=allow_saturated)
     result = run_calibration(scenario_file, target=target, runs=n_runs, out=Path(out), environ=os.environ,
-                             rules=rules, checks=checks, duration_s=duration_s, api_key=api_key, retries=retries,
-                             warn=lambda text: click.secho(text, fg="yellow", err=True),
+                             rules=rules, checks=checks, duration_s=duration_s, options=options, retries=retries,
                              on_run=lambda i, d: click.echo(f"run {i}: {d}", err=True))  # fmt: skip
     if result is None:
         return EXIT_INTERRUPTED

@@ -24,9 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from loadtest.arrivals import ArrivalKind
 from loadtest.mock.faults import FaultModel
-from loadtest.mock.model import Dist, MockModel
+from loadtest.mock.latency import Dist, MockModel
 from loadtest.scenario.fields import (
     DistField,
     Duration,
@@ -40,6 +39,7 @@ from loadtest.scenario.fields import (
     unknown_key_message,
 )
 from loadtest.scenario.steps import SessionConfig
+from loadtest.schedule.arrivals import ArrivalKind
 from loadtest.slo import ALWAYS_ON, SLO_NAMES
 
 __all__ = [

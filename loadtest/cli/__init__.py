@@ -1,0 +1,1 @@
+"""The ``loadtest`` command: entry point, commands, gate commands, shared click types."""

@@ -1,0 +1,76 @@
+"""The ``loadtest`` command: the group, its commands registered, and the one place that maps
+errors to exit codes (DESIGN.md). The commands themselves are in :mod:`loadtest.cli.commands`
+(run, validate, report, sweep, mock) and :mod:`loadtest.cli.gate` (compare, ab, calibrate)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import click
+
+from loadtest.cli.commands import mock, report, run, sweep, validate
+from loadtest.cli.gate import ab, calibrate, compare
+from loadtest.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED, LoadtestError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="loadtest")
+def cli() -> None:
+    """Load tester for streaming LLM chat proxies (protocol v2 over WebSocket)."""
+
+
+for _command in (mock, validate, run, report, sweep, compare, ab, calibrate):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    """Console entry point: never lets a traceback reach the user for a known error."""
+    try:
+        rv = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt
+        _ignore_signals()
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_BAD_INPUT)
+    except LoadtestError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        # outside a run (a run handles its own signals and writes what it measured); a
+        # further signal now must not turn exit 4 into 130 (loadtest.cli.entry)
+        _ignore_signals()
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except SystemExit:
+        raise
+    except BaseExceptionGroup as group:
+        known = [e for e in group.exceptions if isinstance(e, LoadtestError)]
+        if known and len(known) == len(group.exceptions):
+            click.echo(f"error: {known[0]}", err=True)
+            sys.exit(known[0].exit_code)
+        _internal_error(group)
+    except Exception as exc:
+        _internal_error(exc)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _ignore_signals() -> None:
+    """We are exiting on a signal: a further SIGINT/SIGTERM (a second Ctrl-C) must not
+    interrupt the clean-up and turn exit 4 into 130."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _internal_error(exc: BaseException) -> None:
+    """A bug: say so plainly, keep the traceback for the report, exit 70 (never 0-4)."""
+    import traceback
+
+    click.echo("loadtest: internal error (a bug, not your input). Please report it with this "
+               "traceback; files of the run directory written so far are kept.", err=True)
+    traceback.print_exception(exc, file=sys.stderr)
+    sys.exit(EXIT_BUG)

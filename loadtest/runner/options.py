@@ -1,0 +1,68 @@
+"""Everything a run needs besides its scenario, in one frozen value (uvicorn's ``Config``).
+
+Every command builds one :class:`RunOptions` the same way (:func:`loadtest.cli.options.build_options`)
+and hands it to :func:`loadtest.runner.coordinator.run` or
+:func:`loadtest.runner.todir.run_to_dir`, and every study passes the same value to each of its
+runs. So a flag or a scenario field (the API key, TLS, the backend, the workers) reaches every
+command or none: TLS is one :class:`~loadtest.engine.tls.Tls`, resolved once from the scenario
+and the flags, never three loose arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loadtest.clock import Clock
+from loadtest.engine.result import Progress
+from loadtest.engine.tls import Tls
+
+__all__ = ["BACKENDS", "RunOptions"]
+
+#: the backends a run can use (``--backend``); each is one module of :mod:`loadtest.runner`
+BACKENDS = ("process", "ray")
+
+
+def _ignore(_text: str) -> None:
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How to run a scenario: where its workers run, what it may show and write.
+
+    ``workers``: None takes the scenario's ``load.workers``; a number or ``auto``, resolved by
+    the backend (processes: this host's cores; Ray: the cluster's CPUs minus one).
+    ``out``: the run directory of :func:`~loadtest.runner.todir.run_to_dir` (None: a fresh
+    ``reports/<name>-<time>/``). ``progress``: called about once a second with the live line;
+    None and not ``quiet``: the console's live line. ``warn``: one line for the user's
+    terminal (notes, warnings). ``clock``: an injected clock, for virtual-time tests of an
+    in-process worker.
+    """
+
+    api_key: str | None = field(default=None, repr=False)  # a secret: never in a repr or a log
+    tls: Tls = field(default_factory=Tls)
+    backend: str = "process"
+    workers: int | str | None = None
+    ray_address: str | None = None
+    out: Path | None = None
+    html: bool = True
+    quiet: bool = False
+    progress: Callable[[Progress], None] | None = None
+    warn: Callable[[str], None] = _ignore
+    clock: Clock | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with ``changes`` (a study's per-run directory, a quiet step)."""
+        return dataclasses.replace(self, **changes)
+
+    def workers_for(self, sc: Any) -> int | str:
+        """The workers asked for: the flag, else the scenario's ``load.workers``."""
+        return self.workers if self.workers is not None else sc.load.workers

@@ -1,0 +1,90 @@
+"""Run a scenario into a run directory: the one path ``loadtest run`` and every study's run take.
+
+Order matters for "no recorded data is lost": before anything connects the output location is
+checked (:func:`~loadtest.rundir.writer.prepare_run_dir`), and the backend's preflight runs
+(the file-descriptor limit, :func:`~loadtest.engine.limits.ensure_open_files`; Ray installed).
+requests.csv is streamed while the run goes on; after the run the directory is written with
+SIGINT/SIGTERM ignored (a second Ctrl-C cannot leave it without summary.json). An unreachable
+target (exit 3) leaves a minimal run directory (summary.json with ``verdict: unreachable``) so
+CI keeps a record. A disk that fills during the run ends in
+:class:`~loadtest.errors.OutputError` (exit 74) once everything that could be written is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadtest.console import LiveProgress
+from loadtest.engine.openloop import arrivals_for
+from loadtest.errors import LoadtestError, TargetUnreachable, WorkersUnavailable, redact
+from loadtest.rundir.writer import (
+    RequestCsv,
+    default_run_dir,
+    prepare_run_dir,
+    signals_ignored,
+    write_run_dir,
+    write_unreachable,
+)
+from loadtest.runner.coordinator import backend_for, run, scenario_as_run
+from loadtest.runner.options import RunOptions
+from loadtest.scenario import dump_scenario, fingerprint
+
+__all__ = ["preflight", "run_to_dir"]
+
+
+def preflight(sc: Any, options: RunOptions, *, apply: bool = True) -> list[str]:
+    """Every check of the scenario a run makes before it connects, beyond the model's own.
+
+    ``loadtest validate`` calls it with ``apply=False``, :func:`run_to_dir` with ``apply=True``,
+    so the two accept and refuse the same scenarios with the same message: the trace file is
+    read and parsed (``load.trace``), the CA file loaded, and the backend's own checks run (the
+    file-descriptor limit against each worker's share of the peak connections). Raises
+    BadInput (exit 2); returns note lines for stderr.
+    """
+    if sc.load.open_loop and sc.load.trace is not None:
+        arrivals_for(sc.load)  # parses the whole trace at once; the schedule itself is lazy
+    options.tls.check()
+    return backend_for(options.backend).preflight(scenario_as_run(sc, options), options, apply=apply)
+
+
+def run_to_dir(sc: Any, options: RunOptions) -> dict[str, Any]:
+    """Run ``sc`` into ``options.out`` (default: a fresh ``reports/<name>-<time>/``), write the
+    run directory (and report.html unless ``options.html`` is False); returns the summary.
+
+    Raises BadInput (exit 2) before anything connects when the directory cannot be written or
+    is not empty, or the machine cannot open the connections the load needs.
+    """
+    sc = scenario_as_run(sc, options)
+    run_dir = options.out if options.out is not None else default_run_dir(sc.name)
+    for note in preflight(sc, options):
+        options.warn(note)
+    prepare_run_dir(run_dir)
+    sink = RequestCsv(run_dir, secret=options.api_key)
+    try:
+        with LiveProgress(quiet=options.quiet or options.progress is not None) as live:
+            result = run(sc, options.replace(progress=options.progress or live), sink=sink)
+    except WorkersUnavailable:
+        sink.discard()  # nothing ran
+        raise
+    except TargetUnreachable as exc:
+        # nothing was measured, but CI keeps the run directory: say why there is no result
+        sink.discard()
+        with signals_ignored():
+            write_unreachable(run_dir, scenario=sc.name, target=redact(sc.target.url, options.api_key),
+                              reason=redact(str(exc), options.api_key), scenario_yaml=dump_scenario(sc),
+                              fingerprint=fingerprint(sc))
+        raise
+    except BaseException:
+        sink.finish()  # a bug or a hard stop: keep every request recorded so far
+        raise
+    with signals_ignored():
+        summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
+                                fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=options.api_key)
+        if options.html:
+            try:
+                from loadtest.report.html import build_report  # pandas and plotly: only for a report
+
+                build_report([run_dir])
+            except LoadtestError as exc:
+                options.warn(f"warning: {run_dir}/report.html not written: {exc}")
+    return summary
