@@ -16,10 +16,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from loadtest.mock.process import MockProcess
 from loadtest.mock.server import mock_chunk_chars
 
-VENDOR_CLIENT = Path(__file__).with_name("vendor_client.py")
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
+
+VENDOR_CLIENT = Path(__file__).resolve().parents[1] / "support" / "vendor_client.py"
 TIMEOUT_S = 15.0
 STREAM_END = "--- Stream End ---"
 

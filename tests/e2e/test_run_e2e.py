@@ -7,10 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import read_csv_rows, run_cli
-from tolerances import GAP_SLACK_MS, MEDIAN_SLACK_MS
+from support.helpers import read_csv_rows, run_cli
+from support.tolerances import GAP_SLACK_MS, MEDIAN_SLACK_MS
 
 from loadtest.rundir.hlog import read_hlog
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 MOCK_50_USERS = """
 name: e2e-50

@@ -32,10 +32,13 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import ROOT, read_csv_rows
-from tolerances import MEDIAN_SLACK_MS
+from support.helpers import ROOT, read_csv_rows
+from support.tolerances import MEDIAN_SLACK_MS
 
-RAWSERVER = Path(__file__).resolve().parent / "rawserver.py"
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
+
+RAWSERVER = ROOT / "tests" / "support" / "rawserver.py"
 API_KEY = "raw-hostile-test-key"
 
 
@@ -444,7 +447,7 @@ def test_rawserver_frames_of_every_length_roundtrip(tmp_path: Path) -> None:
     import struct
 
     sys.path.insert(0, str(RAWSERVER.parent))
-    import rawserver  # the module under test here, not loadtest
+    from support import rawserver  # the module under test here, not loadtest
 
     for n in (0, 125, 126, 65535, 65536, 70000):
         frame = rawserver.encode_frame(rawserver.OP_TEXT, b"a" * n)

@@ -13,9 +13,13 @@ import time
 from pathlib import Path
 
 import psutil
-from helpers import ROOT, read_csv_rows, run_cli
+import pytest
+from support.helpers import ROOT, read_csv_rows, run_cli
+from support.tolerances import MEDIAN_SLACK_MS
 from test_hostile_servers import NORMAL, ms, ok_rows, scenario, serve_and_run
-from tolerances import MEDIAN_SLACK_MS
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 
 def test_two_worker_processes_serve_exactly_what_the_server_logged(tmp_path: Path) -> None:

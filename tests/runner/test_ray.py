@@ -23,7 +23,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 pytest.importorskip("ray")
 
-from helpers import ROOT, read_csv_rows, run_cli
+from support.helpers import ROOT, read_csv_rows, run_cli
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 SMOKE = str(ROOT / "scenarios" / "smoke.yaml")
 CPUS_PER_NODE = 2

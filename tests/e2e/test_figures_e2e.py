@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import read_csv_rows, run_cli
+from support.helpers import read_csv_rows, run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.realtime, pytest.mark.slow]
 
 
 def _run(path: Path, out: Path, *args: str, timeout: float = 120) -> tuple[int, str, dict[str, Any], list[dict[str, str]]]:

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from support.helpers import run_cli
 
 from loadtest.errors import BadInput, OutputError
 from loadtest.rundir import (
@@ -63,6 +63,7 @@ def _error_line(stderr: str) -> str:
     return lines[0]
 
 
+@pytest.mark.realtime
 def test_the_model_round_trips_a_real_summary_byte_for_byte(run: Path) -> None:
     path = run / "summary.json"
     text = path.read_text(encoding="utf-8")
@@ -80,6 +81,7 @@ def test_the_model_round_trips_a_real_summary_byte_for_byte(run: Path) -> None:
         summary.passed = False  # type: ignore[misc]
 
 
+@pytest.mark.realtime
 def test_the_other_files_read_back_and_agree_with_the_summary(run: Path) -> None:
     summary = read_summary(run / "summary.json")
     ttft = read_hlog_total(run / "ttft.hlog")
@@ -101,6 +103,7 @@ def test_the_other_files_read_back_and_agree_with_the_summary(run: Path) -> None
     assert summary.chunks_per_answer == {"3": len(ok)}
 
 
+@pytest.mark.realtime
 def test_a_schema_1_summary_still_loads(run: Path) -> None:
     path = run / "summary.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
@@ -129,6 +132,7 @@ def test_a_schema_1_summary_still_loads(run: Path) -> None:
     assert read_summary(path).schema_version == 1
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("command", ["report", "compare"])
 def test_a_newer_schema_is_refused_with_exit_2(run: Path, command: str) -> None:
     path = run / "summary.json"
@@ -150,6 +154,7 @@ def test_a_newer_schema_is_refused_with_exit_2(run: Path, command: str) -> None:
         ("0.0,1.0\n", "expected 4 fields, found 2"),
     ],
 )
+@pytest.mark.realtime
 def test_a_corrupted_hlog_is_exit_2_in_report_and_compare(run: Path, command: str, damage: str,
                                                           message: str) -> None:
     hlog = run / "ttft.hlog"
@@ -162,6 +167,7 @@ def test_a_corrupted_hlog_is_exit_2_in_report_and_compare(run: Path, command: st
     assert f"{hlog}: line {len(lines) + 1} " in line and message in line, line
 
 
+@pytest.mark.realtime
 def test_read_summary_names_the_file_and_the_defect(run: Path) -> None:
     path = run / "summary.json"
     raw = json.loads(path.read_text(encoding="utf-8"))

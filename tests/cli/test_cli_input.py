@@ -7,7 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from support.helpers import run_cli
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 CASES = {
     "unknown key": ("name: x\nload:\n  concurency: 5\n", ["load.concurency", ":3", "concurrency"]),

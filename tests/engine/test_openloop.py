@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import read_csv_rows, run_cli
-from tolerances import P50_LATENESS_MS, P99_LATENESS_MS
+from support.helpers import read_csv_rows, run_cli
+from support.tolerances import P50_LATENESS_MS, P99_LATENESS_MS
 
 from loadtest.clock import RealClock
 from loadtest.engine.pool import Pool
@@ -178,6 +178,7 @@ def test_pool_replaces_broken_connections_and_close_cancels_the_rest() -> None:
 # ---------------------------------------------------------------------- end to end
 
 
+@pytest.mark.realtime
 def test_stall_shows_in_corrected_latency_only(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     path = write_scenario("""
         name: open-stall
@@ -221,6 +222,7 @@ def test_stall_shows_in_corrected_latency_only(write_scenario: Callable[..., Pat
         assert float(r["ttft_ms"]) - float(r["ttft_uncorrected_ms"]) == pytest.approx(late_ms, abs=0.01)
 
 
+@pytest.mark.realtime
 def test_pool_queues_drops_and_accounts_for_every_arrival(write_scenario: Callable[..., Path],
                                                           tmp_path: Path) -> None:
     path = write_scenario("""
@@ -253,6 +255,7 @@ def test_pool_queues_drops_and_accounts_for_every_arrival(write_scenario: Callab
     assert s["schedule"]["achieved_rate"] < s["schedule"]["offered_rate"] / 2
 
 
+@pytest.mark.realtime
 def test_trace_replay_sends_on_time(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     rng = random.Random(11)
     lines, ms = [], 200  # whole milliseconds: "t" and "t_ms" lines give the very same float
@@ -304,6 +307,7 @@ def test_trace_replay_sends_on_time(write_scenario: Callable[..., Path], tmp_pat
     assert s["latency_ms"]["queue"]["p99"] < 1.0
 
 
+@pytest.mark.realtime
 def test_paced_closed_loop_counts_from_the_paced_start(write_scenario: Callable[..., Path],
                                                        tmp_path: Path) -> None:
     path = write_scenario("""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_cli
+from support.helpers import run_cli
 
 from loadtest.errors import BadInput
 from loadtest.scenario import Overrides
@@ -171,6 +171,7 @@ def _sweep(tmp_path: Path, levels: tuple[int, ...], **plan: Any) -> tuple[sweep.
     return outcome, json.loads((out / "sweep.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.realtime
 def test_driver_stops_after_the_first_failure(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:
     seen = fake_runs()
     outcome, doc = _sweep(tmp_path, (2, 4, 8, 16))
@@ -182,6 +183,7 @@ def test_driver_stops_after_the_first_failure(tmp_path: Path, fake_runs: Callabl
     assert doc["steps"][2]["slo"]["ttft_p99_ms"] == {"limit": 100.0, "value": 160.0, "pass": False}
 
 
+@pytest.mark.realtime
 def test_driver_continues_after_failure_when_asked(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:
     seen = fake_runs()
     outcome, doc = _sweep(tmp_path, (2, 8, 16), continue_after_fail=True)
@@ -189,6 +191,7 @@ def test_driver_continues_after_failure_when_asked(tmp_path: Path, fake_runs: Ca
     assert (doc["max_passing_load"], doc["first_failing_load"]) == (2, 8)
 
 
+@pytest.mark.realtime
 def test_driver_refines_by_bisection(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:
     seen = fake_runs()
     outcome, doc = _sweep(tmp_path, (2, 16), refine=5)
@@ -199,6 +202,7 @@ def test_driver_refines_by_bisection(tmp_path: Path, fake_runs: Callable[..., An
     assert doc["steps"][-1]["run_dir"] == "step-06-concurrency-6" and outcome.exit_code == 0
 
 
+@pytest.mark.realtime
 def test_driver_stops_when_the_generator_saturates_again(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:
     seen = fake_runs(saturate_at=4)
     outcome, doc = _sweep(tmp_path, (1, 2, 4, 8), refine=3)
@@ -213,6 +217,7 @@ def test_driver_stops_when_the_generator_saturates_again(tmp_path: Path, fake_ru
     assert "describe the generator" in doc["answer"]
 
 
+@pytest.mark.realtime
 def test_a_step_saturated_once_is_run_again_and_the_search_goes_on(tmp_path: Path,
                                                                    fake_runs: Callable[..., Any]) -> None:
     # a burst of stolen CPU spoils one step: the re-run is clean, and the sweep answers as usual
@@ -224,12 +229,14 @@ def test_a_step_saturated_once_is_run_again_and_the_search_goes_on(tmp_path: Pat
     assert outcome.exit_code == 0 and (tmp_path / "out" / "step-02-concurrency-4.spoiled-1").is_dir()
 
 
+@pytest.mark.realtime
 def test_driver_none_passed_exits_1(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:
     fake_runs()
     outcome, doc = _sweep(tmp_path, (6, 8))
     assert outcome.exit_code == 1 and doc["max_passing_load"] is None and doc["first_failing_load"] == 6
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("how", ["step", "between"])
 def test_driver_interrupted_writes_sweep_json_and_exits_4(tmp_path: Path, fake_runs: Callable[..., Any],
                                                           how: str) -> None:
@@ -240,6 +247,7 @@ def test_driver_interrupted_writes_sweep_json_and_exits_4(tmp_path: Path, fake_r
     assert doc["max_passing_load"] == 2  # the interrupted step is not judged
 
 
+@pytest.mark.realtime
 def test_driver_refuses_a_non_empty_out(tmp_path: Path, fake_runs: Callable[..., Any]) -> None:
     seen = fake_runs()
     (tmp_path / "out").mkdir()
@@ -285,6 +293,7 @@ slo: {ttft_p99_ms: 40, error_rate: 0.01}
 """
 
 
+@pytest.mark.realtime
 def test_sweep_end_to_end_against_the_mock(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     path = write_scenario(E2E)
     out = tmp_path / "sweep"
@@ -329,6 +338,7 @@ def test_sweep_end_to_end_against_the_mock(write_scenario: Callable[..., Path], 
     assert lines[-1].startswith("capacity: 4 users sustain TTFT p99 ≤ 40 ms; 10 fail 1 of 1; not refined between 4 and 10")
 
 
+@pytest.mark.realtime
 def test_sweep_cli_bad_input_and_unreachable(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     path = write_scenario(E2E)
     proc = run_cli("sweep", str(path), "--rates", "1,2")

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT
+from support.helpers import ROOT
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 SCENARIO = """
 name: signals

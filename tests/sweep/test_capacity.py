@@ -276,6 +276,7 @@ def _run(tmp_path: Path, clock: list[float], **plan: Any) -> tuple[sweep.SweepOu
     return outcome, json.loads((out / "capacity.json").read_text(encoding="utf-8"))
 
 
+@pytest.mark.realtime
 def test_driver_finds_24_with_independent_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen = _fake(monkeypatch, [0.0])
     outcome, cap = _run(tmp_path, [0.0])
@@ -288,6 +289,7 @@ def test_driver_finds_24_with_independent_seeds(tmp_path: Path, monkeypatch: pyt
     assert "24 users sustain TTFT p99 ≤ 430 ms; 25 fail 3 of 3" in html and "Plotly" in html
 
 
+@pytest.mark.realtime
 def test_driver_budget_ends_the_search_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [0.0]
     seen = _fake(monkeypatch, clock)
@@ -296,6 +298,7 @@ def test_driver_budget_ends_the_search_and_says_so(tmp_path: Path, monkeypatch: 
     assert (outcome.exit_code, cap["answer"]["ended_by"], cap["answer"]["inconclusive"]) == (6, "budget", True)
 
 
+@pytest.mark.realtime
 def test_driver_ctrl_c_keeps_finished_steps_and_exits_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _fake(monkeypatch, [0.0], ctrl_c_at=5)
     outcome, cap = _run(tmp_path, [0.0])

@@ -19,8 +19,8 @@ from typing import Any
 
 import psutil
 import pytest
-from helpers import ROOT, read_csv_rows, run_cli
-from rundir_factory import make_run_dir
+from support.helpers import ROOT, read_csv_rows, run_cli
+from support.rundir_factory import make_run_dir
 
 from loadtest.errors import EXIT_OUTPUT, BadInput, OutputError
 
@@ -49,6 +49,7 @@ def _one_error_line(stderr: str) -> str:
     ("{mode: open, rate: 5, max_connections: 2000000}", "max_connections: 2e+06 connections is beyond"),
     ("{stages: [{duration: 1s, target: 2000000}]}", "stages[0].target: 2e+06 users is beyond"),
 ])
+@pytest.mark.realtime
 def test_absurd_load_is_refused_by_validate(write_scenario: Callable[..., Path], load: str, needle: str) -> None:
     path = write_scenario(f"load: {load}\n")
     proc = run_cli("validate", str(path))
@@ -66,6 +67,7 @@ def _cli_with_limit(soft: int, hard: int, *args: str, timeout: float = 60) -> su
                           cwd=ROOT, timeout=timeout, preexec_fn=_limit_nofile(soft, hard))
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("command", ["validate", "run", "sweep"])
 def test_more_connections_than_file_descriptors_exit_2_before_connecting(
         write_scenario: Callable[..., Path], tmp_path: Path, command: str) -> None:
@@ -81,6 +83,7 @@ def test_more_connections_than_file_descriptors_exit_2_before_connecting(
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.realtime
 def test_soft_limit_below_need_is_raised_with_a_note(write_scenario: Callable[..., Path]) -> None:
     path = write_scenario(FAST.replace("concurrency: 2", "concurrency: 500"))
     proc = _cli_with_limit(256, 4096, "validate", str(path))
@@ -105,6 +108,7 @@ def test_ensure_open_files_raises_the_soft_limit(monkeypatch: pytest.MonkeyPatch
 # --------------------------------------------------------------------------- 2. the mock dies with us
 
 
+@pytest.mark.realtime
 def test_sigkill_of_loadtest_takes_the_embedded_mock_down(write_scenario: Callable[..., Path],
                                                            tmp_path: Path) -> None:
     path = write_scenario(FAST.replace("duration: 1s", "duration: 30s"))
@@ -130,6 +134,7 @@ def test_sigkill_of_loadtest_takes_the_embedded_mock_down(write_scenario: Callab
             parent.wait()
 
 
+@pytest.mark.realtime
 def test_mock_exits_on_stdin_eof() -> None:
     """The portable half: EOF on stdin (the parent closed it or died) ends the mock."""
     proc = subprocess.Popen([sys.executable, "-m", "loadtest", "mock", "--port", "0", "--exit-with-parent"],
@@ -164,6 +169,7 @@ BAD_TRACES = {
 }
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("case", sorted(BAD_TRACES))
 def test_bad_trace_same_exit_2_and_message_in_validate_and_run(
         write_scenario: Callable[..., Path], tmp_path: Path, case: str) -> None:
@@ -191,6 +197,7 @@ def test_bad_trace_same_exit_2_and_message_in_validate_and_run(
 # --------------------------------------------------------------------------- 4. output
 
 
+@pytest.mark.realtime
 def test_unwritable_or_reused_out_exit_2_before_connecting(write_scenario: Callable[..., Path],
                                                             tmp_path: Path) -> None:
     path = write_scenario(FAST)
@@ -214,6 +221,7 @@ def test_unwritable_or_reused_out_exit_2_before_connecting(write_scenario: Calla
     assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.realtime
 def test_empty_existing_out_is_fine(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     out = tmp_path / "empty"
     out.mkdir()
@@ -300,6 +308,7 @@ def test_write_atomic_enospc_is_output_error_and_keeps_the_old_file(
 # --------------------------------------------------------------------------- 6. smaller ones
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_empty_scenario_is_refused(tmp_path: Path, command: str) -> None:
     path = tmp_path / "empty.yaml"
@@ -310,12 +319,14 @@ def test_empty_scenario_is_refused(tmp_path: Path, command: str) -> None:
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.realtime
 def test_negative_think_is_reported_once(write_scenario: Callable[..., Path]) -> None:
     proc = run_cli("validate", str(write_scenario("session: {steps: [{think: -1s}]}\n")))
     assert proc.returncode == 2
     assert "got '-1s'" in _one_error_line(proc.stderr)
 
 
+@pytest.mark.realtime
 def test_compare_corrupted_hlog_exit_2(tmp_path: Path) -> None:
     good = make_run_dir(tmp_path / "good", seed=1).path
     bad = make_run_dir(tmp_path / "bad", seed=1).path
@@ -327,6 +338,7 @@ def test_compare_corrupted_hlog_exit_2(tmp_path: Path) -> None:
         assert str(hlog) in _one_error_line(proc.stderr)
 
 
+@pytest.mark.realtime
 def test_report_refuses_a_newer_summary_schema(tmp_path: Path) -> None:
     from loadtest.report.html import KNOWN_SCHEMA
     from loadtest.rundir.writer import SCHEMA
@@ -386,6 +398,7 @@ def test_mock_keys_from_env_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert result.exit_code == 2 and "holds no key" in result.output
 
 
+@pytest.mark.realtime
 def test_unreachable_target_leaves_a_minimal_run_directory(write_scenario: Callable[..., Path],
                                                             tmp_path: Path) -> None:
     out = tmp_path / "r"

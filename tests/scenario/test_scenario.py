@@ -31,7 +31,7 @@ from loadtest.scenario import (
     resolve_api_key,
 )
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 SHIPPED = ["smoke.yaml", "chat-mix.yaml", "proxy-template.yaml"]
 
 

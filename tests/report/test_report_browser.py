@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from rundir_factory import make_run_dir
+from support.rundir_factory import make_run_dir
 
 from loadtest.report.html import build_report
 
@@ -19,6 +19,7 @@ CHARTS = 8  # 3 spectra, TTFT, rate, chunks/s, errors, chunks per answer
 # Outside CI a missing Chromium skips these tests; in CI (CI=true, where scripts/test.sh
 # installs it) a missing browser is a failure, so the browser checks can never silently vanish.
 pytestmark = [
+    pytest.mark.realtime,
     pytest.mark.browser,
     pytest.mark.skipif(
         not CHROMIUM.exists() and os.environ.get("CI") != "true",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from plotly.offline import get_plotlyjs
-from rundir_factory import make_run_dir
+from support.rundir_factory import make_run_dir
 
 from loadtest.errors import BadInput
 from loadtest.report.charts import spectrum_from_histogram
@@ -233,6 +233,7 @@ def ten_minute_run(tmp_path_factory):
     shutil.rmtree(path)
 
 
+@pytest.mark.realtime
 @pytest.mark.slow  # builds a 60,000-row run directory: ~5 s, so not in the fast tier
 def test_a_ten_minute_run_at_100_per_second_stays_under_10_mb(ten_minute_run) -> None:
     path = ten_minute_run.path

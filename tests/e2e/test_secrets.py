@@ -12,9 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_cli
+from support.helpers import ROOT, run_cli
 
 from loadtest.mock.faults import FaultPlan, parse_faults
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 KEY = "sk-LEAKCHECK-7f3a9"
 FAULTS = {

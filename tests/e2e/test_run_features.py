@@ -7,7 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import read_csv_rows, run_cli
+from support.helpers import read_csv_rows, run_cli
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 
 def test_closed_loop_stages_ramp_users_up_and_down(write_scenario: Callable[..., Path], tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import uvloop
 from aiohttp import WSMsgType
-from tolerances import GAP_SLACK_MS, MEDIAN_SLACK_MS, MODEL_REL
+from support.tolerances import GAP_SLACK_MS, MEDIAN_SLACK_MS, MODEL_REL
 
 from loadtest.errors import RemoteProtocolError, TargetUnreachable
 from loadtest.mock.latency import Dist, MockModel
@@ -41,6 +41,9 @@ from loadtest.protocol import (
     encode_set_model,
 )
 from loadtest.testing import running_mock
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 P = ParamSpec("P")
 

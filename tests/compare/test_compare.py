@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_cli
-from rundir_factory import make_run_dir
+from support.helpers import run_cli
+from support.rundir_factory import make_run_dir
 
 from loadtest.compare.rundata import DEFAULT_CHECKS, parse_checks
 from loadtest.compare.stats import Stack
@@ -75,6 +75,7 @@ def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+@pytest.mark.realtime
 def test_command_flags_a_slower_ttft_and_writes_json(dirs: dict[str, Path], tmp_path: Path) -> None:
     # issue 13 changed the output: the gate's verdicts (REGRESSION/IMPROVED/OK/INCONCLUSIVE),
     # one run per side judged by a moving-block bootstrap, itl/tpot reported but not gated
@@ -96,6 +97,7 @@ def test_command_flags_a_slower_ttft_and_writes_json(dirs: dict[str, Path], tmp_
     assert rows["throughput"]["ci_low"] is not None and rows["error_rate"]["gated"] is True
 
 
+@pytest.mark.realtime
 def test_command_passes_identical_runs(dirs: dict[str, Path]) -> None:
     proc = run_cli("compare", str(dirs["base"]), str(dirs["same"]))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -107,6 +109,7 @@ def test_command_passes_identical_runs(dirs: dict[str, Path]) -> None:
     assert strict.returncode == 1 and strict.stdout.splitlines()[-1].startswith("INCONCLUSIVE (--strict)")
 
 
+@pytest.mark.realtime
 def test_command_falls_back_to_summary_figures_without_hlogs(dirs: dict[str, Path]) -> None:
     # one run per side without hlogs: no per-second data, no interval; never a regression
     proc = run_cli("compare", str(dirs["nohlog"]), str(dirs["slow"]), "--metric", "ttft.p50")
@@ -115,6 +118,7 @@ def test_command_falls_back_to_summary_figures_without_hlogs(dirs: dict[str, Pat
     assert "ttft p50" in proc.stdout and "ttft p90" not in proc.stdout
 
 
+@pytest.mark.realtime
 def test_command_refuses_different_workloads_unless_allowed(dirs: dict[str, Path], tmp_path: Path) -> None:
     other = tmp_path / "other"
     shutil.copytree(dirs["same"], other)
@@ -127,6 +131,7 @@ def test_command_refuses_different_workloads_unless_allowed(dirs: dict[str, Path
     assert proc.returncode == 0 and "compared anyway" in proc.stdout, proc.stdout + proc.stderr
 
 
+@pytest.mark.realtime
 def test_command_bad_input_names_the_file(dirs: dict[str, Path], tmp_path: Path) -> None:
     missing = tmp_path / "nope"
     proc = run_cli("compare", str(missing), str(dirs["base"]))
@@ -166,6 +171,7 @@ def _run_against(ttft_ms: int, scenario: Path, out: Path) -> Path:
     return out
 
 
+@pytest.mark.realtime
 @pytest.mark.slow
 def test_release_gate_end_to_end(tmp_path: Path) -> None:
     scenario = tmp_path / "gate.yaml"

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from support.helpers import run_cli
 
 from loadtest.mock.latency import MockModel, parse_dist
 from loadtest.mock.process import MockProcess
 from loadtest.mock.server import MockConfig, MockServer
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
+pytestmark = [pytest.mark.realtime, pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")]
 
 
 @pytest.fixture(scope="module")

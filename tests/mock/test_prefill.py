@@ -7,8 +7,9 @@ import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from helpers import read_csv_rows, run_cli
-from tolerances import MEDIAN_SLACK_MS
+import pytest
+from support.helpers import read_csv_rows, run_cli
+from support.tolerances import MEDIAN_SLACK_MS
 
 from loadtest.mock.latency import Dist, MockModel
 
@@ -20,6 +21,7 @@ def test_plan_adds_prefill_per_thousand_prompt_chars() -> None:
     assert MockModel(ttft_ms=Dist(a=50.0)).plan(random.Random(1), 2500)[0] == 50.0
 
 
+@pytest.mark.realtime
 def test_long_prompts_wait_longer_end_to_end(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     long_prompt = "x" * 2000
     path = write_scenario(f"""

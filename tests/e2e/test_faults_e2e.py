@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ROOT, read_csv_rows
+from support.helpers import ROOT, read_csv_rows
 
 from loadtest.errors import ERROR_CATEGORIES
 from loadtest.mock.faults import FaultPlan, parse_faults
 from loadtest.rundir.hlog import read_hlog
+
+#: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
+pytestmark = pytest.mark.realtime
 
 FAST_MOCK = {"ttft_ms": 10, "gap_ms": 1, "chunks": 6}
 

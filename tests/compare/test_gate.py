@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import run_cli
-from rundir_factory import make_run_dir
 from scipy import stats as sps
+from support.helpers import run_cli
+from support.rundir_factory import make_run_dir
 
 from loadtest.compare.gate import GateRules, InvalidComparison, gate
 from loadtest.compare.intervals import (
@@ -102,6 +102,7 @@ def _runs(tmp: Path, name: str, n: int, **kw: object) -> list[RunData]:
 TTFT = (("ttft", "p50"), ("ttft", "p90"), ("ttft", "p99"))
 
 
+@pytest.mark.realtime
 def test_one_stalled_second_is_not_a_regression(tmp_path: Path) -> None:
     clean = make_run_dir(tmp_path / "clean", seed=1, rate_per_s=80).path
     stalled = make_run_dir(tmp_path / "stalled", seed=2, rate_per_s=80, stall=(9, 800.0)).path
@@ -128,6 +129,7 @@ def test_rounds_use_run_level_variance(tmp_path: Path) -> None:
     assert unpaired.rows[0].method.startswith("Welch") and unpaired.rows[0].verdict == "REGRESSION"
 
 
+@pytest.mark.realtime
 def test_invalid_comparisons_exit_2(tmp_path: Path) -> None:
     ok = make_run_dir(tmp_path / "ok", seed=1, rate_per_s=80).path
     sat = make_run_dir(tmp_path / "sat", seed=2, rate_per_s=80, saturated=True).path
@@ -278,6 +280,7 @@ session: {steps: [{gen: {prompt: "Explain artificial intelligence"}}]}
 """
 
 
+@pytest.mark.realtime
 @pytest.mark.slow
 def test_ab_end_to_end(tmp_path: Path) -> None:
     scenario = tmp_path / "ab.yaml"
