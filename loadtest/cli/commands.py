@@ -135,9 +135,8 @@ def run(scenario_file: str, target: str | None, out: str | None, duration: str |
     from loadtest.console import print_summary
     from loadtest.rundir.writer import default_run_dir
     from loadtest.runner.todir import run_to_dir
-    from loadtest.scenario import Overrides
 
-    overrides = Overrides(target_url=target, duration_s=duration_flag(duration, "--duration"),
+    overrides = flags.overrides(target_url=target, duration_s=duration_flag(duration, "--duration"),
                           concurrency=concurrency, rate_per_s=rate, requests=requests, seed=seed, out=out)
     sc = load(scenario_file, overrides)
     run_dir = Path(out) if out else default_run_dir(sc.name)
@@ -206,13 +205,13 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
 
     from loadtest.engine.limits import ensure_open_files
     from loadtest.rundir.writer import default_run_dir
-    from loadtest.scenario import Overrides
     from loadtest.studies.sweep import answer_line, parse_level_list, prepare_sweep, run_sweep, step_line
 
     if levels and rates:
         raise click.UsageError("give --levels (closed loop) or --rates (open loop), not both")
     listed = levels or rates
-    overrides = Overrides(target_url=target, duration_s=duration_flag(step_duration, "--step-duration"), seed=seed)
+    overrides = flags.overrides(target_url=target, duration_s=duration_flag(step_duration, "--step-duration"),
+                                seed=seed)
     sc, plan = prepare_sweep(
         scenario_file, overrides=overrides, environ=os.environ,
         levels=None if listed is None else parse_level_list(listed, flag="--rates" if rates else "--levels"),

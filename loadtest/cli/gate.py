@@ -153,7 +153,6 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
 
     from loadtest.compare.output import gate_text
     from loadtest.compare.rundata import parse_checks
-    from loadtest.scenario import Overrides
     from loadtest.studies.ab import AbSide, run_ab
 
     for flag, value, url in (("--baseline-mock", baseline_mock, baseline_url),
@@ -162,7 +161,7 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
             raise click.UsageError(f"{flag} takes a JSON object and needs that side's URL to be mock")
     duration_s = duration_flag(duration, "--duration")
     # one set of options for both sides and every round (TLS, key: the scenario's and the flags')
-    options = flags.options(load(scenario_file, Overrides(target_url=baseline_url, duration_s=duration_s)),
+    options = flags.options(load(scenario_file, flags.overrides(target_url=baseline_url, duration_s=duration_s)),
                             html=html, quiet=True)
     checks = parse_checks(metrics)
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
@@ -203,11 +202,10 @@ def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: 
     from pathlib import Path
 
     from loadtest.compare.rundata import parse_checks
-    from loadtest.scenario import Overrides
     from loadtest.studies.calibrate import run_calibration
 
     duration_s = duration_flag(duration, "--duration")
-    options = flags.options(load(scenario_file, Overrides(target_url=target, duration_s=duration_s)), quiet=True)
+    options = flags.options(load(scenario_file, flags.overrides(target_url=target, duration_s=duration_s)), quiet=True)
     checks = parse_checks(metrics)
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail, None,
                    allow_saturated=allow_saturated)

@@ -42,6 +42,13 @@ class RunFlags:
     backend: str = "process"
     ray_address: str | None = None
 
+    def overrides(self, **fields: Any) -> Any:
+        """Scenario overrides of a command's own flags, with ``--api-key`` (the loader checks a
+        real target has a key before anything runs)."""
+        from loadtest.scenario import Overrides
+
+        return Overrides(api_key=self.api_key, **fields)
+
     def options(self, sc: Any, *, out: Path | None = None, html: bool = True, quiet: bool = False) -> RunOptions:
         """The run options of scenario ``sc`` under these flags (flags over the scenario)."""
         from loadtest.scenario import Overrides, resolve_api_key

@@ -56,9 +56,11 @@ __all__ = [
     "GateRules",
     "GateVerdict",
     "InvalidComparison",
+    "Shortfall",
     "check_name",
     "gate",
     "run_values",
+    "sample_shortfalls",
 ]
 
 REGRESSION, IMPROVED, OK, INCONCLUSIVE, NA = "REGRESSION", "IMPROVED", "OK", "INCONCLUSIVE", "n/a"
@@ -267,18 +269,44 @@ def _validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: Gate
                     f"({short:.1%} short, more than {r.max_rate_shortfall:.0%}): the generator fell behind")
         notes.extend(f"{role} {run.label}: {w}" for w in run.warnings if "saturated" not in w)
     single = len(baseline) == 1 and len(candidate) == 1
+    for role, run in runs:
+        for lack in sample_shortfalls(run, checks, r, single=single):
+            raise InvalidComparison(f"{role} {run.label}: {lack.text}: run longer, or leave it out with --metric")
+    return notes
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """A gated percentile that one run has too few samples for."""
+
+    metric: str
+    stat: str
+    count: int
+    needed: int
+    beyond: int  # the samples beyond the percentile the rule asks for (min_tail)
+    q: float
+
+    @property
+    def text(self) -> str:
+        return (f"{self.count} {self.metric} samples; {self.metric} {self.stat} needs at least {self.needed} per "
+                f"run ({self.beyond} beyond the {self.q:g}th percentile)")
+
+
+def sample_shortfalls(run: RunData, checks: Sequence[tuple[str, str]], rules: GateRules, *,
+                      single: bool) -> list[Shortfall]:
+    """Every gated percentile check ``run`` lacks samples for: a run needs ``min_tail`` samples
+    beyond the percentile (p99: 100 × min_tail), else its tail is a handful of values.
+    ``single``: one run per side, where checks in OVERCONFIDENT are not gated without a calibration."""
+    out = []
     for metric, stat in checks:
-        if stat not in PERCENTILES or (single and metric in OVERCONFIDENT and check_name(metric, stat) not in r.noise):
+        if stat not in PERCENTILES or (single and metric in OVERCONFIDENT and check_name(metric, stat) not in rules.noise):
             continue
         q = PERCENTILES[stat]
-        needed = math.ceil(r.min_tail * 100 / (100 - q) - 1e-9)
-        for role, run in runs:
-            count = _count(run, metric)
-            if count is not None and count < needed:
-                raise InvalidComparison(
-                    f"{role} {run.label}: {count} {metric} samples; {metric} {stat} needs at least {needed} per "
-                    f"run ({r.min_tail} beyond the {q:g}th percentile): run longer, or leave it out with --metric")
-    return notes
+        needed = math.ceil(rules.min_tail * 100 / (100 - q) - 1e-9)
+        count = _count(run, metric)
+        if count is not None and count < needed:
+            out.append(Shortfall(metric, stat, count, needed, rules.min_tail, q))
+    return out
 
 
 def _estimate(metric: str, stat: str, b: Sequence[RunData], c: Sequence[RunData], r: GateRules,

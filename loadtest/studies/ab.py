@@ -22,13 +22,14 @@ the workload fingerprint, so such runs still compare.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from loadtest.compare.gate import GateRules, GateVerdict, gate
+from loadtest.compare.gate import GateRules, GateVerdict, InvalidComparison, gate, sample_shortfalls
 from loadtest.compare.output import gate_json, gate_junit, gate_markdown, write_text_file
 from loadtest.compare.rundata import RunData
 from loadtest.compare.runs import load_run
@@ -81,6 +82,9 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
     if rounds < 1:
         raise BadInput(f"--rounds must be >= 1, got {rounds}")
     options = (options or RunOptions(html=False)).replace(quiet=True)
+    first = Overrides(target_url=baseline.url, duration_s=duration_s, api_key=options.api_key)
+    _refuse_unfillable(load_scenario(scenario_path, overrides=first, environ=environ), checks, rules,
+                       single=rounds == 1)
     reruns = Reruns(retries, options.warn)
     prepare_run_dir(out)
     sides = {"baseline": baseline, "candidate": candidate}
@@ -96,7 +100,8 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
             pair: dict[str, RunData] = {}
             for role in order(i):
                 side = sides[role]
-                overrides = Overrides(target_url=side.url, duration_s=duration_s, seed=round_seed)
+                overrides = Overrides(target_url=side.url, duration_s=duration_s, seed=round_seed,
+                                      api_key=options.api_key)
                 sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
                 if side.mock:
                     sc = _with_mock(sc, side.mock, role)
@@ -107,6 +112,8 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
                     return AbResult(None, runs["baseline"], runs["candidate"], interrupted=True,
                                     rerun=reruns.lines)  # fmt: skip
                 pair[role] = load_run(run_dir, latency)
+                if i == 1 and role == "baseline" and not pair[role].saturated:
+                    _fail_fast(pair[role], sc, checks, rules, single=rounds == 1)
             spoiled = [role for role in order(i) if pair[role].saturated]
             if not spoiled or not reruns.left:
                 break
@@ -123,6 +130,41 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
     write_text_file(out / "compare.md", gate_markdown(verdict, runs["baseline"], runs["candidate"]))
     write_text_file(out / "junit.xml", gate_junit(verdict))
     return AbResult(verdict, runs["baseline"], runs["candidate"], rerun=reruns.lines)
+
+
+def _fail_fast(run: RunData, sc: Any, checks: Sequence[tuple[str, str]], rules: GateRules, *, single: bool) -> None:
+    """After the first baseline run: a gated percentile it could not fill is a set-up problem
+    (the runs are too short for it), refused now with the duration that would fill it, not
+    after every round (issue 18). A candidate that falls short only because it is slower is
+    judged by the gate instead."""
+    shortfalls = sample_shortfalls(run, checks, rules, single=single)
+    if not shortfalls:
+        return
+    measure_s = float(run.meta.get("measure_s") or 0.0)
+    worst = max(shortfalls, key=lambda s: s.needed / max(s.count, 1))
+    advice = "leave it out with --metric"
+    if measure_s > 0 and worst.count > 0:
+        per_s = worst.count / measure_s
+        need_s = math.ceil(1.2 * (float(sc.load.warmup_s) + worst.needed / per_s))
+        advice = (f"at ~{per_s:.3g} answers/s, {worst.metric} {worst.stat} needs runs of ≥ {need_s} s; use "
+                  f"--duration {need_s}s, or {advice}")
+    raise InvalidComparison(f"round 1 baseline: {worst.text}: {advice}. Stopped after the first run; "
+                            f"it is in {run.meta.get('path', 'the output directory')}.")
+
+
+def _refuse_unfillable(sc: Any, checks: Sequence[tuple[str, str]], rules: GateRules, *, single: bool) -> None:
+    """Before any run: a scenario whose every run is capped below a gated percentile's floor
+    (``load.requests``) can never be judged on it."""
+    cap = sc.load.requests
+    if cap is None:
+        return
+    probe = RunData(label="scenario", summary_ms={m: {"count": cap} for m, _ in checks})
+    shortfalls = sample_shortfalls(probe, checks, rules, single=single)
+    if shortfalls:
+        s = shortfalls[0]
+        raise InvalidComparison(f"load.requests caps every run at {cap} answers; {s.metric} {s.stat} needs at least "
+                                f"{s.needed} per run ({s.beyond} beyond the {s.q:g}th percentile): raise "
+                                "load.requests, or leave it out with --metric")
 
 
 def _with_mock(sc: Any, overrides: Mapping[str, Any], role: str) -> Any:

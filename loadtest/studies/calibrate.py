@@ -40,7 +40,8 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
     for i in range(1, runs + 1):
         attempt = 0
         while True:
-            overrides = Overrides(target_url=target, duration_s=duration_s, seed=secrets.randbits(31))
+            overrides = Overrides(target_url=target, duration_s=duration_s, seed=secrets.randbits(31),
+                                  api_key=options.api_key)
             sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
             run_dir = out / f"run-{i}"
             summary = run_to_dir(sc, options.replace(out=run_dir))

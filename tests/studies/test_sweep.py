@@ -12,6 +12,7 @@ import pytest
 from support.helpers import run_cli
 
 from loadtest.errors import BadInput
+from loadtest.runner.options import RunOptions
 from loadtest.scenario import Overrides
 from loadtest.studies import sweep
 from loadtest.studies.sweep import (
@@ -146,7 +147,8 @@ def fake_runs(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[tuple[int, 
 
     def install(*, saturate_at: int | None = None, saturate_times: int = 10**9, interrupt_at: int | None = None,
                 ctrl_c_at: int | None = None) -> list[tuple[int, float]]:
-        def run_step(sc: Any, run_dir: Path, **_: Any) -> dict[str, Any]:
+        def run_step(sc: Any, options: RunOptions) -> dict[str, Any]:
+            run_dir = options.out
             users = sc.load.concurrency
             assert sc.out == str(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -167,7 +169,7 @@ def _sweep(tmp_path: Path, levels: tuple[int, ...], **plan: Any) -> tuple[sweep.
     path.write_text(CLOSED, encoding="utf-8")
     out = tmp_path / "out"
     outcome = run_sweep(path, plan=SweepPlan(mode="closed", levels=levels, **plan),
-                        overrides=Overrides(duration_s=2.0), environ={}, out=out, html=False)
+                        overrides=Overrides(duration_s=2.0), environ={}, out=out, options=RunOptions(html=False, quiet=True))
     return outcome, json.loads((out / "sweep.json").read_text(encoding="utf-8"))
 
 

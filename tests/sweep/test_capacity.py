@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from loadtest.mock.latency import Dist, MockModel
+from loadtest.runner.options import RunOptions
 from loadtest.scenario import Overrides
 from loadtest.studies import sweep
 from loadtest.studies.sweep import SweepPlan, default_warmup_s, run_sweep
@@ -249,7 +250,7 @@ slo: {ttft_p99_ms: 430}
 def _fake(monkeypatch: pytest.MonkeyPatch, clock: list[float], *, ctrl_c_at: int | None = None) -> list[Any]:
     seen: list[Any] = []
 
-    def run_step(sc: Any, run_dir: Path, **_: Any) -> dict[str, Any]:
+    def run_step(sc: Any, options: RunOptions) -> dict[str, Any]:
         users = sc.load.concurrency
         seen.append(sc)
         if len(seen) == ctrl_c_at:
@@ -272,7 +273,7 @@ def _run(tmp_path: Path, clock: list[float], **plan: Any) -> tuple[sweep.SweepOu
     out = tmp_path / "out"
     outcome = run_sweep(path, plan=SweepPlan(mode="closed", levels=(5, 10, 20, 40, 80), refine=20, replicates=3,
                                             mock=True, warmup_s=2.0, **plan),
-                        overrides=Overrides(), environ={}, out=out, html=True, clock=lambda: clock[0])
+                        overrides=Overrides(), environ={}, out=out, options=RunOptions(html=True, quiet=True), clock=lambda: clock[0])
     return outcome, json.loads((out / "capacity.json").read_text(encoding="utf-8"))
 
 

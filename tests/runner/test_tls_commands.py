@@ -1,0 +1,115 @@
+"""TLS reaches every command that runs a scenario (issue 18): against a wss:// mock with a
+private CA, ``run``, ``run --workers 2``, ``ab``, ``calibrate`` and ``sweep`` (one worker, and
+``load.workers: 2``) connect when the CA is named only in the scenario (``target.ca_file``),
+and when it is given only as ``--ca-file``. Before the one ``RunOptions``, ``ab`` and
+``calibrate`` exited 3 with the CA in the scenario, and a two-worker sweep's processes rebuilt
+TLS without it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.helpers import run_cli
+
+from loadtest.mock.process import MockProcess
+
+pytestmark = [pytest.mark.realtime, pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")]
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("ca")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,digitalSignature,keyCertSign"],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def wss_url(cert: tuple[Path, Path]) -> Iterator[str]:
+    """``loadtest mock --tls-cert --tls-key`` in its own process: a wss:// target with a private CA."""
+    args = ["--ttft-ms", "5", "--gap-ms", "1", "--chunks", "4", "--tls-cert", str(cert[0]), "--tls-key", str(cert[1])]
+    with MockProcess(args) as url:
+        assert url.startswith("wss://127.0.0.1:")
+        yield url
+
+
+def _scenario(tmp: Path, url: str, *, ca_file: Path | None, workers: int = 1) -> Path:
+    ca = f"\n  ca_file: {ca_file}" if ca_file else ""
+    path = tmp / "tls.yaml"
+    path.write_text(f"""name: tls-commands
+target:
+  url: {url}{ca}
+load: {{concurrency: 2, duration: 1500ms, warmup: 0s, workers: {workers}}}
+session:
+  steps:
+    - gen: {{prompt: "Explain artificial intelligence"}}
+timeouts: {{connect: 2s}}
+slo: {{ttft_p99_ms: 5000}}
+""", encoding="utf-8")
+    return path
+
+
+def _summaries(out: Path) -> list[dict[str, object]]:
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(out.rglob("summary.json"))]
+
+
+# (command, its arguments after the scenario, how many run directories it writes)
+COMMANDS = {
+    "run": (["run", "{s}", "--out", "{o}", "--no-html", "-q"], 1),
+    "run --workers 2": (["run", "{s}", "--out", "{o}", "--no-html", "-q", "--workers", "2"], 1),
+    "ab": (["ab", "{s}", "--baseline", "{u}", "--candidate", "{u}", "--rounds", "1", "--out", "{o}",
+            "--metric", "ttft.p50", "--min-tail", "1"], 2),
+    "calibrate": (["calibrate", "{s}", "--target", "{u}", "--runs", "2", "--out", "{o}", "--metric", "ttft.p50",
+                   "--min-tail", "1"], 2),
+    "sweep": (["sweep", "{s}", "--levels", "2", "--refine", "0", "--replicates", "1", "--out", "{o}", "--no-html",
+               "-q"], 1),
+    "sweep load.workers: 2": (["sweep", "{s}", "--levels", "2", "--refine", "0", "--replicates", "1", "--out", "{o}",
+                               "--no-html", "-q"], 1),
+}
+
+
+@pytest.mark.parametrize("where", ["scenario", "flag"])
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_trusts_the_private_ca(command: str, where: str, wss_url: str, cert: tuple[Path, Path],
+                                             tmp_path: Path) -> None:
+    args, dirs = COMMANDS[command]
+    workers = 2 if command.endswith("load.workers: 2") else 1
+    scenario = _scenario(tmp_path, wss_url, ca_file=cert[0] if where == "scenario" else None, workers=workers)
+    out = tmp_path / "out"
+    argv = [a.format(s=scenario, o=out, u=wss_url) for a in args]
+    if where == "flag":
+        argv += ["--ca-file", str(cert[0])]
+    proc = run_cli(*argv, "--api-key", "k-tls", timeout=120)
+    assert proc.returncode in (0, 1), f"{command}: exit {proc.returncode}\n{proc.stderr}"
+    assert "certificate verif" not in proc.stderr, proc.stderr
+    summaries = _summaries(out)
+    assert len(summaries) == dirs, [s.get("verdict") for s in summaries]
+    for s in summaries:
+        requests = s["requests"]
+        assert isinstance(requests, dict)
+        assert requests["completed"] > 0 and requests["failed"] == 0, (command, requests)
+        assert s["tls"] == {"insecure": False}
+        expected = 2 if workers == 2 or "--workers" in argv else 1
+        workers_doc = s["workers"]
+        assert isinstance(workers_doc, dict) and workers_doc["finished"] == expected, workers_doc
+
+
+def test_without_the_ca_every_command_is_refused_by_verification(wss_url: str, tmp_path: Path) -> None:
+    """The control: the same ab without any CA fails verification (exit 3), so the test above
+    measures the CA reaching the command, not a target that needs none."""
+    scenario = _scenario(tmp_path, wss_url, ca_file=None)
+    proc = run_cli("ab", str(scenario), "--baseline", wss_url, "--candidate", wss_url, "--rounds", "1",
+                   "--out", str(tmp_path / "out"), "--metric", "ttft.p50", "--api-key", "k-tls", timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert "certificate verification failed" in proc.stderr
