@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.compare.floors import OVERCONFIDENT, check_name, sample_shortfalls
 from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, t_ppf, welch
 from loadtest.compare.rundata import PERCENTILES, RunData, row_dict
 from loadtest.compare.stats import Stack
@@ -56,16 +57,12 @@ __all__ = [
     "GateRules",
     "GateVerdict",
     "InvalidComparison",
-    "Shortfall",
     "check_name",
     "gate",
     "run_values",
-    "sample_shortfalls",
 ]
 
 REGRESSION, IMPROVED, OK, INCONCLUSIVE, NA = "REGRESSION", "IMPROVED", "OK", "INCONCLUSIVE", "n/a"
-#: latency metrics whose within-run (single-run) interval is overconfident: not gated alone
-OVERCONFIDENT = ("itl", "tpot")
 
 
 class InvalidComparison(BadInput):
@@ -175,10 +172,6 @@ class GateVerdict:
                 "rows": rows, "notes": list(self.notes), "rules": rules}  # fmt: skip
 
 
-def check_name(metric: str, stat: str) -> str:
-    return f"{metric} {stat}".strip()
-
-
 # ---- the judgement ------------------------------------------------------------------------
 
 
@@ -273,40 +266,6 @@ def _validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: Gate
         for lack in sample_shortfalls(run, checks, r, single=single):
             raise InvalidComparison(f"{role} {run.label}: {lack.text}: run longer, or leave it out with --metric")
     return notes
-
-
-@dataclass(frozen=True)
-class Shortfall:
-    """A gated percentile that one run has too few samples for."""
-
-    metric: str
-    stat: str
-    count: int
-    needed: int
-    beyond: int  # the samples beyond the percentile the rule asks for (min_tail)
-    q: float
-
-    @property
-    def text(self) -> str:
-        return (f"{self.count} {self.metric} samples; {self.metric} {self.stat} needs at least {self.needed} per "
-                f"run ({self.beyond} beyond the {self.q:g}th percentile)")
-
-
-def sample_shortfalls(run: RunData, checks: Sequence[tuple[str, str]], rules: GateRules, *,
-                      single: bool) -> list[Shortfall]:
-    """Every gated percentile check ``run`` lacks samples for: a run needs ``min_tail`` samples
-    beyond the percentile (p99: 100 × min_tail), else its tail is a handful of values.
-    ``single``: one run per side, where checks in OVERCONFIDENT are not gated without a calibration."""
-    out = []
-    for metric, stat in checks:
-        if stat not in PERCENTILES or (single and metric in OVERCONFIDENT and check_name(metric, stat) not in rules.noise):
-            continue
-        q = PERCENTILES[stat]
-        needed = math.ceil(rules.min_tail * 100 / (100 - q) - 1e-9)
-        count = _count(run, metric)
-        if count is not None and count < needed:
-            out.append(Shortfall(metric, stat, count, needed, rules.min_tail, q))
-    return out
 
 
 def _estimate(metric: str, stat: str, b: Sequence[RunData], c: Sequence[RunData], r: GateRules,
@@ -454,15 +413,6 @@ def _figure(metric: str, stat: str, runs: Sequence[RunData]) -> float | None:
     if metric in ("error_rate", "throughput") or any(v <= 0 for v in vs):
         return round(sum(vs) / len(vs), 6)
     return round(math.exp(sum(math.log(v) for v in vs) / len(vs)), 3)
-
-
-def _count(run: RunData, metric: str) -> int | None:
-    entry = run.summary_ms.get(metric)
-    count = entry.get("count") if entry else None
-    if isinstance(count, int):
-        return count
-    seconds = run.intervals.get(metric)
-    return sum(s.count for s in seconds) if seconds else None
 
 
 def _tol(metric: str, r: GateRules) -> str:

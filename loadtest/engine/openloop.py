@@ -3,7 +3,7 @@
 One dispatcher task walks the seeded schedule of :mod:`loadtest.schedule.arrivals`. For arrival *n* it
 sleeps until the absolute deadline ``t0 + offset_n`` (the offset comes from the schedule, never
 from the previous sleep, so errors do not accumulate), reports it to
-``collector.on_offered(t_intended)`` and hands it to the :class:`~loadtest.pool.Pool`, which
+``collector.on_offered(t_intended)`` and hands it to the :class:`~loadtest.engine.pool.Pool`, which
 runs it on a connection or queues or drops it. Latency is then measured from the intended time
 (wrk2's coordinated-omission correction): a stalled target cannot slow the schedule down and
 hide its stall, because the dispatcher never waits for a response.
@@ -59,7 +59,7 @@ FrameMaker = Callable[[Arrival], tuple[str, int]]
 
 
 class SchedulerContext(Protocol):
-    """What the dispatcher needs from the run (``loadtest.session.RunContext`` provides it)."""
+    """What the dispatcher needs from the run (``loadtest.engine.users.RunContext`` provides it)."""
 
     collector: Collector
     stopping: asyncio.Event

@@ -17,7 +17,7 @@ harness's own lateness: the dispatcher's wake-up plus the hand-over to the conne
 A connection serves requests in one task (a *lease*) for as long as the queue holds work, then
 goes back to the idle stack (LIFO: the most recently used, warmest socket is reused first). A
 connection left ``broken`` by a failed request is closed and replaced in that task, with capped,
-jittered exponential backoff (:func:`loadtest.retry.backoff`), counted by
+jittered exponential backoff (:func:`loadtest.schedule.backoff.backoff`), counted by
 ``collector.on_reconnect``; every failed connect attempt goes to ``collector.on_failure``.
 Once the run is stopping, no connection is opened or replaced any more.
 
@@ -48,7 +48,7 @@ __all__ = ["Pool", "PoolContext"]
 
 
 class PoolContext(Protocol):
-    """What the pool needs from the run (``loadtest.session.RunContext`` provides it)."""
+    """What the pool needs from the run (``loadtest.engine.users.RunContext`` provides it)."""
 
     collector: Collector
     active_sessions: int

@@ -3,7 +3,7 @@
 A user holds one persistent connection: connect → auth → optional set-model, then its
 steps in order, again and again, until the run stops it. A failed request is recorded
 and the run goes on; a broken connection is replaced after a capped, jittered backoff
-(:func:`loadtest.retry.backoff`), counted as a reconnect.
+(:func:`loadtest.schedule.backoff.backoff`), counted as a reconnect.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The mock proxy's latency and capacity model: pure, seeded, no I/O, no clock.
 
-A stream's life in the mock (``mock.py`` only executes this plan):
+A stream's life in the mock (:mod:`loadtest.mock.server` only executes this plan):
 
 1. It waits for one of ``capacity`` generation slots (FIFO). Unlimited if ``None``.
 2. ``ttft + prefill_ms_per_kchar * prompt_chars / 1000`` after taking the slot, the first

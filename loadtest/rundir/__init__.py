@@ -4,7 +4,7 @@
 :func:`summary_text`), ``<metric>.hlog`` through the one HdrHistogram log reader
 (:func:`read_hlog_intervals`, :func:`read_hlog_total`), ``timeseries.csv`` and
 ``requests.csv`` through pandas (:func:`read_timeseries`, :func:`read_requests`), and every
-file through the one atomic writer (:func:`write_atomic`). ``loadtest.results`` writes a
+file through the one atomic writer (:func:`write_atomic`). ``loadtest.rundir.writer`` writes a
 run with these; ``report``, ``compare`` and ``sweep`` read runs with them. Readers raise
 :class:`~loadtest.errors.BadInput` (exit 2) naming the file; the writer
 :class:`~loadtest.errors.OutputError` (exit 74).

@@ -73,7 +73,7 @@ def read_text(path: Path) -> str:
 
 
 def read_hlog_intervals(path: Path) -> list[tuple[float, float, Recorder]]:
-    """``<metric>.hlog`` as ``[(start_s, end_s, recorder)]`` (:func:`loadtest.hlog.read_hlog`,
+    """``<metric>.hlog`` as ``[(start_s, end_s, recorder)]`` (:func:`loadtest.rundir.hlog.read_hlog`,
     the one reader of the format: a malformed line is a corrupt file, never skipped)."""
     try:
         return read_hlog(path)

@@ -1,6 +1,6 @@
 """summary.json: the :class:`Summary` model, shared by its writer and every reader.
 
-``loadtest.results.build_summary`` builds the summary and validates it here before it is
+``loadtest.rundir.writer.build_summary`` builds the summary and validates it here before it is
 written; ``report``, ``compare`` and ``sweep`` read it back through :func:`read_summary`.
 The fields are those of schema 2 (docs/run-directory.md), in the order they are written;
 the ones a schema-1 file lacks have defaults, so old run directories still load.

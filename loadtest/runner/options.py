@@ -1,6 +1,6 @@
 """Everything a run needs besides its scenario, in one frozen value (uvicorn's ``Config``).
 
-Every command builds one :class:`RunOptions` the same way (:func:`loadtest.cli.options.build_options`)
+Every command builds one :class:`RunOptions` the same way (:func:`loadtest.cli.options.RunFlags.options`)
 and hands it to :func:`loadtest.runner.coordinator.run` or
 :func:`loadtest.runner.todir.run_to_dir`, and every study passes the same value to each of its
 runs. So a flag or a scenario field (the API key, TLS, the backend, the workers) reaches every

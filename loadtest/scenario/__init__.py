@@ -5,9 +5,9 @@ YAML file, any ``prompts_file`` (JSONL) and checks that ``trace`` and ``ca_file`
 Everything else (validation, :func:`dump_scenario`, :func:`fingerprint`) is pure.
 
 This module is the public surface; the implementation is split into private modules, each
-importing only those before it: ``_scenario_fields`` (durations, field types, the base model),
-``_scenario_steps`` (session steps), ``_scenario_model`` (sections and :class:`Scenario`),
-``_scenario_yaml`` (parsing, duplicate keys, line lookup) and ``_scenario_load`` (files,
+importing only those before it: ``fields`` (durations, field types, the base model),
+``steps`` (session steps), ``sections`` (sections and :class:`Scenario`),
+``yamlsrc`` (parsing, duplicate keys, line lookup) and ``load`` (files,
 error messages, overrides, the API key).
 
 Every mistake in a file ends as one :class:`~loadtest.errors.ScenarioError` whose ``where``

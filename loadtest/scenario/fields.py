@@ -134,7 +134,7 @@ def _as_faults(value: object) -> FaultModel:
     except BadInput as exc:
         raise ValueError(str(exc)) from None
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"is not a valid fault model (see loadtest.faults); got {short(value)}") from None
+        raise ValueError(f"is not a valid fault model (docs/mock.md describes it); got {short(value)}") from None
 
 
 DistField = Annotated[Dist, PlainValidator(_as_dist), PlainSerializer(lambda d: d.to_spec())]

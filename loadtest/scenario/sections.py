@@ -59,7 +59,7 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Sanity caps (issue 10): far beyond what one generator process can drive, so only a typo
 #: (``concurrency: 1000000000``) reaches them. What *this* machine can do (file descriptors)
-#: is checked before the run by :mod:`loadtest.limits`, not here (no I/O in the model).
+#: is checked before the run by :mod:`loadtest.engine.limits`, not here (no I/O in the model).
 MAX_USERS = 1_000_000
 MAX_CONNECTIONS = 1_000_000
 MAX_RATE_PER_S = 1_000_000.0

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from loadtest.compare.gate import GateRules, GateVerdict, InvalidComparison, gate, sample_shortfalls
+from loadtest.compare.floors import sample_shortfalls
+from loadtest.compare.gate import GateRules, GateVerdict, InvalidComparison, gate
 from loadtest.compare.output import gate_json, gate_junit, gate_markdown, write_text_file
 from loadtest.compare.rundata import RunData
 from loadtest.compare.runs import load_run

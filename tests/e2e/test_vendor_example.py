@@ -1,6 +1,6 @@
 """The vendor's own client example (tests/vendor_client.py) against ``loadtest mock``.
 
-Both run as subprocesses: the mock via :class:`loadtest.mock.MockProcess` on port 0,
+Both run as subprocesses: the mock via :class:`loadtest.mock.process.MockProcess` on port 0,
 the example with ``sys.executable``. The example reconnects forever, so it is killed
 once it has printed the end of the stream.
 """

@@ -1,4 +1,4 @@
-"""Tests for loadtest.hlog: interval logs written and read back through hdrh.log."""
+"""Tests for loadtest.rundir.hlog: interval logs written and read back through hdrh.log."""
 
 from __future__ import annotations
 
