@@ -27,6 +27,7 @@ import selectors
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import Any, TypeVar
 
+from loadtest.clock import LoopClock
 from loadtest.mock.faults import parse_faults
 from loadtest.mock.latency import MockModel, parse_dist
 from loadtest.mock.process import MockProcess
@@ -133,18 +134,15 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         self._virtual_ns = max(self._virtual_ns + 1, target)
 
 
-class VirtualClock:
-    """The engine's :class:`~loadtest.clock.Clock` on a :class:`VirtualLoop`."""
+class VirtualClock(LoopClock):
+    """The engine's :class:`~loadtest.clock.Clock` on a :class:`VirtualLoop` (its
+    ``sleep_until`` is the real clock's, on virtual timers; no polling: nothing would advance)."""
 
     def __init__(self, loop: VirtualLoop) -> None:
         self._loop = loop
 
     def now_ns(self) -> int:
         return self._loop.now_ns()
-
-    async def sleep_until(self, deadline_ns: int) -> None:
-        while (remaining := deadline_ns - self._loop.now_ns()) > 0:
-            await asyncio.sleep(remaining / 1e9)
 
 
 def run_virtual(main: Callable[[VirtualClock], Coroutine[Any, Any, T]]) -> T:

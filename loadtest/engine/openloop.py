@@ -35,7 +35,6 @@ grace period; when the run is stopped early (a signal) they are reported as ``ca
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 from collections.abc import Callable, Iterable, Iterator
@@ -51,7 +50,6 @@ from loadtest.schedule.arrivals import Arrival, RateProfile, Stage, parse_trace,
 __all__ = ["FrameMaker", "OpenLoop", "SchedulerContext", "arrivals_for", "dispatch", "frame_maker"]
 
 _NS = 1_000_000_000
-_SHORT_SLEEP_NS = 50_000_000  # below this, a plain timer; above, also wake on stop
 _BURST = 32  # a late dispatcher yields to the loop after this many back-to-back sends
 
 #: (arrival) -> (encoded gen frame, prompt length in chars)
@@ -119,29 +117,6 @@ def _synthetic_prompt(chars: int) -> str:
     return (base * (chars // len(base) + 1))[:chars]
 
 
-async def _sleep_until(clock: Clock, deadline_ns: int, stopping: asyncio.Event) -> bool:
-    """Sleep until ``clock.now_ns() >= deadline_ns``; False if the run stopped first.
-
-    A deadline already reached counts as reached even if ``stopping`` is set meanwhile: the
-    runner sets it at the end of the duration, and an arrival due before the end that a busy
-    loop wakes late for must still be offered (and its lateness measured), not lost.
-    """
-    while True:
-        remaining = deadline_ns - clock.now_ns()
-        if remaining <= 0:
-            return True
-        if stopping.is_set():
-            return False
-        if remaining < _SHORT_SLEEP_NS:
-            # the common case at any real rate: one timer, re-checked after the wake-up
-            await asyncio.sleep(remaining / _NS)
-        else:
-            # a long gap (sparse trace, ramp from 0): also wake at once on a stop
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout((remaining - _SHORT_SLEEP_NS // 2) / _NS):
-                    await stopping.wait()
-
-
 class Cursor:
     """The schedule as the dispatcher walks it. The arrival in hand (taken from the schedule,
     not yet offered) is kept, so that a dispatcher cancelled at the end of the drain leaves no
@@ -185,7 +160,7 @@ async def dispatch(
         frame, plen = make_frame(a)  # prepared before the sleep: off the timed path
         if deadline > now():
             late_run = 0
-            if not await _sleep_until(ctx.clock, deadline, stopping):
+            if not await ctx.clock.sleep_until(deadline, stopping):
                 return "stopped"
         else:
             # late: send at once. The runner sets ``stopping`` at the end of the duration too;

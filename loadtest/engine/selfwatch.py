@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import psutil
 
+from loadtest.clock import Clock, RealClock
+
 __all__ = [
     "BEHIND_RATIO",
     "CPU_LIMIT_PERCENT",
@@ -35,19 +37,22 @@ _PERIOD_S = 0.05
 class SelfWatch:
     """Samples loop lag every 50 ms (into ``on_lag``) and CPU once a second."""
 
-    def __init__(self, on_lag: Callable[[int, int], None]) -> None:
+    def __init__(self, on_lag: Callable[[int, int], None], clock: Clock | None = None) -> None:
         self._on_lag = on_lag
+        self._clock = clock or RealClock()
         self._proc = psutil.Process()
         self.cpu_samples: list[tuple[int, float]] = []  # (at_ns, percent of one core)
         self._last_cpu = (time.perf_counter(), time.process_time())
 
     async def run(self) -> None:
         period_ns = round(_PERIOD_S * 1e9)
-        next_at = time.perf_counter_ns() + period_ns
-        next_cpu = time.perf_counter_ns() + 1_000_000_000
+        now_ns = self._clock.now_ns
+        next_at = now_ns() + period_ns
+        next_cpu = now_ns() + 1_000_000_000
         while True:
-            await asyncio.sleep(max(0.0, (next_at - time.perf_counter_ns()) / 1e9))
-            now = time.perf_counter_ns()
+            # one timer, not the clock's sleep-until: the lag measured IS how late it fires
+            await asyncio.sleep(max(0.0, (next_at - now_ns()) / 1e9))
+            now = now_ns()
             # uvloop wakes timers up to 1 ms early (whole-ms truncation): no negative lag;
             # and a lag under 1 µs is 0 within the histogram's resolution, not out of range
             self._on_lag(max(1_000, now - next_at), now)

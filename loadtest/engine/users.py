@@ -127,9 +127,8 @@ class RunContext:
                 await self.stopping.wait()
 
     async def sleep_until_ns(self, deadline_ns: int) -> None:
-        # re-check after waking: uvloop timers can fire up to 1 ms early
-        while (remaining := deadline_ns - self.clock.now_ns()) > 0 and not self.stopping.is_set():
-            await self.sleep(remaining / 1e9)
+        """Sleep until the deadline, or until the run is stopping."""
+        await self.clock.sleep_until(deadline_ns, self.stopping)
 
     async def open_connection(self, *, record: bool = True) -> Connection:
         """Connect, auth and set the model; the setup times go to the collector when ``record``."""

@@ -15,9 +15,7 @@ t0's wall-clock time is ``started_at``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -179,7 +177,7 @@ class Worker:
         """Several workers start their t0 together, at the coordinator's wall-clock instant."""
         at = None if self._ready is None else await self._ready()
         if at is not None:
-            await self.clock.sleep_until(self.clock.now_ns() + max(0, at - time.time_ns()))
+            await self.clock.sleep_until(self.clock.now_ns() + max(0, at - self.clock.wall_ns()))
 
     def _open_loop(self, ctx: RunContext) -> tuple[Pool, Any, Any]:
         """This worker's share of the open loop: every ``workers``-th arrival of the one global
@@ -213,7 +211,7 @@ class Worker:
         ctx = self._ctx = self._context(collector, session)
         if self._stop_early:
             ctx.stop()
-        watch = SelfWatch(collector.on_loop_lag)
+        watch = SelfWatch(collector.on_loop_lag, self.clock)
         pool: Pool | None = None
         open_loop: OpenLoop | None = None
         t0 = t_done = now()
@@ -234,7 +232,7 @@ class Worker:
             gc.freeze()
             await self._wait_for_start()
             t0 = now()
-            started_epoch = time.time_ns()
+            started_epoch = self.clock.wall_ns()
             collector.start(t0)
             ctx.end_ns = t0 + round(duration_s * _NS)
             if ctx.stopping.is_set():  # stopped during the set-up: nothing of the window was run
@@ -273,10 +271,10 @@ class Worker:
             await ctx.sleep_until_ns(ctx.end_ns)
             ctx.stop()
             grace_end = now() + round(min(GRACE_S, sc.timeouts.stream_s) * _NS)
-            while any(not t.done() for t in tasks) and now() < grace_end and not self._hard_stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.05):
-                        await self._hard_stop.wait()
+            while any(not t.done() for t in tasks) and now() < grace_end:
+                # every 50 ms: are the streams in flight done? A second signal ends the drain
+                if not await self.clock.sleep_until(min(grace_end, now() + 50_000_000), self._hard_stop):
+                    break
             t_done = now()
             for t in tasks:
                 t.cancel()
