@@ -22,7 +22,6 @@ import functools
 import json
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass
 from html import escape
 from importlib import resources
 from pathlib import Path
@@ -36,6 +35,7 @@ from loadtest.metrics.recorder import METRICS
 from loadtest.report import charts
 from loadtest.report.sections import (
     RUN_COLOURS,
+    ReportRun,
     _comparison_headline,
     _details,
     _headline,
@@ -63,19 +63,6 @@ _NUM = (int, float)
 KNOWN_SCHEMA = SCHEMA
 
 
-@dataclass(frozen=True)
-class _Run:
-    path: Path
-    label: str
-    #: summary.json as read through :class:`~loadtest.rundir.Summary`, every field present
-    #: (defaults filled in for older schemas), looked up by key
-    summary: dict[str, Any]
-    timeseries: pd.DataFrame
-    scenario_text: str
-    spectra: dict[str, charts.Spectrum | None]
-    chunks_per_answer: dict[int, int] | None
-
-
 # ---- reading a run directory ---------------------------------------------------------------
 
 
@@ -99,7 +86,7 @@ def _read_chunks(path: Path, summary: Summary) -> dict[int, int] | None:
     return {int(str(k)): int(v) for k, v in counts.items()} or None
 
 
-def _load_run(path: Path) -> _Run:
+def _load_run(path: Path) -> ReportRun:
     if not path.is_dir():
         raise BadInput(f"{path}: not a run directory (no such directory)")
     summary = read_summary(path / "summary.json")
@@ -113,7 +100,7 @@ def _load_run(path: Path) -> _Run:
             spectra[metric] = charts.spectrum_from_histogram(total)
         else:
             spectra[metric] = charts.spectrum_from_summary(summary.latency_ms.get(metric) or {})
-    return _Run(path, path.resolve().name, summary.to_dict(), timeseries, scenario_text, spectra,
+    return ReportRun(path, path.resolve().name, summary.to_dict(), timeseries, scenario_text, spectra,
                 _read_chunks(path, summary))  # fmt: skip
 
 

@@ -7,7 +7,9 @@ HTML (see :mod:`loadtest.report.html`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadtest.errors import ERROR_CATEGORIES
@@ -15,10 +17,26 @@ from loadtest.metrics.recorder import METRICS as _METRICS
 from loadtest.report import charts
 
 if TYPE_CHECKING:
-    from loadtest.report.html import _Run
+    import pandas as pd
 
 _NUM = (int, float)
 RUN_COLOURS = ("#2563eb", "#db2777", "#059669", "#d97706", "#7c3aed", "#0891b2", "#4b5563")
+
+
+@dataclass(frozen=True)
+class ReportRun:
+    """One run directory as the report reads it (built by :func:`loadtest.report.html.build_report`)."""
+
+    path: Path
+    label: str
+    #: summary.json as read through :class:`~loadtest.rundir.Summary`, every field present
+    #: (defaults filled in for older schemas), looked up by key
+    summary: dict[str, Any]
+    timeseries: pd.DataFrame
+    scenario_text: str
+    spectra: dict[str, charts.Spectrum | None]
+    chunks_per_answer: dict[int, int] | None
+
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -69,7 +87,7 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "") ->
 # ---- page sections ---------------------------------------------------------------------------
 
 
-def _warnings(run: _Run, prefix: str = "") -> list[str]:
+def _warnings(run: ReportRun, prefix: str = "") -> list[str]:
     s = run.summary
     out = []
     gen = s.get("generator") or {}
@@ -127,7 +145,7 @@ def _tile(label: str, value: str, sub: str = "") -> str:
             f'<div class="tile-sub">{sub}</div></div>')  # fmt: skip
 
 
-def _headline(run: _Run) -> str:
+def _headline(run: ReportRun) -> str:
     s = run.summary
     req, tp = s["requests"], s.get("throughput") or {}
     ttft = s["latency_ms"].get("ttft") or {}
@@ -171,7 +189,7 @@ def _headline(run: _Run) -> str:
 </header>"""
 
 
-def _slo_table(runs: Sequence[_Run]) -> str:
+def _slo_table(runs: Sequence[ReportRun]) -> str:
     names = list(dict.fromkeys(n for r in runs for n in (r.summary.get("slo") or {})))
     if not names:
         return '<p class="muted">No SLO was set for this run.</p>'
@@ -194,7 +212,7 @@ def _slo_table(runs: Sequence[_Run]) -> str:
     return _table(head, rows, "slo")
 
 
-def _latency_table(run: _Run) -> str:
+def _latency_table(run: ReportRun) -> str:
     lat = run.summary["latency_ms"]
     names = [m for m in _METRICS if m in lat] + [m for m in lat if m not in _METRICS]
     rows = []
@@ -208,7 +226,7 @@ def _latency_table(run: _Run) -> str:
     return _table(["metric", "count", "min", "mean", "p50", "p90", "p95", "p99", "p99.9", "max"], rows, "num")
 
 
-def _errors_table(run: _Run) -> str:
+def _errors_table(run: ReportRun) -> str:
     s = run.summary
     errors, samples = s.get("errors") or {}, s.get("error_samples") or {}
     cats = list(dict.fromkeys([*ERROR_CATEGORIES, *errors, *samples]))
@@ -225,7 +243,7 @@ def _errors_table(run: _Run) -> str:
     return _table(["category", "count", "share", "sample messages"], rows, "errors")
 
 
-def _generator_table(run: _Run) -> str:
+def _generator_table(run: ReportRun) -> str:
     s = run.summary
     gen = s.get("generator") or {}
     lag = gen.get("loop_lag_ms") or {}
@@ -263,7 +281,7 @@ def _tls_cell(s: dict[str, Any]) -> str:
     return "none (ws://)"
 
 
-def _details(run: _Run) -> str:
+def _details(run: ReportRun) -> str:
     return f"""<section class="card"><h2>Latency percentiles <small>ms, measured phase</small></h2>
   {_latency_table(run)}</section>
 <section class="grid-2">
@@ -274,11 +292,11 @@ def _details(run: _Run) -> str:
   <pre class="scenario">{escape(run.scenario_text)}</pre></section>"""
 
 
-def _run_head(i: int, run: _Run) -> str:
+def _run_head(i: int, run: ReportRun) -> str:
     return f'<span class="swatch" style="background:{RUN_COLOURS[i % len(RUN_COLOURS)]}"></span>{escape(run.label)}'
 
 
-def _comparison_headline(runs: Sequence[_Run]) -> str:
+def _comparison_headline(runs: Sequence[ReportRun]) -> str:
     def row(label: str, fn: Any) -> list[str]:
         return [label, *(fn(r.summary) for r in runs)]
 
