@@ -157,10 +157,10 @@ def test_strings_from_the_run_are_shown_not_run(tmp_path: Path, load) -> None:
 
 def test_capacity_report_draws_its_curve_offline(tmp_path: Path, load, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 14: capacity.html, checked like report.html (a sweep driven by faked steps)."""
-    from test_capacity import _fake, _run
+    from support.fakesweep import fake_steps, run_faked_sweep
 
-    _fake(monkeypatch, [0.0])
-    _, cap = _run(tmp_path, [0.0])
+    fake_steps(monkeypatch, [0.0])
+    _, cap = run_faked_sweep(tmp_path, [0.0])
     loaded = load(tmp_path / "out" / "capacity.html")
     page = loaded.page
     boxes = _chart_boxes(page)

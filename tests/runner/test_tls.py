@@ -28,21 +28,6 @@ pytestmark = [pytest.mark.realtime, pytest.mark.skipif(shutil.which("openssl") i
 
 
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1",
-         "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,digitalSignature,keyCertSign"],
-        check=True, capture_output=True,
-    )
-    return cert, key
-
-
-@pytest.fixture(scope="module")
 def wss_url(cert: tuple[Path, Path]) -> Iterator[str]:
     """A TLS mock in this process, on a thread running its own event loop."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

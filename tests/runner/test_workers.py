@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 from support.helpers import ROOT, read_csv_rows, run_cli
+from support.rawruns import NORMAL, ms, ok_rows, scenario, serve_and_run
 from support.tolerances import MEDIAN_SLACK_MS
-from test_hostile_servers import NORMAL, ms, ok_rows, scenario, serve_and_run
 
 #: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
 pytestmark = pytest.mark.realtime

@@ -4,20 +4,18 @@ percentile."""
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
+from support.fakesweep import fake_steps as _fake
+from support.fakesweep import run_faked_sweep as _run
+from support.fakesweep import sharp as _sharp
 
 from loadtest.mock.latency import Dist, MockModel
-from loadtest.runner.options import RunOptions
-from loadtest.scenario import Overrides
-from loadtest.studies import sweep
-from loadtest.studies.sweep import SweepPlan, default_warmup_s, run_sweep
+from loadtest.studies.sweep import default_warmup_s
 from loadtest.sweep.capacity import Next, Policy, capacity_answer, curve, next_step, slo_text, step_seeds
 from loadtest.sweep.fit import fit_usl, isotonic, kneedle, usl_throughput
 from loadtest.sweep.plan import SweepStep, bisect_level
@@ -95,11 +93,6 @@ def _search(truth: Callable[[float, int], float], policy: Policy, *, limit: int 
         rep = 1 + sum(1 for s in steps if s.load == nxt.load)
         steps.append(_step(nxt.load, truth(nxt.load, rep), index=len(steps) + 1, replicate=rep))
     return steps
-
-
-def _sharp(load: float, _rep: int) -> float:
-    """The mock with capacity 8: 24 users ≈ 360 ms, 25 users ≈ 510 ms."""
-    return 150.0 * ((int(load) - 1) // 8) + 60
 
 
 POLICY = Policy(mode="closed", levels=(5, 10, 20, 40, 80), refine=20, replicates=3)
@@ -237,45 +230,6 @@ def test_curve_fits_the_usl_in_closed_loop_and_attainment_in_open_loop() -> None
 
 
 # ---- the driver, runs faked: budget, interruption ------------------------------------------------
-
-CLOSED = """
-name: cap
-target: {url: mock}
-load: {mode: closed, concurrency: 1, duration: 10s}
-session: {steps: [{gen: {prompt: hi}}]}
-slo: {ttft_p99_ms: 430}
-"""
-
-
-def _fake(monkeypatch: pytest.MonkeyPatch, clock: list[float], *, ctrl_c_at: int | None = None) -> list[Any]:
-    seen: list[Any] = []
-
-    def run_step(sc: Any, options: RunOptions) -> dict[str, Any]:
-        users = sc.load.concurrency
-        seen.append(sc)
-        if len(seen) == ctrl_c_at:
-            raise KeyboardInterrupt
-        clock[0] += 12.0  # each step takes 12 s of (fake) wall time
-        p99 = _sharp(users, 1)
-        return {"passed": p99 <= 430, "interrupted": False, "error_rate": 0.0, "measure_s": 8.0,
-                "slo": {"ttft_p99_ms": {"limit": 430.0, "value": p99, "pass": p99 <= 430}},
-                "latency_ms": {"ttft": {"p50": p99 / 2, "p90": p99, "p99": p99}},
-                "throughput": {"requests_per_s": 10.0}, "schedule": {"offered_rate": None, "achieved_rate": None},
-                "generator": {"saturated": False, "reasons": []}}
-
-    monkeypatch.setattr(sweep, "_run_step", run_step)
-    return seen
-
-
-def _run(tmp_path: Path, clock: list[float], **plan: Any) -> tuple[sweep.SweepOutcome, dict[str, Any]]:
-    path = tmp_path / "s.yaml"
-    path.write_text(CLOSED, encoding="utf-8")
-    out = tmp_path / "out"
-    outcome = run_sweep(path, plan=SweepPlan(mode="closed", levels=(5, 10, 20, 40, 80), refine=20, replicates=3,
-                                            mock=True, warmup_s=2.0, **plan),
-                        overrides=Overrides(), environ={}, out=out, options=RunOptions(html=True, quiet=True), clock=lambda: clock[0])
-    return outcome, json.loads((out / "capacity.json").read_text(encoding="utf-8"))
-
 
 @pytest.mark.realtime
 def test_driver_finds_24_with_independent_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
