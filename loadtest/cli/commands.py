@@ -40,7 +40,7 @@ MOCK_KEYS_ENV = "LOADTEST_MOCK_API_KEYS"
               help="Accepted keys, one per line (blank and # lines ignored).")
 @click.option("--exit-with-parent", is_flag=True,
               help="Exit when stdin reaches EOF (the parent died or closed it); used by the embedded mock.")
-@click.option("--faults", type=JsonType(), default=None, help="Fault model as JSON (see README).")
+@click.option("--faults", type=JsonType(), default=None, help="Fault model as JSON (docs/mock.md).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve wss://.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")

@@ -45,7 +45,7 @@ class Overrides:
     seed: int | None = None
     out: str | Path | None = None
     warmup_s: float | None = None
-    mock_seed: int | None = None  # the embedded mock's seed (default: load.seed)
+    mock_seed: int | None = None  # the embedded mock's seed (default: mock.seed, else a fresh one per run)
 
     def _items(self) -> list[tuple[tuple[str, ...], str, object]]:
         """(YAML path, flag, value) of each override that is set (not the key)."""
