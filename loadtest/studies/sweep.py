@@ -220,7 +220,7 @@ def run_sweep(
             seed, mock_seed = step_seeds(plan.seed + 7919 * attempt, index)
             extra: dict[str, Any] = {"seed": seed, "warmup_s": plan.warmup_s}
             if plan.mock:
-                extra["mock_seed"] = mock_seed  # else the mock follows load.seed: one experiment per sweep
+                extra["mock_seed"] = mock_seed  # each step its own mock seed, derived from the sweep's (repeatable)
             sc = load_scenario(scenario_file, overrides=_step_overrides(overrides, plan.mode, load, out / name,
                                                                           **extra), environ=environ)  # fmt: skip
             t = clock()
