@@ -8,16 +8,22 @@ Decoding is strict about the events we understand (wrong types raise
 :class:`~loadtest.errors.RemoteProtocolError` carrying the frame) and lenient about
 the ones we do not: an unknown event becomes :class:`UnknownEvent`, so a new server
 feature is counted, never fatal.
+
+Both roles use the same event classes (h11's idea): the client encodes ``ping``/``gen``/
+``set-model`` and decodes server events; the server side (:mod:`.server`) decodes client
+events and encodes server events with :func:`encode_server`, the inverse of
+:func:`decode_server_frame`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import json.scanner
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from loadtest.errors import RemoteProtocolError
+from loadtest.errors import EXIT_BUG, LoadtestError, RemoteProtocolError
 
 __all__ = [
     "AuthComplete",
@@ -25,6 +31,7 @@ __all__ = [
     "ConvMessage",
     "ErrorEvent",
     "GenRequest",
+    "LocalProtocolError",
     "Message",
     "Ping",
     "Pong",
@@ -32,14 +39,30 @@ __all__ = [
     "SetModel",
     "SetModelComplete",
     "UnknownEvent",
+    "decode_client_event",
     "decode_client_frame",
     "decode_server_frame",
     "decode_stream_frame",
     "encode_gen",
     "encode_ping",
+    "encode_server",
     "encode_server_event",
     "encode_set_model",
 ]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class LocalProtocolError(LoadtestError):
+    """*We* broke the protocol: this side tried a step its state forbids (a chunk after
+    ``stop``, a ``conv-message`` with no ``gen`` to answer, a pong nobody asked for).
+
+    A bug in the caller, never the peer's doing (that is
+    :class:`~loadtest.errors.RemoteProtocolError`): exit 70, and the state is left as it was.
+    """
+
+    exit_code = EXIT_BUG
 
 
 # --------------------------------------------------------------------------- server events
@@ -147,11 +170,53 @@ def encode_gen(req: GenRequest) -> str:
 
 
 def encode_server_event(name: str, data: Any = None) -> str:
-    """Encode a server frame (used by the mock and by tests)."""
+    """Encode a server frame by name (for tests and hostile scripts; the server side encodes
+    typed events with :func:`encode_server`)."""
     frame: dict[str, Any] = {"event": name}
     if data is not None:
         frame["data"] = data
     return json.dumps(frame, ensure_ascii=False)
+
+
+#: the event names of the typed server events (an UnknownEvent may not take one of them)
+KNOWN_SERVER_EVENTS: Final = frozenset(
+    {"auth-connect-complete", "set-model-complete", "conv-message", "message", "pong", "error"}
+)
+
+
+# A stream is mostly `message` frames, and a server repeats its chunks (the mock cycles a few
+# dozen words): memoise their text so the per-chunk cost is a dict lookup, not a json.dumps.
+@functools.lru_cache(maxsize=4096)
+def _message_frame(output: str, stop: bool) -> str:
+    return encode_server_event("message", {"output": output, "stop": stop})
+
+
+def encode_server(event: ServerEvent) -> str:
+    """The text frame of a server event; :func:`decode_server_frame` reads it back as an
+    equal event (``decode_server_frame(encode_server(e)) == e``).
+
+    Raises :class:`LocalProtocolError` for an :class:`UnknownEvent` that bears the name of a
+    known event (it would not read back as itself: send the typed event instead).
+    """
+    if isinstance(event, Message):
+        return _message_frame(event.output, event.stop)
+    if isinstance(event, ConvMessage):
+        return encode_server_event(
+            "conv-message", {"conversationId": event.conversation_id, "messageId": event.message_id}
+        )
+    if isinstance(event, ErrorEvent):
+        return encode_server_event("error", {"error": event.error})
+    if isinstance(event, AuthComplete):
+        return encode_server_event("auth-connect-complete", event.data)
+    if isinstance(event, SetModelComplete):
+        return encode_server_event("set-model-complete", event.data)
+    if isinstance(event, Pong):
+        return encode_server_event("pong", event.data)
+    if event.name in KNOWN_SERVER_EVENTS:
+        raise LocalProtocolError(
+            f"UnknownEvent({event.name!r}) bears a known event's name: send the typed event"
+        )
+    return encode_server_event(event.name, event.data)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -291,7 +356,20 @@ def _server_event(name: str, data: Any, frame: str | bytes) -> ServerEvent:
 
 
 def decode_client_frame(frame: str | bytes) -> ClientEvent:
-    """Decode one client frame (the mock's side). Raises RemoteProtocolError if malformed."""
+    """Decode one client frame. Raises RemoteProtocolError if malformed or unknown."""
+    event = decode_client_event(frame)
+    if isinstance(event, UnknownEvent):
+        raise RemoteProtocolError(f"unknown client event {event.name!r}", frame=frame)
+    return event
+
+
+def decode_client_event(frame: str | bytes) -> ClientEvent | UnknownEvent:
+    """Decode one client frame (the server's side): as :func:`decode_client_frame`, but an
+    event of an unknown name comes back as :class:`UnknownEvent` for the server to judge.
+
+    Raises RemoteProtocolError for malformed frames (not JSON, not an object, no ``event``,
+    wrong field types on a known event).
+    """
     name, data = _parse(frame)
     if name == "ping":
         return Ping()
@@ -299,29 +377,34 @@ def decode_client_frame(frame: str | bytes) -> ClientEvent:
         d = _data_obj(data, frame, name)
         return SetModel(model=_field(d, "model", str, frame, name))
     if name == "gen":
-        d = dict(_data_obj(data, frame, name))
-        prompt = _field(d, "prompt", str, frame, name)
-        temperature = d.pop("temperature", None)
-        if temperature is not None and (
-            isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-        ):
-            raise RemoteProtocolError("'gen' temperature must be a number", frame=frame)
-        ews = d.pop("enableWebSearch", None)
-        if ews is not None and not isinstance(ews, bool):
-            raise RemoteProtocolError("'gen' enableWebSearch must be a bool", frame=frame)
-        ws = d.pop("webSearch", None)
-        if ws is not None and not isinstance(ws, dict):
-            raise RemoteProtocolError("'gen' webSearch must be an object", frame=frame)
-        tools = d.pop("tools", None)
-        if tools is not None and not isinstance(tools, list):
-            raise RemoteProtocolError("'gen' tools must be a list", frame=frame)
-        d.pop("prompt")
-        return GenRequest(
-            prompt=prompt,
-            temperature=None if temperature is None else float(temperature),
-            enable_web_search=ews,
-            web_search=ws,
-            tools=tools,
-            extra=d,
-        )
-    raise RemoteProtocolError(f"unknown client event {name!r}", frame=frame)
+        return _gen(data, frame)
+    return UnknownEvent(name=name, data=data)
+
+
+def _gen(data: Any, frame: str | bytes) -> GenRequest:
+    name = "gen"
+    d = dict(_data_obj(data, frame, name))
+    prompt = _field(d, "prompt", str, frame, name)
+    temperature = d.pop("temperature", None)
+    if temperature is not None and (
+        isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+    ):
+        raise RemoteProtocolError("'gen' temperature must be a number", frame=frame)
+    ews = d.pop("enableWebSearch", None)
+    if ews is not None and not isinstance(ews, bool):
+        raise RemoteProtocolError("'gen' enableWebSearch must be a bool", frame=frame)
+    ws = d.pop("webSearch", None)
+    if ws is not None and not isinstance(ws, dict):
+        raise RemoteProtocolError("'gen' webSearch must be an object", frame=frame)
+    tools = d.pop("tools", None)
+    if tools is not None and not isinstance(tools, list):
+        raise RemoteProtocolError("'gen' tools must be a list", frame=frame)
+    d.pop("prompt")
+    return GenRequest(
+        prompt=prompt,
+        temperature=None if temperature is None else float(temperature),
+        enable_web_search=ews,
+        web_search=ws,
+        tools=tools,
+        extra=d,
+    )

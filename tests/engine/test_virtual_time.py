@@ -1,14 +1,14 @@
 """The engine in virtual time (loadtest.testing.run_virtual): the open-loop dispatcher, a
 closed-loop ramp, the stream timeouts and pacing under a stalled server, deterministic to the
-nanosecond and in a fraction of the real time. No sockets: a scripted fake WebSocket stands in
-for the server, under the real Connection."""
+nanosecond and in a fraction of the real time. No sockets: a scripted fake WebSocket
+(loadtest.testing.FakeWebSocket, served by the protocol's server side) stands in for the server,
+under the real Connection."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-import aiohttp
 import pytest
 
 from loadtest.engine.connection import Connection, ConnectTimings
@@ -16,16 +16,16 @@ from loadtest.engine.openloop import dispatch
 from loadtest.engine.users import Ramp, RunContext, run_user
 from loadtest.errors import RequestTimeout
 from loadtest.metrics.collector import Collector, RequestRecord
-from loadtest.protocol import encode_server_event
+from loadtest.protocol import GenRequest, encode_gen, encode_server_event
 from loadtest.scenario import GenStep
 from loadtest.schedule.arrivals import RateProfile, Stage, schedule
-from loadtest.testing import VirtualClock, run_virtual
+from loadtest.testing import Answer, FakeWebSocket, VirtualClock, run_virtual
 
 MS = 1_000_000
 S = 1_000_000_000
 
-#: one answer: (delay after the gen was sent in ns, frame); None = the server never sends it
-Answer = list[tuple[int, str]]
+#: a gen as the engine writes it (the fake's server side refuses a malformed one)
+GEN_FRAME = encode_gen(GenRequest(prompt="hi"))
 
 
 def answer(ttft_ms: float = 50, gap_ms: float = 10, chunks: int = 3) -> Answer:
@@ -36,40 +36,13 @@ def answer(ttft_ms: float = 50, gap_ms: float = 10, chunks: int = 3) -> Answer:
     return frames
 
 
-class FakeWS:
-    """A scripted server behind aiohttp's client WebSocket interface (what Connection uses)."""
-
-    def __init__(self, clock: VirtualClock, script: Callable[[int], Answer]) -> None:
-        self.clock, self.script = clock, script
-        self.gens = 0
-        self.queue: list[tuple[int, str]] = []
-        self.close_code = None
-
-    async def send_str(self, text: str) -> None:
-        if '"gen"' in text:
-            now = self.clock.now_ns()
-            self.queue += [(now + at, frame) for at, frame in self.script(self.gens)]
-            self.queue.sort(key=lambda x: x[0])
-            self.gens += 1
-
-    async def receive(self) -> aiohttp.WSMessage:
-        while not self.queue:
-            await asyncio.sleep(3600)  # a stalled server: only a timeout ends this
-        at, frame = self.queue.pop(0)
-        await self.clock.sleep_until(at)
-        return aiohttp.WSMessage(aiohttp.WSMsgType.TEXT, frame, None)
-
-    async def close(self) -> None:
-        pass
-
-
 def _ctx(clock: VirtualClock, script: Callable[[int], Answer], *, duration_s: float,
          sink: list[RequestRecord] | None = None) -> RunContext:
     collector = Collector(t0_ns=0, warmup_s=0, duration_s=duration_s,
                           request_sink=(lambda r, t0: sink.append(r)) if sink is not None else None)
 
     async def connector(conn_id: int, timings: ConnectTimings) -> Connection:
-        return Connection(FakeWS(clock, script), conn_id, None, clock)  # type: ignore[arg-type]
+        return Connection(FakeWebSocket(clock, script), conn_id, None, clock)  # type: ignore[arg-type]
 
     return RunContext(session=None, url="ws://fake", api_key=None, model=None, connect_s=1.0, first_token_s=5.0,
                       stream_s=10.0, collector=collector, end_ns=round(duration_s * S), clock=clock,
@@ -127,11 +100,11 @@ def test_closed_loop_ramp_follows_its_stages() -> None:
 
 def test_first_token_timeout_fires_at_its_deadline() -> None:
     async def main(clock: VirtualClock) -> tuple[int, str, RequestRecord]:
-        conn = Connection(FakeWS(clock, lambda n: []), 1, None, clock)  # type: ignore[arg-type]
+        conn = Connection(FakeWebSocket(clock, lambda n: []), 1, None, clock)  # type: ignore[arg-type]
         rec = RequestRecord(request_id=1, user=0)
         await clock.sleep_until(7 * MS)
         with pytest.raises(RequestTimeout) as info:
-            await conn.stream('{"event": "gen"}', rec, first_token_s=1.0, stream_s=5.0)
+            await conn.stream(GEN_FRAME, rec, first_token_s=1.0, stream_s=5.0)
         return clock.now_ns() - rec.t_send, str(info.value), rec
 
     elapsed, message, rec = run_virtual(main)
@@ -144,10 +117,10 @@ def test_stream_timeout_counts_from_the_send_and_keeps_what_arrived() -> None:
         return answer(ttft_ms=500, gap_ms=100, chunks=30)[:3]  # conv-message and 2 chunks, then silence
 
     async def main(clock: VirtualClock) -> tuple[int, str, RequestRecord, bool]:
-        conn = Connection(FakeWS(clock, stalls_after_two_chunks), 1, None, clock)  # type: ignore[arg-type]
+        conn = Connection(FakeWebSocket(clock, stalls_after_two_chunks), 1, None, clock)  # type: ignore[arg-type]
         rec = RequestRecord(request_id=1, user=0)
         with pytest.raises(RequestTimeout) as info:
-            await conn.stream('{"event": "gen"}', rec, first_token_s=1.0, stream_s=3.0)
+            await conn.stream(GEN_FRAME, rec, first_token_s=1.0, stream_s=3.0)
         return clock.now_ns() - rec.t_send, str(info.value), rec, conn.broken
 
     elapsed, message, rec, broken = run_virtual(main)

@@ -1,12 +1,4 @@
-"""Test doubles shipped with the product: an in-process mock on port 0, and virtual time.
-
-    async with running_mock(ttft_ms=100, gap_ms=10, chunks=20) as server:
-        url = server.url      # ws://127.0.0.1:PORT/v2/chat
-
-For a mock in its own process (benchmarks, ``loadtest run``) use
-:class:`loadtest.mock.MockProcess`.
-
-Virtual time (trio's ``MockClock(autojump_threshold=0)``, on asyncio)::
+"""Virtual time for asyncio (trio's ``MockClock(autojump_threshold=0)``)::
 
     result = run_virtual(lambda clock: my_coroutine(clock))
 
@@ -15,64 +7,23 @@ and jumps straight to the next timer when nothing is: ``asyncio.sleep``, ``async
 and :meth:`VirtualClock.sleep_until` all follow it. A ten-second schedule then takes as long as
 its callbacks take to run, and every timestamp is exact. Only for code whose every wait is a
 timer or an event set by other tasks (no real sockets: a socket that is merely slow would look
-idle, and time would jump past it).
+idle, and time would jump past it); :class:`~loadtest.testing.FakeWebSocket` is the peer that
+fits.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import selectors
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from loadtest.clock import LoopClock
-from loadtest.mock.faults import parse_faults
-from loadtest.mock.latency import MockModel, parse_dist
-from loadtest.mock.process import MockProcess
-from loadtest.mock.server import MockConfig, MockServer
 
-__all__ = ["MockProcess", "MockServer", "VirtualClock", "VirtualLoop", "make_mock_config", "run_virtual",
-           "running_mock"]
+__all__ = ["VirtualClock", "VirtualLoop", "run_virtual"]
 
 T = TypeVar("T")
-
-
-def make_mock_config(
-    *,
-    ttft_ms: Any = 100,
-    gap_ms: Any = 10,
-    chunks: Any = 20,
-    capacity: int | None = None,
-    gap_slowdown: float | None = None,
-    faults: dict[str, Any] | None = None,
-    api_keys: Iterable[str] = (),
-    seed: int = 0,
-) -> MockConfig:
-    return MockConfig(
-        model=MockModel(
-            ttft_ms=parse_dist(ttft_ms, name="ttft_ms"),
-            gap_ms=parse_dist(gap_ms, name="gap_ms"),
-            chunks=parse_dist(chunks, name="chunks"),
-            capacity=capacity,
-            gap_slowdown=gap_slowdown,
-        ),
-        faults=parse_faults(faults),
-        api_keys=frozenset(api_keys),
-        seed=seed,
-    )
-
-
-@contextlib.asynccontextmanager
-async def running_mock(**kwargs: Any) -> AsyncIterator[MockServer]:
-    """An in-process mock on 127.0.0.1, a free port; keyword args as :func:`make_mock_config`."""
-    server = MockServer(make_mock_config(**kwargs))
-    await server.start("127.0.0.1", 0)
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 class _JumpSelector(selectors.BaseSelector):
