@@ -207,10 +207,7 @@ class Processes(Fleet):
         await self._until(lambda: all(ch.done for ch in self._children), on_second)
 
     async def close(self) -> None:
-        for ch in self._children:
-            if not ch.done:
-                with contextlib.suppress(OSError, ValueError):
-                    ch.conn.send(("abort", None))
+        self._send("abort")  # a child still running (the run failed early) stops at once
         for ch in self._children:
             await asyncio.to_thread(ch.process.join, 5)
             if ch.process.is_alive():
