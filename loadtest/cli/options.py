@@ -41,13 +41,14 @@ class RunFlags:
     workers: int | str | None = None
     backend: str = "process"
     ray_address: str | None = None
+    tokenizer: str | None = None
 
     def overrides(self, **fields: Any) -> Any:
         """Scenario overrides of a command's own flags, with ``--api-key`` (the loader checks a
         real target has a key before anything runs)."""
         from loadtest.scenario import Overrides
 
-        return Overrides(api_key=self.api_key, **fields)
+        return Overrides(api_key=self.api_key, tokenizer=self.tokenizer, **fields)
 
     def options(self, sc: Any, *, out: Path | None = None, html: bool = True, quiet: bool = False) -> RunOptions:
         """The run options of scenario ``sc`` under these flags (flags over the scenario)."""
@@ -58,7 +59,7 @@ class RunFlags:
             warn("WARNING: --insecure: TLS certificates are NOT verified.")
         return RunOptions(api_key=resolve_api_key(sc, Overrides(api_key=self.api_key), os.environ), tls=tls,
                           backend=self.backend, workers=self.workers, ray_address=self.ray_address, out=out,
-                          html=html, quiet=quiet, warn=warn)
+                          html=html, quiet=quiet, warn=warn, tokenizer=self.tokenizer)
 
 
 _FLAGS = (
@@ -74,6 +75,9 @@ _FLAGS = (
                       "'loadtest[ray]')."),
     click.option("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS; none: a local Ray, started and "
                                        "stopped by this run). Needs --backend ray."),
+    click.option("--tokenizer", type=click.Path(dir_okay=False),
+                 help="A Hugging Face tokenizer.json (a local file, never downloaded): count answers and "
+                      "prompts in tokens. Default: target.tokenizer."),
 )
 
 
@@ -82,11 +86,11 @@ def run_flags(f: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(f)
     def command(*args: Any, api_key: str | None, ca_file: str | None, insecure: bool, workers: int | str | None,
-                backend: str, ray_address: str | None, **kwargs: Any) -> Any:
+                backend: str, ray_address: str | None, tokenizer: str | None, **kwargs: Any) -> Any:
         if ray_address and backend != "ray":
             raise click.UsageError("--ray-address needs --backend ray")
         flags = RunFlags(api_key=api_key, ca_file=ca_file, insecure=insecure, workers=workers, backend=backend,
-                         ray_address=ray_address)
+                         ray_address=ray_address, tokenizer=tokenizer)
         return f(*args, flags=flags, **kwargs)
 
     for option in reversed(_FLAGS):

@@ -66,7 +66,7 @@ def _observed(rec: RequestRecord, answer: ClientStream) -> None:
     """Copy what the stream observed into the request's record (once per request)."""
     rec.t_conv, rec.t_first, rec.t_last, rec.t_stop = answer.t_conv, answer.t_first, answer.t_last, answer.t_stop
     rec.chunks, rec.chars, rec.unknown_events = answer.chunks, answer.chars, answer.unknown_events
-    rec.gaps_ns, rec.chunk_chars = answer.gaps_ns, answer.chunk_chars
+    rec.gaps_ns, rec.texts = answer.gaps_ns, answer.texts
     rec.conversation_id, rec.message_id = answer.conversation_id, answer.message_id
 
 

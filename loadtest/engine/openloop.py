@@ -53,7 +53,7 @@ _NS = 1_000_000_000
 _BURST = 32  # a late dispatcher yields to the loop after this many back-to-back sends
 
 #: (arrival) -> (encoded gen frame, prompt length in chars)
-FrameMaker = Callable[[Arrival], tuple[str, int]]
+FrameMaker = Callable[[Arrival], tuple[str, str, tuple[str, ...]]]
 
 
 class SchedulerContext(Protocol):
@@ -103,7 +103,7 @@ def frame_maker(factories: list[Any], *, seed: int) -> FrameMaker:
     builds = [f.build for f in factories]
     k = len(builds)
 
-    def make(a: Arrival) -> tuple[str, int]:
+    def make(a: Arrival) -> tuple[str, str, tuple[str, ...]]:
         prompt = a.prompt
         if prompt is None and a.prompt_chars is not None:
             prompt = _synthetic_prompt(a.prompt_chars)
@@ -157,7 +157,7 @@ async def dispatch(
         if cap is not None and ctx.requests_issued >= cap:
             ctx.stop()  # as a closed-loop run does: the window ends, the runner drains
             return "cap"
-        frame, plen = make_frame(a)  # prepared before the sleep: off the timed path
+        frame, prompt, tags = make_frame(a)  # prepared before the sleep: off the timed path
         if deadline > now():
             late_run = 0
             if not await ctx.clock.sleep_until(deadline, stopping):
@@ -175,7 +175,7 @@ async def dispatch(
         if rid is None:
             return "cap"
         rec = RequestRecord(request_id=rid, user=-1, phase=c.phase_of(deadline), t_intended=deadline,
-                            scheduled=True, prompt_chars=plen)
+                            scheduled=True, prompt_chars=len(prompt), prompt=prompt, tags=tags)
         c.on_offered(deadline)
         submit(rec, frame)
         cursor.current = None
@@ -228,8 +228,9 @@ class OpenLoop:
             rid = ctx.take_request()
             if rid is None:
                 break
+            _, prompt, tags = self.make_frame(a)  # its class, as it would have been sent
             rec = RequestRecord(request_id=rid, user=-1, phase=c.phase_of(deadline), t_intended=deadline,
-                                scheduled=True, outcome="cancelled",
+                                scheduled=True, outcome="cancelled", prompt=prompt, tags=tags,
                                 error_message="never sent: the generator was still behind when the run ended")
             c.on_offered(deadline)
             c.on_request(rec, now)

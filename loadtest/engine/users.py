@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,22 +25,29 @@ from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.protocol import GenRequest, encode_gen
 from loadtest.schedule.backoff import backoff
 
-__all__ = ["CONNECT_CONCURRENCY", "GenFactory", "Ramp", "RunContext", "run_user"]
+__all__ = ["CONNECT_CONCURRENCY", "GenFactory", "Ramp", "RunContext", "gen_factories", "run_user"]
 
 #: handshakes in flight at once (see RunContext.open_connection)
 CONNECT_CONCURRENCY = 256
 
 
 class GenFactory:
-    """Builds the ``gen`` frames of one gen step: prompt choice and optional fields, seeded."""
+    """Builds the ``gen`` frames of one gen step: prompt choice and optional fields, seeded, and
+    the request's tags (``step``, ``web_search``, ``tools`` from what the frame carries, then the
+    step's own), computed once per combination: a request only picks one."""
 
-    def __init__(self, step: Any) -> None:
+    def __init__(self, step: Any, step_tag: str = "gen1") -> None:
         self.step = step
         self.prompts: tuple[str, ...] = tuple(step.prompts)
         self._cycle = itertools.count()
+        own = {"step": step_tag, **step.tags}
+        self._tags = {(web, tools): tuple(f"{k}={v}" for k, v in sorted(
+            {**own, "web_search": "true" if web else "false", "tools": "true" if tools else "false"}.items()))
+            for web in (False, True) for tools in (False, True)}
+        self._carries_web = bool(step.carries_web_search)
 
-    def build(self, rng: random.Random, prompt: str | None = None) -> tuple[str, int]:
-        """(encoded frame, prompt length in chars)."""
+    def build(self, rng: random.Random, prompt: str | None = None) -> tuple[str, str, tuple[str, ...]]:
+        """(encoded frame, the prompt, the request's tags)."""
         s = self.step
         if prompt is None:
             if s.pick == "random":
@@ -57,7 +64,16 @@ class GenFactory:
             tools=list(tools) if tools else None,
             extra=dict(s.extra or {}),
         )
-        return encode_gen(req), len(prompt)
+        return encode_gen(req), prompt, self._tags[(web and self._carries_web, bool(tools))]
+
+
+def gen_factories(steps: Sequence[Any]) -> dict[int, GenFactory]:
+    """A :class:`GenFactory` for each gen step of ``steps``, by ``id(step)``, each with its
+    ``step`` tag (its name, else ``gen1``, ``gen2``, … by position)."""
+    from loadtest.scenario import GenStep
+
+    gens = [s for s in steps if isinstance(s, GenStep)]
+    return {id(g): GenFactory(g, g.name or f"gen{i}") for i, g in enumerate(gens, 1)}
 
 
 @dataclass(kw_only=True)
@@ -186,11 +202,10 @@ class _User:
     """A virtual user's state: its connection, seeded randomness and pacing slot."""
 
     def __init__(self, ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float | None, users: int) -> None:
-        from loadtest.scenario import GenStep
 
         self.ctx, self.uid, self.steps, self.pace_s = ctx, uid, steps, pace_s
         self.rng = random.Random(ctx.seed * 1_000_003 + uid)
-        self.gens = {id(s): GenFactory(s) for s in steps if isinstance(s, GenStep)}
+        self.gens = gen_factories(steps)
         self.delays = backoff(rng=self.rng)
         self.conn: Connection | None = None
         self.paced_n = 0
@@ -279,8 +294,8 @@ class _User:
         rid = ctx.take_request()
         if rid is None:
             return False
-        frame, plen = self.gens[id(step)].build(self.rng)
-        rec = RequestRecord(request_id=rid, user=self.uid, prompt_chars=plen)
+        frame, prompt, tags = self.gens[id(step)].build(self.rng)
+        rec = RequestRecord(request_id=rid, user=self.uid, prompt_chars=len(prompt), prompt=prompt, tags=tags)
         if intended:
             rec.t_intended = intended
             rec.scheduled = True

@@ -28,10 +28,11 @@ from loadtest.engine.pool import Pool
 from loadtest.engine.result import Progress, WorkerHealth
 from loadtest.engine.selfwatch import LATE_MS, SelfWatch, fell_behind, saturation_reasons
 from loadtest.engine.tls import Tls
-from loadtest.engine.users import GenFactory, Ramp, RunContext, run_user
+from loadtest.engine.users import Ramp, RunContext, gen_factories, run_user
 from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUnreachable, redact
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.metrics.figures import Figures
+from loadtest.metrics.tokens import TokenCounter
 from loadtest.schedule.arrivals import RateProfile, Stage
 from loadtest.schedule.backoff import backoff
 
@@ -54,6 +55,8 @@ class WorkerSpec:
     tls: Tls = field(default_factory=Tls)  # each worker builds its own SSLContext (it does not pickle)
     index: int = 0  # this worker's number, 0 .. workers-1
     workers: int = 1
+    #: target.tokenizer's text (read and checked by the coordinator), None: no token counts
+    tokenizer_json: str | None = field(default=None, repr=False)
 
 
 def share(total: int, index: int, workers: int) -> int:
@@ -189,8 +192,7 @@ class Worker:
         if workers > 1:
             arrivals = (a for a in arrivals if a.index % workers == index)
         seed = load.seed if workers == 1 else load.seed * 1_000 + index  # one worker: as always
-        make_frame = frame_maker([GenFactory(s) for s in self.spec.scenario.session.steps if s.kind == "gen"],
-                                 seed=seed)
+        make_frame = frame_maker(list(gen_factories(self.spec.scenario.session.steps).values()), seed=seed)
         pool = Pool(ctx, max_connections=max(1, share(load.max_connections, index, workers)),
                     max_queue=share(load.max_queue, index, workers), seed=seed)
         return pool, arrivals, make_frame
@@ -206,8 +208,10 @@ class Worker:
         duration_s = float(load.duration_s)
         now = self.clock.now_ns
         session = make_session(ssl_context=self.spec.tls.context(self.spec.url))
+        tokens = (None if self.spec.tokenizer_json is None
+                  else TokenCounter(self.spec.tokenizer_json, name=str(sc.target.tokenizer)))
         collector = Collector(t0_ns=now(), warmup_s=float(load.warmup_s), duration_s=duration_s,
-                              request_sink=self._sink)
+                              request_sink=self._sink, goodput=sc.slo.goodput, tokens=tokens)
         ctx = self._ctx = self._context(collector, session)
         if self._stop_early:
             ctx.stop()

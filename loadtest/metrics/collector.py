@@ -34,9 +34,13 @@ from typing import Any
 
 from loadtest.errors import ERROR_CATEGORIES
 from loadtest.metrics.figures import COUNTS, MAX_ERROR_SAMPLES, Figures
+from loadtest.metrics.goodput import GoodputRule
 from loadtest.metrics.metricset import IntervalSnapshot, MetricSet
 from loadtest.metrics.record import RequestRecord, tpot_ns
+from loadtest.metrics.samples import record_observed, record_success
 from loadtest.metrics.seconds import TIMESERIES_COLUMNS, SecondRow, timeseries_rows
+from loadtest.metrics.tags import TagFigures, TagTable
+from loadtest.metrics.tokens import TokenCounter
 
 __all__ = ["TIMESERIES_COLUMNS", "Collector", "RequestRecord", "SecondRow", "tpot_ns"]
 
@@ -62,6 +66,8 @@ class Collector:
         warmup_s: float,
         duration_s: float | None = None,
         request_sink: Callable[[RequestRecord, int], None] | None = None,
+        goodput: GoodputRule | None = None,
+        tokens: TokenCounter | None = None,
     ) -> None:
         self.warmup_ns = round(warmup_s * _NS_PER_S)
         self._duration_ns = None if duration_s is None else round(duration_s * _NS_PER_S)
@@ -69,6 +75,11 @@ class Collector:
         self.intervals: list[IntervalSnapshot] = []
         self.seconds: dict[int, SecondRow] = {}
         self._sink = request_sink
+        self._goodput = goodput
+        self._tokens = tokens
+        #: per ``key=value``: counters and latency histograms of the cohort's requests
+        self.tags = TagTable()
+        self._tag_intervals_sent: dict[str, int] = {}
         self._next_interval_s = 0
         self._next_close_ns = 0
         self._next_freeze_s = 0
@@ -96,6 +107,9 @@ class Collector:
         self.ok_in_window = 0
         self.chunks = 0
         self.chars = 0
+        # goodput and tokens (the cohort's completed answers; output tokens in the window by chunk arrival)
+        self.good = self.answers_tokenized = self.output_tokens = self.output_tokens_in_window = 0
+        self.prompt_tokens = self.tokenized_chunks = 0
         # session steps (connection set-ups, pings, set-models) inside the window
         self.steps = 0
         self.steps_failed = 0
@@ -229,10 +243,15 @@ class Collector:
             row.unknown_events += rec.unknown_events
             if measured:
                 self.unknown_events += rec.unknown_events
-        if rec.chunks:
-            self._place_chunks(rec)
-        after = t_end >= self.window_end_ns
         outcome = rec.outcome
+        if outcome == "ok" and self._tokens is not None:
+            self._count_tokens(rec, self._tokens)
+        win_chunks = win_chars = win_tokens = 0
+        if rec.chunks:
+            win_chunks, win_chars, win_tokens = self._place_chunks(rec)
+        after = t_end >= self.window_end_ns
+        ok_in_window = False
+        good = False
         if outcome == "ok":
             row.completions += 1
             start = rec.t_intended or rec.t_send
@@ -241,11 +260,15 @@ class Collector:
             row.recorder("e2e").record_us((rec.t_stop - start) / _NS_PER_US)
             if self.in_window(t_end):
                 self.ok_in_window += 1
+                ok_in_window = True
             elif after:
                 self.drain["completed"] += 1
             if measured:
                 self.completed += 1
-                self._record_success(rec, start)
+                good = self._goodput is not None and self._goodput.good(rec)
+                self.good += good
+                record_success(rec, self.metrics)
+                self.chunks_per_answer[rec.chunks] += 1
         elif outcome == "failed":
             row.failures += 1
             row.errors[rec.error_category] += 1
@@ -255,7 +278,7 @@ class Collector:
                 self.failed += 1
                 self.errors[rec.error_category] += 1
                 self._sample(rec.error_category, rec.error_message)
-                self._record_observed(rec)
+                self.failed_samples.update(record_observed(rec, self.metrics))
         elif outcome == "dropped":
             row.dropped += 1
             if measured:
@@ -267,14 +290,28 @@ class Collector:
                 self.cancelled += 1
         if measured and rec.t_send:
             self._record_send(rec)
+        if rec.tags:
+            self.tags.count(rec, measured=measured, ok_in_window=ok_in_window, good=good,
+                            chunks=win_chunks, chars=win_chars, tokens=win_tokens)
         if self._sink is not None:
             self._sink(rec, self.t0_ns)
 
-    def _place_chunks(self, rec: RequestRecord) -> None:
-        """Count each chunk in the second (and the window) in which it arrived."""
+    def _count_tokens(self, rec: RequestRecord, tokens: TokenCounter) -> None:
+        """Tokenize a completed answer (once, from its joined text) and its prompt as sent."""
+        tokens.stamp(rec)
+        if rec.phase == "measure":
+            self.answers_tokenized += 1
+            self.output_tokens += rec.output_tokens
+            self.prompt_tokens += rec.prompt_tokens
+            self.tokenized_chunks += rec.chunks
+
+    def _place_chunks(self, rec: RequestRecord) -> tuple[int, int, int]:
+        """Count each chunk in the second (and the window) in which it arrived; returns the
+        chunks, characters and output tokens (when counted) that arrived inside the window."""
         t_first, t_last = rec.t_first, rec.t_last or rec.t_first
         lo, hi = self.window_start_ns, self.window_end_ns
         t0 = self.t0_ns
+        tokens = max(0, rec.output_tokens)
         s_first, s_last = (t_first - t0) // _NS_PER_S, (t_last - t0) // _NS_PER_S
         if s_first == s_last and ((lo <= t_first and t_last < hi) or t_last < lo or t_first >= hi):
             # the common case: every chunk in one second, all inside or all outside the window
@@ -284,13 +321,15 @@ class Collector:
             if lo <= t_first < hi:
                 self.chunks += rec.chunks
                 self.chars += rec.chars
-            return
+                self.output_tokens_in_window += tokens
+                return rec.chunks, rec.chars, tokens
+            return 0, 0, 0
         # A stream across a second (or window) boundary: arrival times and running character
         # counts by C-level accumulate, then a bisection per boundary, not a Python step per
         # chunk (a 200-chunk answer crossing a second cost ~0.3 µs a chunk the other way).
         gaps = rec.gaps_ns[: rec.chunks - 1]
         times = list(accumulate(gaps, initial=t_first))
-        sizes = rec.chunk_chars[: len(times)]
+        sizes = [len(t) for t in rec.texts[: len(times)]] if rec.texts else rec.chunk_chars[: len(times)]
         sizes += [0] * (len(times) - len(sizes))
         chars = list(accumulate(sizes, initial=0))
         for s in range(max(0, s_first), s_last + 1):
@@ -303,6 +342,11 @@ class Collector:
         i, j = bisect_left(times, lo), bisect_left(times, hi)
         self.chunks += j - i
         self.chars += chars[j] - chars[i]
+        in_tokens = 0
+        if rec.output_tokens >= 0 and self._tokens is not None and j > i:
+            in_tokens = self._tokens.tokens_in_chunks(rec.texts, i, j)
+            self.output_tokens_in_window += in_tokens
+        return j - i, chars[j] - chars[i], in_tokens
 
     def _record_send(self, rec: RequestRecord) -> None:
         """The generator's own timing of a sent request of the cohort (any outcome)."""
@@ -321,33 +365,6 @@ class Collector:
         m.record("schedule_lag", max(_NS_PER_US, lag_ns) / _NS_PER_US)
         m.record("queue", max(_NS_PER_US, rec.queue_ns) / _NS_PER_US)
         m.record("send_lag", max(_NS_PER_US, rec.t_send - rec.t_intended) / _NS_PER_US)
-
-    def _record_observed(self, rec: RequestRecord) -> None:
-        """A request that failed after its first token: its TTFT and gaps were real."""
-        if not rec.t_first:
-            return
-        m = self.metrics
-        start = rec.t_intended or rec.t_send
-        m.record("ttft", (rec.t_first - start) / _NS_PER_US)
-        m.record("ttft_uncorrected", (rec.t_first - rec.t_send) / _NS_PER_US)
-        self.failed_samples["ttft"] += 1
-        if rec.gaps_ns:
-            m.interval("itl").record_ns_many(rec.gaps_ns)
-            self.failed_samples["itl"] += len(rec.gaps_ns)
-
-    def _record_success(self, rec: RequestRecord, start: int) -> None:
-        m = self.metrics
-        if rec.t_first:
-            m.record("ttft", (rec.t_first - start) / _NS_PER_US)
-            m.record("ttft_uncorrected", (rec.t_first - rec.t_send) / _NS_PER_US)
-        m.record("e2e", (rec.t_stop - start) / _NS_PER_US)
-        m.record("e2e_uncorrected", (rec.t_stop - rec.t_send) / _NS_PER_US)
-        # every gap, one value each, in one pass (same rounding and clamping as record_us)
-        m.interval("itl").record_ns_many(rec.gaps_ns)
-        tpot = tpot_ns(rec.chunks, rec.t_first, rec.t_last)
-        if tpot is not None:
-            m.record("tpot", tpot / _NS_PER_US)
-        self.chunks_per_answer[rec.chunks] += 1
 
     # ------------------------------------------------------------------ time
 
@@ -375,10 +392,12 @@ class Collector:
             if end > elapsed_s:
                 if final and start < elapsed_s:
                     self.intervals.append(self.metrics.snapshot(start, elapsed_s))
+                    self.tags.snapshot(start, elapsed_s)
                     self._next_interval_s += 1
                 break
             if end > warm_s:
                 self.intervals.append(self.metrics.snapshot(start, end))
+                self.tags.snapshot(start, end)
             self._next_interval_s += 1
         self._next_close_ns = self.t0_ns + (self._next_interval_s + 1) * _NS_PER_S
 
@@ -404,7 +423,7 @@ class Collector:
         self._rows_sent = max(self._rows_sent, settled)
         intervals = self.intervals[self._intervals_sent:]
         self._intervals_sent = len(self.intervals)
-        return self._figures(intervals, rows)
+        return self._figures(intervals, rows, self.tags.figures(self._tag_intervals_sent))
 
     def export(self) -> Figures:
         """Everything this collector measured, as plain data a coordinator merges exactly.
@@ -412,15 +431,17 @@ class Collector:
         Call after ``close_intervals(final=True)``: the totals are then all in the snapshots.
         """
         return self._figures(list(self.intervals),
-                             {s: SecondRow.from_plain(row.to_plain()) for s, row in self.seconds.items()})
+                             {s: SecondRow.from_plain(row.to_plain()) for s, row in self.seconds.items()},
+                             self.tags.figures())
 
-    def _figures(self, intervals: list[IntervalSnapshot], seconds: dict[int, SecondRow]) -> Figures:
+    def _figures(self, intervals: list[IntervalSnapshot], seconds: dict[int, SecondRow],
+                 tags: dict[str, TagFigures]) -> Figures:
         return Figures(
             counts={name: getattr(self, name) for name in COUNTS},
             errors=dict(self.errors), drain=dict(self.drain), failed_samples=dict(self.failed_samples),
             chunks_per_answer=dict(self.chunks_per_answer),
             error_samples={k: list(v) for k, v in self.error_samples.items()},
-            intervals=intervals, seconds=seconds,
+            intervals=intervals, seconds=seconds, tags=tags, tags_folded=dict(self.tags.folded),
             warmup_s=self.warmup_ns / _NS_PER_S,
             window_end_s=(min(self.window_end_ns, _FAR_FUTURE_NS) - self.t0_ns) / _NS_PER_S,
         )

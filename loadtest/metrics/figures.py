@@ -18,6 +18,7 @@ from typing import Any
 
 from loadtest.metrics.metricset import IntervalSnapshot, MetricSet, merge_intervals
 from loadtest.metrics.seconds import SecondRow, timeseries_rows
+from loadtest.metrics.tags import TagFigures, merge_tags
 
 __all__ = ["COUNTS", "MAX_ERROR_SAMPLES", "Figures"]
 
@@ -26,7 +27,8 @@ MAX_ERROR_SAMPLES = 5
 COUNTS: tuple[str, ...] = (
     "started", "completed", "failed", "dropped", "cancelled", "offered", "sent_after_window", "early_sends",
     "unknown_events", "reconnects", "sent_in_window", "ok_in_window", "chunks", "chars", "steps",
-    "steps_failed",
+    "steps_failed", "good", "answers_tokenized", "output_tokens", "output_tokens_in_window", "prompt_tokens",
+    "tokenized_chunks",
 )
 
 
@@ -50,6 +52,10 @@ class Figures:
     error_samples: dict[str, list[str]] = field(default_factory=dict)
     intervals: list[IntervalSnapshot] = field(default_factory=list)
     seconds: dict[int, SecondRow] = field(default_factory=dict)
+    #: per ``key=value``: counters and latency intervals (loadtest.metrics.tags)
+    tags: dict[str, TagFigures] = field(default_factory=dict)
+    #: key → distinct values folded into ``key=other``
+    tags_folded: dict[str, int] = field(default_factory=dict)
     #: the measured window, seconds since t0
     warmup_s: float = 0.0
     window_end_s: float = 0.0
@@ -105,7 +111,10 @@ class Figures:
                     out.seconds[s] = mine = SecondRow()
                 mine.add(row)
             runs.append(p.intervals)
+            for key, n in p.tags_folded.items():
+                out.tags_folded[key] = max(out.tags_folded.get(key, 0), n)
         out.intervals = merge_intervals(runs)
+        out.tags = merge_tags([p.tags for p in parts])
         return out
 
     # ------------------------------------------------------------------ plain data
@@ -117,10 +126,9 @@ class Figures:
             "failed_samples": self.failed_samples,
             "chunks_per_answer": {str(k): v for k, v in self.chunks_per_answer.items()},
             "error_samples": self.error_samples,
-            "intervals": [{"start_s": i.start_s, "end_s": i.end_s, "histograms": i.histograms,
-                           "out_of_range": i.out_of_range, "below_range": i.below_range,
-                           "above_range": i.above_range} for i in self.intervals],
+            "intervals": [i.to_plain() for i in self.intervals],
             "seconds": {str(s): row.to_plain() for s, row in self.seconds.items()},
+            "tags": {t: tf.to_plain() for t, tf in self.tags.items()}, "tags_folded": self.tags_folded,
             "warmup_s": self.warmup_s, "window_end_s": self.window_end_s,
         }
 
@@ -133,5 +141,7 @@ class Figures:
             error_samples={k: list(v) for k, v in data["error_samples"].items()},
             intervals=[IntervalSnapshot(**i) for i in data["intervals"]],
             seconds={int(s): SecondRow.from_plain(row) for s, row in data["seconds"].items()},
+            tags={t: TagFigures.from_plain(tf) for t, tf in data.get("tags", {}).items()},
+            tags_folded=dict(data.get("tags_folded", {})),
             warmup_s=float(data["warmup_s"]), window_end_s=float(data["window_end_s"]),
         )

@@ -6,7 +6,9 @@ Pure core. A worker records into its :class:`MetricSet` and hands the coordinato
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from loadtest.metrics.recorder import METRICS, Recorder
 
@@ -30,27 +32,38 @@ class IntervalSnapshot:
     below_range: dict[str, int] = field(default_factory=dict)
     above_range: dict[str, int] = field(default_factory=dict)
 
+    def to_plain(self) -> dict[str, Any]:
+        return {"start_s": self.start_s, "end_s": self.end_s, "histograms": self.histograms,
+                "out_of_range": self.out_of_range, "below_range": self.below_range,
+                "above_range": self.above_range}
+
 
 class MetricSet:
-    """Cumulative ``totals[name]`` and a current-interval recorder for every name in METRICS.
+    """Cumulative ``totals[name]`` and a current-interval recorder for every name in ``names``
+    (default METRICS).
 
     ``record`` goes to the interval recorder only; ``snapshot`` moves the interval into
     the totals. Not thread-safe: one owner (the event loop of one worker).
     """
 
-    __slots__ = ("_interval", "totals")
+    __slots__ = ("_interval", "names", "totals")
 
-    def __init__(self) -> None:
-        self.totals: dict[str, Recorder] = {name: Recorder() for name in METRICS}
-        self._interval: dict[str, Recorder] = {name: Recorder() for name in METRICS}
+    def __init__(self, names: Sequence[str] = METRICS) -> None:
+        self.names = tuple(names)
+        self.totals: dict[str, Recorder] = {name: Recorder() for name in self.names}
+        self._interval: dict[str, Recorder] = {name: Recorder() for name in self.names}
 
     def record(self, name: str, value_us: float) -> None:
         """Record one value of metric ``name`` in the current interval (hot path)."""
         try:
             rec = self._interval[name]
         except KeyError:
-            raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}") from None
+            raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(self.names)}") from None
         rec.record_us(value_us)
+
+    def has_samples(self) -> bool:
+        """Anything recorded in the current interval (a value or an out-of-range count)."""
+        return any(rec.count or rec.out_of_range for rec in self._interval.values())
 
     def interval(self, name: str) -> Recorder:
         """The current (not yet snapshotted) interval recorder of ``name`` (read it, do not keep it)."""
@@ -81,7 +94,7 @@ class MetricSet:
         """Add a snapshot (e.g. from another worker) into the totals, counters included."""
         unknown = (set(snap.histograms) | set(snap.out_of_range)) - set(self.totals)
         if unknown:
-            raise KeyError(f"snapshot has unknown metrics {sorted(unknown)}; known: {', '.join(METRICS)}")
+            raise KeyError(f"snapshot has unknown metrics {sorted(unknown)}; known: {', '.join(self.names)}")
         for name, encoded in snap.histograms.items():
             self.totals[name].add(Recorder.decode(encoded))
         for name, total in snap.out_of_range.items():
@@ -93,8 +106,8 @@ class MetricSet:
             self.totals[name].add_counters(below_range=below, above_range=above, invalid=invalid)
 
     def summary_ms(self) -> dict[str, dict[str, float | int | None]]:
-        """``{metric: Recorder.summary_ms()}`` of the totals, for every metric in METRICS."""
-        return {name: self.totals[name].summary_ms() for name in METRICS}
+        """``{metric: Recorder.summary_ms()}`` of the totals, for every metric of the set."""
+        return {name: self.totals[name].summary_ms() for name in self.names}
 
 
 

@@ -37,7 +37,10 @@ class RequestRecord:
     chars: int = 0
     unknown_events: int = 0
     gaps_ns: list[int] = field(default_factory=list)
-    #: characters of each non-empty chunk, in order (to place each chunk in its second and window)
+    #: the text of each non-empty chunk, in order (to place each chunk in its second and window,
+    #: and to count tokens once the answer is complete)
+    texts: list[str] = field(default_factory=list)
+    #: characters of each chunk, when ``texts`` was not kept (tests, replays); else from ``texts``
     chunk_chars: list[int] = field(default_factory=list)
     outcome: str = ""  # ok | failed | dropped | cancelled
     error_category: str = ""
@@ -45,3 +48,18 @@ class RequestRecord:
     conversation_id: str = ""
     message_id: str = ""
     prompt_chars: int = 0
+    prompt: str = ""
+    #: ``key=value`` strings, sorted by key (loadtest.metrics.tags)
+    tags: tuple[str, ...] = ()
+    #: with a tokenizer, for a completed answer (-1: not counted)
+    output_tokens: int = -1
+    prompt_tokens: int = -1
+    first_chunk_tokens: int = -1
+
+    def tpot_token_ns(self) -> float | None:
+        """``(t_last - t_first) / (output_tokens - first_chunk_tokens)`` (ns per output token after
+        the first chunk); None without token counts or a token after the first chunk."""
+        n = self.output_tokens - self.first_chunk_tokens
+        if self.output_tokens >= 0 and n > 0 and self.t_last > self.t_first:
+            return (self.t_last - self.t_first) / n
+        return None

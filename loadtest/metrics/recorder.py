@@ -44,6 +44,7 @@ METRICS: tuple[str, ...] = (
     "ttft_uncorrected",
     "itl",
     "tpot",
+    "tpot_token",
     "e2e",
     "e2e_uncorrected",
     "connect",

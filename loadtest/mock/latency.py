@@ -143,6 +143,8 @@ class MockModel:
     gap_slowdown: float | None = None
     #: extra TTFT per 1,000 prompt characters (prefill); 0 = prompt length does not matter
     prefill_ms_per_kchar: float = 0.0
+    #: words in each chunk (a chunk is not a token: with more than one word it holds several)
+    words_per_chunk: int = 1
 
     @property
     def slowdown(self) -> float:

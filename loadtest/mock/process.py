@@ -171,6 +171,8 @@ def model_args(model: MockModel, *, seed: int = 0, api_keys: Iterable[str] = (),
         args += ["--gap-slowdown", str(model.gap_slowdown)]
     if model.prefill_ms_per_kchar:
         args += ["--prefill-ms-per-kchar", str(model.prefill_ms_per_kchar)]
+    if model.words_per_chunk != 1:
+        args += ["--words-per-chunk", str(model.words_per_chunk)]
     for key in api_keys:
         args += ["--api-key", key]
     if faults:

@@ -46,8 +46,14 @@ __all__ = ["CLOSE_BAD_KEY", "MockConfig", "MockServer", "mock_chunk_chars"]
 
 _WORDS = ["Artificial", "intelligence", "is", "the", "study", "of", "systems", "that", "perceive,", "reason,", "learn", "and", "act;", "modern", "models", "predict", "the", "next", "token", "from", "vast", "corpora,", "and", "streaming", "lets", "a", "client", "show", "each", "piece", "of", "the", "answer", "as", "soon", "as", "it", "is", "ready."]
 # The answer's chunks as events, built once and cycled (the codec memoises their frames).
-_CHUNKS = tuple(Message(w + " ", False) for w in _WORDS)
-_CHUNK_CHARS = tuple(len(w) + 1 for w in _WORDS)
+
+
+def chunk_texts(words_per_chunk: int) -> tuple[str, ...]:
+    """The texts the mock's chunks cycle through: ``words_per_chunk`` words each, a space after
+    every word (chunk ``i`` of an answer is ``chunk_texts(k)[i % len(...)]``)."""
+    n = len(_WORDS)
+    return tuple("".join(_WORDS[(i * words_per_chunk + j) % n] + " " for j in range(words_per_chunk))
+                 for i in range(n))
 _STOP = Message("", True)
 _OK = {"status": "ok"}
 _TOOL_CALL = UnknownEvent("tool-call", {"name": "get_weather", "arguments": {"city": "Oslo"}})
@@ -79,6 +85,7 @@ class MockServer:
         self._clock: Clock = clock or RealClock()
         self._rng = random.Random(self.config.seed)
         self._faults = FaultPlan(self.config.faults, seed=self.config.seed)
+        self._chunks = tuple(Message(t, False) for t in chunk_texts(self.config.model.words_per_chunk))
         self._slots = asyncio.Semaphore(self.config.model.capacity) if self.config.model.capacity else None
         self._active = 0
         self._ids = itertools.count(1)
@@ -202,7 +209,7 @@ class MockServer:
                     # sent late pushes the next one back (no catch-up burst), so every gap is
                     # >= the model's gap; the drift is only the wake-up overshoot (~µs).
                     deadline = max(deadline, clock.now_ns())
-                    await ws.send_str(conn.send(_CHUNKS[i % len(_CHUNKS)]))
+                    await ws.send_str(conn.send(self._chunks[i % len(self._chunks)]))
                     deadline += round(gap_ms * model.gap_factor(self._active) * _NS_PER_MS)
                 if fault.kind == "no_stop":
                     conn.abandon()
@@ -249,6 +256,7 @@ async def _inject(fault: StreamFault, ws: web.WebSocketResponse, request: web.Re
     return False
 
 
-def mock_chunk_chars(chunks: int) -> int:
+def mock_chunk_chars(chunks: int, words_per_chunk: int = 1) -> int:
     """Characters the mock streams for ``chunks`` chunks (for tests)."""
-    return sum(_CHUNK_CHARS[i % len(_CHUNK_CHARS)] for i in range(chunks))
+    texts = chunk_texts(words_per_chunk)
+    return sum(len(texts[i % len(texts)]) for i in range(chunks))

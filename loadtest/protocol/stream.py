@@ -49,8 +49,8 @@ class ClientStream:
     RemoteProtocolError) every further frame is :data:`LATE`.
     """
 
-    __slots__ = ("_state", "chars", "chunk_chars", "chunks", "conversation_id", "error", "gaps_ns",
-                 "late_frames", "message_id", "t_conv", "t_first", "t_last", "t_stop", "unknown_events")
+    __slots__ = ("_state", "chars", "chunks", "conversation_id", "error", "gaps_ns", "late_frames",
+                 "message_id", "t_conv", "t_first", "t_last", "t_stop", "texts", "unknown_events")
 
     def __init__(self) -> None:
         self._state = _OPEN
@@ -61,12 +61,18 @@ class ClientStream:
         self.chunks = 0
         self.chars = 0
         self.gaps_ns: list[int] = []
-        self.chunk_chars: list[int] = []
+        #: the text of each non-empty chunk, in order (placing chunks in seconds; tokens)
+        self.texts: list[str] = []
         self.unknown_events = 0
         self.late_frames = 0
         self.conversation_id = ""
         self.message_id = ""
         self.error = ""
+
+    @property
+    def chunk_chars(self) -> list[int]:
+        """Characters of each non-empty chunk, in order."""
+        return [len(t) for t in self.texts]
 
     @property
     def ended(self) -> bool:
@@ -104,7 +110,7 @@ class ClientStream:
             self.t_last = t_ns
             self.chunks += 1
             self.chars += n
-            self.chunk_chars.append(n)
+            self.texts.append(output)
         if stop:
             self.t_stop = t_ns
             self._state = _ENDED

@@ -24,10 +24,11 @@ from typing import Any
 
 from loadtest.engine.result import RunResult
 from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError, redact
-from loadtest.metrics.collector import RequestRecord, tpot_ns
-from loadtest.rundir import SCHEMA, Summary, summary_text, write_atomic
+from loadtest.metrics.tags import TAG_METRICS, tag_dir_name
+from loadtest.rundir import SCHEMA, Summary, classes, summary_text, write_atomic
 from loadtest.rundir.hlog import write_hlog
-from loadtest.slo import error_rate, evaluate, step_error_rate
+from loadtest.rundir.requests import REQUEST_COLUMNS, RequestCsv, request_row
+from loadtest.slo import error_rate, evaluate, evaluate_by_tag, step_error_rate
 
 __all__ = [
     "REQUEST_COLUMNS",
@@ -43,12 +44,6 @@ __all__ = [
     "write_unreachable",
 ]
 
-REQUEST_COLUMNS: tuple[str, ...] = (
-    "request_id", "user", "connection", "phase", "t_intended_s", "t_send_s", "t_conv_s",
-    "t_first_s", "t_last_s", "t_stop_s", "ttft_ms", "ttft_uncorrected_ms", "e2e_ms",
-    "e2e_uncorrected_ms", "tpot_ms", "queue_ms", "chunks", "chars", "unknown_events", "outcome",
-    "error_category", "error_message", "conversation_id", "message_id", "prompt_chars", "worker",
-)
 _NS = 1e9
 
 
@@ -102,156 +97,6 @@ def prepare_run_dir(run_dir: Path) -> None:
             os.unlink(probe)
     except OSError as exc:
         raise BadInput(f"{run_dir}: cannot write the run directory here ({exc.strerror or exc})") from None
-
-
-def _s(t: int, t0: int) -> str:
-    return f"{(t - t0) / _NS:.6f}" if t else ""
-
-
-def _ms(a: int, b: int) -> str:
-    return f"{(a - b) / 1e6:.3f}" if a and b else ""
-
-
-def request_row(r: RequestRecord, t0: int, *, secret: str | None, worker: int) -> tuple[Any, ...]:
-    """One row of requests.csv (REQUEST_COLUMNS), secrets redacted."""
-    start = r.t_intended or r.t_send
-    tpot_value = tpot_ns(r.chunks, r.t_first, r.t_last) if r.outcome == "ok" else None
-    tpot = "" if tpot_value is None else f"{tpot_value / 1e6:.3f}"
-    return (
-        r.request_id, r.user, r.connection, r.phase, _s(r.t_intended, t0), _s(r.t_send, t0),
-        _s(r.t_conv, t0), _s(r.t_first, t0), _s(r.t_last, t0), _s(r.t_stop, t0),
-        _ms(r.t_first, start), _ms(r.t_first, r.t_send), _ms(r.t_stop, start),
-        _ms(r.t_stop, r.t_send), tpot, f"{r.queue_ns / 1e6:.3f}" if r.scheduled else "",
-        r.chunks, r.chars, r.unknown_events, r.outcome, r.error_category,
-        redact(r.error_message, secret), r.conversation_id, r.message_id, r.prompt_chars,
-        worker,
-    )
-
-
-class RequestCsv:
-    """Streams one row per request into ``requests.csv.partial``; ``finish()`` renames it.
-
-    A failed write (disk full, I/O error) does not stop the run: the rows written so far are
-    kept, later rows are counted in ``lost`` and ``error`` holds the first failure; the
-    caller reports it (:class:`OutputError`, exit 74) once the run directory is written.
-    """
-
-    def __init__(self, run_dir: Path, *, secret: str | None = None, worker: int = 0, part: bool = False) -> None:
-        self._created_dir = not run_dir.exists()
-        self._dir = run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / "requests.csv"
-        # a worker in another process writes a headerless part that the coordinator absorbs
-        self._partial = run_dir / (f".requests-w{worker}.part" if part else "requests.csv.partial")
-        self._f = open(self._partial, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in finish()
-        self._w = csv.writer(self._f)
-        if not part:
-            self._w.writerow(REQUEST_COLUMNS)
-        self._secret = secret
-        self._worker = worker
-        self._part = part
-        self.rows = 0
-        self.lost = 0
-        self.error: OSError | None = None
-
-    def _failed(self, exc: OSError) -> None:
-        if self.error is None:
-            self.error = exc
-        with contextlib.suppress(OSError):
-            self._f.close()
-
-    def __call__(self, r: RequestRecord, t0: int) -> None:
-        if self.error is not None:
-            self.lost += 1
-            return
-        try:
-            self._write(r, t0)
-        except OSError as exc:
-            self.lost += 1
-            self._failed(exc)
-            return
-        self.rows += 1
-
-    def _write(self, r: RequestRecord, t0: int) -> None:
-        self._w.writerow(request_row(r, t0, secret=self._secret, worker=self._worker))
-
-    def discard(self) -> None:
-        """Nothing was measured: remove the partial file (and the directory, if we made it)."""
-        if not self._f.closed:
-            self._f.close()
-        self._partial.unlink(missing_ok=True)
-        if self._created_dir:
-            with contextlib.suppress(OSError):
-                self._dir.rmdir()  # only if empty
-
-    def close_part(self) -> Path:
-        """A worker's part is complete: flush and close it; returns its path."""
-        if not self._f.closed:
-            try:
-                self._f.flush()
-                self._f.close()
-            except OSError as exc:
-                self._failed(exc)
-        return self._partial
-
-    def absorb(self, part: Path) -> None:
-        """Append a worker's part (rows already in this file's columns), then delete it.
-
-        What a lost worker wrote before it was lost is kept: no recorded row is dropped.
-        """
-        if self.error is not None or not part.exists():
-            return
-        try:
-            self._f.flush()
-            with part.open(encoding="utf-8", newline="") as f:
-                for line in f:
-                    if line.endswith("\n"):  # a row cut short by a killed worker is left out
-                        self._f.write(line)
-                        self.rows += 1
-            part.unlink()
-        except OSError as exc:
-            self._failed(exc)
-
-    def append_text(self, text: str) -> None:
-        """Append rows already in this file's columns, as CSV text (a remote worker's rows:
-        :mod:`loadtest.runner.rayactors`); a row cut short (no final newline) is left out."""
-        if self.error is not None or not text:
-            return
-        lines = text.splitlines(keepends=True)
-        try:
-            for line in lines:
-                if line.endswith("\n"):
-                    self._f.write(line)
-                    self.rows += 1
-        except OSError as exc:
-            self.lost += 1
-            self._failed(exc)
-
-    def finish(self) -> None:
-        """Flush and rename to ``requests.csv``. After a failed write the rows that made it to
-        disk are renamed all the same (a truncated last line is possible)."""
-        if self._part:
-            self.close_part()
-            return
-        if not self._f.closed:
-            try:
-                self._f.flush()
-                os.fsync(self._f.fileno())
-                self._f.close()
-            except OSError as exc:
-                self._failed(exc)
-        if self._partial.exists():
-            try:
-                os.replace(self._partial, self.path)
-            except OSError as exc:
-                self._failed(exc)
-
-    def failure(self) -> str | None:
-        """One line about a failed write, or None when every row was written."""
-        if self.error is None:
-            return None
-        return (f"writing {self.path} failed ({self.error.strerror or self.error}): {self.rows} rows "
-                f"kept, {self.lost} not written")
 
 
 def _rate(n: int, window_s: float) -> float:
@@ -312,13 +157,19 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
             "host_steal_percent": result.host_steal_percent,
         },
         "chunks_per_answer": {str(k): v for k, v in sorted(c.chunks_per_answer.items())},
+        "goodput": classes.goodput(sc.slo.goodput, c.counts, requests["offered"], window_s),
+        "tokens": classes.tokens(sc.target.tokenizer, c.counts, window_s),
+        "by_tag": classes.by_tag(c, window_s, sc.slo.goodput, sc.target.tokenizer),
+        "tags_folded": dict(c.tags_folded),
         "tls": {"insecure": result.insecure},
         "interrupted": result.interrupted,
     }
     summary["error_rate"] = round(error_rate(requests), 6)
     summary["session_error_rate"] = round(step_error_rate(c.steps, c.steps_failed), 6)
     summary["slo"] = evaluate(slo_limits, summary)
-    slo_pass = all(v["pass"] for v in summary["slo"].values())
+    summary["slo_by_tag"] = evaluate_by_tag(sc.slo.by_tag, summary["by_tag"])
+    slo_pass = (all(v["pass"] for v in summary["slo"].values())
+                and all(v["pass"] for per in summary["slo_by_tag"].values() for v in per.values()))
     # an interrupted run is never a pass: its SLO values are shown, its verdict is "interrupted"
     summary["workers"] = {
         "planned": len(result.workers), "finished": sum(1 for h in result.workers if not h.lost),
@@ -385,6 +236,21 @@ def write_run_dir(
         write_hlog(buf, intervals, start_time_s=_epoch(result.started_at),
                    comment=f"loadtest {summary['scenario']} {name} (microseconds)")
         put(f"{name}.hlog", buf.getvalue())
+    for tag, tf in sorted(c.tags.items()):
+        for name in TAG_METRICS:
+            intervals = [(s.start_s, s.end_s, s.histograms[name]) for s in tf.intervals if name in s.histograms]
+            if not intervals:
+                continue
+            buf = io.StringIO()
+            write_hlog(buf, intervals, start_time_s=_epoch(result.started_at),
+                       comment=f"loadtest {summary['scenario']} {name} {tag} (microseconds)")
+            folder = run_dir / "by_tag" / tag_dir_name(tag)
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                failures.append(f"cannot create {folder}: {exc.strerror or exc}")
+                continue
+            put(f"by_tag/{tag_dir_name(tag)}/{name}.hlog", buf.getvalue())
     put("scenario.yaml", redact(scenario_yaml))
     put("summary.json", redact(summary_text(summary)))
     if failures:

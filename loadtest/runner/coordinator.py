@@ -24,6 +24,7 @@ from loadtest.engine.connection import target_url
 from loadtest.engine.loop import run_loop
 from loadtest.engine.result import RunResult
 from loadtest.engine.selfwatch import StealMeter
+from loadtest.engine.tokenizer import read_tokenizer
 from loadtest.engine.worker import WorkerReport, WorkerSpec, wall_ms
 from loadtest.errors import redact
 from loadtest.metrics.figures import Figures
@@ -99,8 +100,9 @@ def _run_backend(sc: Any, url: str, options: RunOptions, sink: RowSink | None) -
     backend = backend_for(options.backend)
     with backend.session(sc, options):
         n = backend.resolve_workers(sc, options.workers_for(sc))
-        specs = [WorkerSpec(scenario=sc, url=url, api_key=options.api_key, tls=options.tls, index=i, workers=n)
-                 for i in range(n)]
+        tokenizer = None if sc.target.tokenizer is None else read_tokenizer(sc.target.tokenizer)
+        specs = [WorkerSpec(scenario=sc, url=url, api_key=options.api_key, tls=options.tls, index=i, workers=n,
+                            tokenizer_json=tokenizer) for i in range(n)]
         reports, lost, interrupted = run_loop(_coordinate(backend, specs, sink, options))
     result = merge_reports(reports, scenario=sc, target=redact(target_url(url, options.api_key), options.api_key),
                            interrupted=interrupted, insecure=options.tls.unverified(url))

@@ -41,6 +41,7 @@ from loadtest.errors import LoadtestError, error_for
 from loadtest.metrics.collector import RequestRecord
 from loadtest.metrics.figures import Figures
 from loadtest.metrics.seconds import SecondRow
+from loadtest.metrics.tags import TagFigures
 
 __all__ = [
     "Backend",
@@ -99,6 +100,11 @@ class WorkerView:
                                                                   figures.error_samples)
         p.warmup_s, p.window_end_s = figures.warmup_s, figures.window_end_s
         p.intervals.extend(figures.intervals)
+        p.tags_folded = figures.tags_folded
+        for tag, tf in figures.tags.items():  # counters are cumulative, intervals new since the last tick
+            mine = p.tags.setdefault(tag, TagFigures())
+            mine.counts, mine.errors = tf.counts, tf.errors
+            mine.intervals.extend(tf.intervals)
         for s, row in figures.seconds.items():
             p.seconds.setdefault(s, SecondRow()).add(row)
 

@@ -54,6 +54,9 @@ class RunOptions:
     progress: Callable[[Progress], None] | None = None
     warn: Callable[[str], None] = _ignore
     clock: Clock | None = None
+    #: ``--tokenizer`` (None: the scenario's target.tokenizer); a study reloads its scenario for
+    #: each run through :meth:`overrides`, so the flag reaches every run
+    tokenizer: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -62,6 +65,13 @@ class RunOptions:
     def replace(self, **changes: Any) -> RunOptions:
         """A copy with ``changes`` (a study's per-run directory, a quiet step)."""
         return dataclasses.replace(self, **changes)
+
+    def overrides(self, **fields: Any) -> Any:
+        """Scenario overrides for one run of a study: ``fields``, with the key and the tokenizer
+        of these options (the flags that are scenario values)."""
+        from loadtest.scenario import Overrides
+
+        return Overrides(api_key=self.api_key, tokenizer=self.tokenizer, **fields)
 
     def workers_for(self, sc: Any) -> int | str:
         """The workers asked for: the flag, else the scenario's ``load.workers``."""

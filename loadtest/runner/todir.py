@@ -16,6 +16,7 @@ from typing import Any
 
 from loadtest.console import LiveProgress
 from loadtest.engine.openloop import arrivals_for
+from loadtest.engine.tokenizer import read_tokenizer
 from loadtest.errors import LoadtestError, TargetUnreachable, WorkersUnavailable, redact
 from loadtest.rundir.writer import (
     RequestCsv,
@@ -44,6 +45,8 @@ def preflight(sc: Any, options: RunOptions, *, apply: bool = True) -> list[str]:
     if sc.load.open_loop and sc.load.trace is not None:
         arrivals_for(sc.load)  # parses the whole trace at once; the schedule itself is lazy
     options.tls.check()
+    if sc.target.tokenizer is not None:
+        read_tokenizer(sc.target.tokenizer)  # a missing or broken tokenizer: exit 2, before anything connects
     return backend_for(options.backend).preflight(scenario_as_run(sc, options), options, apply=apply)
 
 

@@ -46,6 +46,7 @@ class Overrides:
     out: str | Path | None = None
     warmup_s: float | None = None
     mock_seed: int | None = None  # the embedded mock's seed (default: mock.seed, else a fresh one per run)
+    tokenizer: str | Path | None = None  # target.tokenizer (a path relative to the working directory)
 
     def _items(self) -> list[tuple[tuple[str, ...], str, object]]:
         """(YAML path, flag, value) of each override that is set (not the key)."""
@@ -58,6 +59,7 @@ class Overrides:
             (("load", "seed"), "--seed", self.seed),
             (("load", "warmup"), "--warmup", self.warmup_s),
             (("mock", "seed"), "--mock-seed", self.mock_seed),
+            (("target", "tokenizer"), "--tokenizer", None if self.tokenizer is None else str(Path(self.tokenizer).resolve())),
             (("out",), "--out", None if self.out is None else str(self.out)),
         ]
         return [row for row in table if row[2] is not None]
@@ -269,6 +271,7 @@ def load_scenario(
             )
         files.resolve(data.get("load"), "trace", ("load", "trace"), "trace")
         files.resolve(data.get("target"), "ca_file", ("target", "ca_file"), "ca_file")
+        files.resolve(data.get("target"), "tokenizer", ("target", "tokenizer"), "tokenizer")
         files.prompts(data)
         scenario = Scenario.model_validate(data)
     except ScenarioError:

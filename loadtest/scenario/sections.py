@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
+    PlainSerializer,
     PlainValidator,
     StrictBool,
     StrictFloat,
@@ -36,24 +37,22 @@ from loadtest.scenario.fields import (
     format_duration,
     short,
     to_seconds,
-    unknown_key_message,
 )
+from loadtest.scenario.slos import DEFAULT_SLO, Slo, parse_slo
 from loadtest.scenario.steps import SessionConfig
 from loadtest.schedule.arrivals import ArrivalKind
-from loadtest.slo import ALWAYS_ON, SLO_NAMES
+from loadtest.slo import SLO_NAMES
 
 __all__ = [
     "SLO_NAMES",
     "LoadConfig",
     "MockConfig",
     "Scenario",
+    "Slo",
     "Stage",
     "TargetConfig",
     "TimeoutsConfig",
 ]
-
-#: SLO names a scenario may set, each a limit (``min_throughput_rps`` is a floor).
-_DEFAULT_SLO: dict[str, float] = {"ttft_p99_ms": 1000.0, **ALWAYS_ON}
 
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -73,6 +72,9 @@ class TargetConfig(Model):
     model: StrictStr | None = Field(None, min_length=1)
     ca_file: StrictStr | None = None
     insecure: StrictBool = False
+    #: a Hugging Face tokenizer.json (a local file, resolved against the scenario's directory):
+    #: answers and prompts are counted in tokens with it; None: nothing about tokens is counted
+    tokenizer: StrictStr | None = Field(None, min_length=1)
     #: a server frame larger than this is a protocol error (the generator's memory stays bounded)
     max_frame_bytes: StrictInt = Field(4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
@@ -129,6 +131,8 @@ class MockConfig(Model):
     capacity: StrictInt | None = Field(None, ge=1)
     gap_slowdown: StrictFloat | None = Field(None, ge=0)
     prefill_ms_per_kchar: StrictFloat = Field(0.0, ge=0)
+    #: words in each chunk of an answer (a chunk is not a token: with N > 1 chunks hold several)
+    words_per_chunk: StrictInt = Field(1, ge=1, le=64)
     faults: FaultsField = FaultModel()
     #: None: a fresh random seed per run, recorded in summary.json as ``mock_seed`` (issue 13:
     #: repeated runs must draw independent latencies, or A/A runs measure one sample N times)
@@ -143,6 +147,7 @@ class MockConfig(Model):
             capacity=self.capacity,
             gap_slowdown=self.gap_slowdown,
             prefill_ms_per_kchar=self.prefill_ms_per_kchar,
+            words_per_chunk=self.words_per_chunk,
         )
 
 
@@ -293,33 +298,6 @@ class TimeoutsConfig(Model):
     stream_s: PositiveDuration = Field(120.0, alias="stream")
 
 
-def _slo(value: Any) -> dict[str, float]:
-    if value is None:
-        return dict(_DEFAULT_SLO)
-    if not isinstance(value, dict):
-        raise ValueError(f"slo must be a mapping of {', '.join(SLO_NAMES)}")
-    out: dict[str, float] = {}
-    for name, limit in value.items():
-        if name not in SLO_NAMES:
-            raise FieldProblem((name,), unknown_key_message(name, SLO_NAMES).replace("key", "SLO", 1))
-        if limit is None:
-            continue  # not set (the always-on error rates then keep their default)
-        if isinstance(limit, bool) or not isinstance(limit, (int, float)):
-            raise FieldProblem((name,), f"an SLO limit is a number, got {short(limit)}")
-        try:
-            limit_f = float(limit)
-        except OverflowError:
-            limit_f = math.inf
-        is_rate = name in ALWAYS_ON
-        if not math.isfinite(limit_f) or limit_f < 0 or (is_rate and limit_f > 1):
-            bound = "between 0 and 1" if is_rate else "a finite number >= 0"
-            raise FieldProblem((name,), f"{name} must be {bound}, got {short(limit)}")
-        out[str(name)] = limit_f
-    for name, limit in ALWAYS_ON.items():
-        out.setdefault(name, limit)
-    return out
-
-
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -332,9 +310,29 @@ class Scenario(Model):
     load: LoadConfig = Field(default_factory=lambda: LoadConfig.model_validate({}))
     session: SessionConfig = Field(default_factory=lambda: SessionConfig.model_validate({}))
     timeouts: TimeoutsConfig = Field(default_factory=lambda: TimeoutsConfig.model_validate({}))
-    slo: Annotated[dict[str, float], PlainValidator(_slo)] = Field(default_factory=lambda: dict(_DEFAULT_SLO))
+    slo: Annotated[Slo, PlainValidator(parse_slo), PlainSerializer(lambda v: v.to_plain())] = Field(
+        default_factory=lambda: Slo(dict(DEFAULT_SLO)))
     #: the run directory (``--out``); None: ``reports/<name>-<UTC timestamp>/``
     out: StrictStr | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _tags_can_occur(self) -> Scenario:
+        """A per-tag SLO on a tag this scenario can never produce is a mistake (exit 2), found
+        before anything connects; one that can occur but matched nothing fails the run."""
+        space = self.session.tag_space()
+        for tag in self.slo.by_tag:
+            key, _, value = tag.partition("=")
+            if key not in space:
+                raise FieldProblem(("slo", "by_tag", tag), f"no request of this scenario carries a tag {key!r} "
+                                   f"(its tag keys: {', '.join(sorted(space))})")
+            if value not in space[key]:
+                raise FieldProblem(("slo", "by_tag", tag), f"no request of this scenario can carry {tag} "
+                                   f"({key} takes {', '.join(sorted(space[key]))})")
+        rule = self.slo.goodput
+        if rule is not None and rule.tpot_token_ms is not None and self.target.tokenizer is None:
+            raise FieldProblem(("slo", "goodput", "tpot_token_ms"),
+                               "tpot_token_ms counts output tokens: it needs target.tokenizer (or --tokenizer)")
+        return self
 
     @property
     def mock_seed(self) -> int | None:

@@ -9,12 +9,15 @@ Internal to :mod:`loadtest.scenario`, which re-exports the public names. No I/O.
 from __future__ import annotations
 
 import copy
+import math
 import random
+import re
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Discriminator,
     Field,
+    PlainValidator,
     SerializerFunctionWrapHandler,
     StrictBool,
     StrictFloat,
@@ -25,7 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from loadtest.scenario.fields import Duration, FieldProblem, Model, format_duration, json_value
+from loadtest.metrics.tags import AUTO_KEYS, render_value
+from loadtest.scenario.fields import Duration, FieldProblem, Model, format_duration, json_value, short
 
 __all__ = [
     "STEP_KINDS",
@@ -38,6 +42,35 @@ __all__ = [
 ]
 
 _DEFAULT_PROMPT = "Explain artificial intelligence"
+_TAG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_STEP_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+#: keys the harness sets itself (``turn`` once conversations exist)
+RESERVED_TAG_KEYS: tuple[str, ...] = (*AUTO_KEYS, "turn")
+
+
+def _check_tags(value: Any) -> dict[str, str]:
+    """``tags: {key: value}`` → ``{key: "value"}`` (values rendered as tags show them)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise FieldProblem((), f"tags must be a mapping of key: value, got {short(value)}")
+    out: dict[str, str] = {}
+    for key, v in value.items():
+        if not isinstance(key, str) or not _TAG_KEY_RE.fullmatch(key):
+            raise FieldProblem((key,), "a tag key is a name: letters, digits, _ . - (starting with a letter or _)")
+        if key in RESERVED_TAG_KEYS:
+            raise FieldProblem((key,), f"{key!r} is a tag the harness sets itself "
+                               f"({', '.join(RESERVED_TAG_KEYS)}); use another key (the step's own name is `name:`)")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise FieldProblem((key,), f"a tag value is a string, number or boolean, got {short(v)}")
+        if not isinstance(v, (str, int, float, bool)):
+            raise FieldProblem((key,), f"a tag value is a string, number or boolean, got {short(v)}")
+        text = render_value(v)
+        if not text or len(text) > 100 or any(c in text for c in ";=\n\r"):
+            raise FieldProblem((key,), "a tag value is 1 to 100 characters without ';', '=' or a line break, "
+                               f"got {short(v)}")
+        out[key] = text
+    return out
 
 
 class PingStep(Model):
@@ -86,6 +119,10 @@ class GenStep(Model):
 
     kind: ClassVar[str] = "gen"
     _extra_keys: ClassVar[tuple[str, ...]] = ("prompts_file",)
+
+    #: the ``step`` tag of its requests (default ``gen1``, ``gen2``, … by position)
+    name: StrictStr | None = Field(None, pattern=_STEP_NAME_RE.pattern)
+    tags: Annotated[dict[str, str], PlainValidator(_check_tags)] = Field(default_factory=dict)
 
     prompt: StrictStr | None = Field(None, min_length=1)
     prompt_list: tuple[Annotated[StrictStr, Field(min_length=1)], ...] | None = Field(
@@ -136,6 +173,29 @@ class GenStep(Model):
         return self
 
     @property
+    def carries_web_search(self) -> bool:
+        """Does a request in the web-search share carry web search (enableWebSearch true, or a
+        webSearch object not disabled)?"""
+        if self.enable_web_search is True:
+            return True
+        return (self.enable_web_search is not False and self.web_search is not None
+                and self.web_search.get("enabled") is not False)
+
+    def tag_values(self) -> dict[str, set[str]]:
+        """Every value each automatic tag (but ``step``) and own tag of this step can take."""
+        web = set()
+        if self.carries_web_search and self.web_search_share > 0:
+            web.add("true")
+        if not self.carries_web_search or self.web_search_share < 1:
+            web.add("false")
+        tools = set()
+        if self.tools and self.tools_share > 0:
+            tools.add("true")
+        if not self.tools or self.tools_share < 1:
+            tools.add("false")
+        return {"web_search": web, "tools": tools, **{k: {v} for k, v in self.tags.items()}}
+
+    @property
     def prompts(self) -> tuple[str, ...]:
         return (self.prompt,) if self.prompt is not None else (self.prompt_list or ())
 
@@ -164,7 +224,7 @@ class GenStep(Model):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
-        body = {k: v for k, v in handler(self).items() if v is not None and not (k == "extra" and not v)}
+        body = {k: v for k, v in handler(self).items() if v is not None and not (k in ("extra", "tags") and not v)}
         return {"gen": body}
 
 
@@ -264,3 +324,26 @@ class SessionConfig(Model):
     @property
     def gen_steps(self) -> tuple[GenStep, ...]:
         return tuple(s for s in self.steps if isinstance(s, GenStep))
+
+    def step_names(self) -> tuple[str, ...]:
+        """The ``step`` tag of each gen step, in order: its name, else ``gen1``, ``gen2``, …"""
+        return tuple(g.name or f"gen{i}" for i, g in enumerate(self.gen_steps, 1))
+
+    def tag_space(self) -> dict[str, set[str]]:
+        """Every ``key: {values}`` a request of this session can carry."""
+        space: dict[str, set[str]] = {"step": set(self.step_names())}
+        for g in self.gen_steps:
+            for key, values in g.tag_values().items():
+                space.setdefault(key, set()).update(values)
+        return space
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> SessionConfig:
+        names = self.step_names()
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                index = self.steps.index(self.gen_steps[i])
+                raise FieldProblem(("steps", index, "gen", "name"),
+                                   f"two gen steps are named {name!r}: a step's name is its `step` tag, "
+                                   "give each its own")
+        return self

@@ -38,7 +38,7 @@ from loadtest.errors import BadInput
 from loadtest.rundir.writer import prepare_run_dir
 from loadtest.runner.options import RunOptions
 from loadtest.runner.todir import run_to_dir
-from loadtest.scenario import Overrides, load_scenario
+from loadtest.scenario import load_scenario
 from loadtest.studies.reruns import Reruns
 
 __all__ = ["AbResult", "AbSide", "order", "run_ab"]
@@ -83,7 +83,7 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
     if rounds < 1:
         raise BadInput(f"--rounds must be >= 1, got {rounds}")
     options = (options or RunOptions(html=False)).replace(quiet=True)
-    first = Overrides(target_url=baseline.url, duration_s=duration_s, api_key=options.api_key)
+    first = options.overrides(target_url=baseline.url, duration_s=duration_s)
     _refuse_unfillable(load_scenario(scenario_path, overrides=first, environ=environ), checks, rules,
                        single=rounds == 1)
     reruns = Reruns(retries, options.warn)
@@ -101,8 +101,7 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
             pair: dict[str, RunData] = {}
             for role in order(i):
                 side = sides[role]
-                overrides = Overrides(target_url=side.url, duration_s=duration_s, seed=round_seed,
-                                      api_key=options.api_key)
+                overrides = options.overrides(target_url=side.url, duration_s=duration_s, seed=round_seed)
                 sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
                 if side.mock:
                     sc = _with_mock(sc, side.mock, role)

@@ -29,7 +29,7 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
     ``run-N.spoiled-K``), so a burst of stolen CPU does not inflate the noise."""
     from loadtest.rundir.writer import prepare_run_dir
     from loadtest.runner.todir import run_to_dir
-    from loadtest.scenario import Overrides, load_scenario
+    from loadtest.scenario import load_scenario
     from loadtest.studies.reruns import Reruns
 
     options = (options or RunOptions()).replace(html=False, quiet=True)
@@ -40,8 +40,7 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
     for i in range(1, runs + 1):
         attempt = 0
         while True:
-            overrides = Overrides(target_url=target, duration_s=duration_s, seed=secrets.randbits(31),
-                                  api_key=options.api_key)
+            overrides = options.overrides(target_url=target, duration_s=duration_s, seed=secrets.randbits(31))
             sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
             run_dir = out / f"run-{i}"
             summary = run_to_dir(sc, options.replace(out=run_dir))

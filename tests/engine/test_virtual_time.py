@@ -65,7 +65,7 @@ def test_open_loop_dispatcher_sends_every_arrival_on_time_at_10000_per_s() -> No
         clock_ref.append(clock)
         ctx = _ctx(clock, lambda n: answer(), duration_s=10)
         arrivals = schedule("constant", RateProfile(rate_per_s=10_000, duration_s=10), seed=1)
-        return await dispatch(ctx, Pool(), arrivals, lambda a: ("{}", 2), t0_ns=0)  # type: ignore[arg-type]
+        return await dispatch(ctx, Pool(), arrivals, lambda a: ("{}", "hi", ()), t0_ns=0)  # type: ignore[arg-type]
 
     assert run_virtual(main) == "end"
     assert len(sent) == 100_000
@@ -204,7 +204,7 @@ def test_arrivals_the_generator_never_sent_are_offered_and_cancelled_not_forgott
     async def main(clock: VirtualClock) -> Collector:
         ctx = _ctx(clock, lambda n: answer(), duration_s=2)
         arrivals = schedule("constant", RateProfile(rate_per_s=1_000, duration_s=2), seed=1)
-        loop = OpenLoop(ctx, Pool(), arrivals, lambda a: ("{}", 2))  # type: ignore[arg-type]
+        loop = OpenLoop(ctx, Pool(), arrivals, lambda a: ("{}", "hi", ()))  # type: ignore[arg-type]
         async with asyncio.TaskGroup() as tg:
             task = tg.create_task(loop.run(tg, t0_ns=0))
             await clock.sleep_until(1_234 * MS + 500_000)  # the run ends while 765 arrivals are still due

@@ -1,0 +1,74 @@
+"""summary.json's figures of request classes, goodput and tokens, from a run's Figures.
+
+``by_tag`` holds, for each ``key=value``, the same fields with the same definitions as the
+run's totals (requests, errors, error_rate, latency_ms, throughput, goodput, tokens): rates
+over the measured window, latencies from the tag's own histograms (merged exactly across
+workers). ``goodput`` is null without ``slo.goodput``, ``tokens`` null without a tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from loadtest.errors import ERROR_CATEGORIES
+from loadtest.metrics.figures import Figures
+from loadtest.metrics.goodput import GoodputRule
+from loadtest.metrics.tags import TagFigures
+from loadtest.slo import error_rate
+
+__all__ = ["by_tag", "goodput", "tokens"]
+
+
+def _rate(n: int, window_s: float) -> float:
+    return round(n / window_s, 3) if window_s > 0 else 0.0
+
+
+def goodput(rule: GoodputRule | None, counts: Mapping[str, int], offered: int, window_s: float) -> dict[str, Any] | None:
+    """``{good, offered, share, per_s, rule}``: good requests of the cohort, their share of the
+    requests offered in the window, per second of the window. None without a rule."""
+    if rule is None:
+        return None
+    good = int(counts.get("good", 0))
+    return {"good": good, "offered": offered, "share": round(good / offered, 6) if offered else None,
+            "per_s": _rate(good, window_s), "rule": rule.to_dict()}
+
+
+def tokens(name: str | None, counts: Mapping[str, int], window_s: float) -> dict[str, Any] | None:
+    """``{tokenizer, output_total, output_per_s, prompt_total, per_chunk_mean, answers, prompt}``
+    over the cohort's completed answers (output tokens per second: by the arrival of their
+    chunk inside the window). None without a tokenizer: nothing about tokens is guessed."""
+    if name is None:
+        return None
+    chunks = int(counts.get("tokenized_chunks", 0))
+    output = int(counts.get("output_tokens", 0))
+    return {"tokenizer": name, "output_total": output,
+            "output_per_s": _rate(int(counts.get("output_tokens_in_window", 0)), window_s),
+            "prompt_total": int(counts.get("prompt_tokens", 0)),
+            "per_chunk_mean": round(output / chunks, 4) if chunks else None,
+            "answers": int(counts.get("answers_tokenized", 0)),
+            "prompt": "client-sent"}
+
+
+def _one(tf: TagFigures, window_s: float, rule: GoodputRule | None, tokenizer: str | None) -> dict[str, Any]:
+    c = tf.counts
+    requests = {"offered": tf.offered, **{k: int(c.get(k, 0)) for k in ("completed", "failed", "dropped", "cancelled")}}
+    latency = {name: rec.summary_ms() for name, rec in tf.metrics().totals.items() if rec.count}
+    return {
+        "requests": requests,
+        "errors": {k: int(tf.errors.get(k, 0)) for k in ERROR_CATEGORIES},
+        "error_rate": round(error_rate(requests), 6),
+        "latency_ms": latency,
+        "throughput": {"requests_per_s": _rate(int(c.get("ok_in_window", 0)), window_s),
+                       "chunks_per_s": _rate(int(c.get("chunks", 0)), window_s),
+                       "chars_per_s": _rate(int(c.get("chars", 0)), window_s)},
+        "goodput": goodput(rule, c, tf.offered, window_s),
+        "tokens": tokens(tokenizer, c, window_s),
+    }
+
+
+def by_tag(figures: Figures, window_s: float, rule: GoodputRule | None, tokenizer: str | None) -> dict[str, Any]:
+    """summary.json's ``by_tag``: one entry per ``key=value`` that any request carried, keys sorted.
+    A tag seen only in the warmup (no request of the window) is left out."""
+    return {tag: _one(tf, window_s, rule, tokenizer) for tag, tf in sorted(figures.tags.items())
+            if tf.offered or any(tf.counts.values())}
