@@ -11,10 +11,13 @@ from typing import Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from loadtest.engine.result import Progress
+from loadtest.metrics.tags import MAX_VALUES_PER_KEY
+from loadtest.rundir.classes import classes_shown
 
 __all__ = ["LiveProgress", "print_summary"]
 
@@ -75,7 +78,8 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
     failed requests or steps must say so in a CI log.
     """
     out = stream or sys.stdout
-    console = Console(file=out, highlight=False, soft_wrap=True)
+    # a CI log or a pipe is not 80 columns wide (rich's guess without a terminal)
+    console = Console(file=out, highlight=False, soft_wrap=True, width=None if out.isatty() else 120)
     gen = summary["generator"]
     behind = [r for r in gen["reasons"] if "fell behind" in r] + list((summary.get("schedule") or {}).get("behind") or [])
     for reason in behind:
@@ -95,6 +99,9 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
     for lost in (summary.get("workers") or {}).get("lost") or []:
         console.print(f"[bold red]WARNING: a worker was lost ({lost}); its data up to the loss is merged. "
                       "The run is incomplete (exit 5).[/]")
+    for key, n in (summary.get("tags_folded") or {}).items():
+        console.print(f"[bold yellow]WARNING: tag {escape(key)} took more than {MAX_VALUES_PER_KEY} values; {n:,} more were "
+                      f"counted together as {escape(key)}=other.[/]")
     if summary.get("interrupted"):
         console.print("[bold yellow]Run interrupted: partial results written; the verdict is not a pass.[/]")
     req = summary["requests"]
@@ -109,6 +116,7 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
             f"{req.get('cancelled', 0):,} cancelled  ·  in the window: "
             f"{tp['requests_per_s']:.1f} answers/s  {tp['chunks_per_s']:.0f} chunks/s  {tp['chars_per_s']:.0f} chars/s"
         )
+        _print_goodput_tokens(console, summary)
     errors = {k: v for k, v in summary["errors"].items() if v}
     if errors:
         session = summary.get("session") or {}
@@ -122,11 +130,66 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
         for name, s in summary["latency_ms"].items():
             table.add_row(name, f"{s['count']:,}", *(_fmt(s[k]) for k in ("p50", "p90", "p99", "p999", "max")))
         console.print(table)
+        _print_classes(console, summary)
     for name, v in summary["slo"].items():
-        value = "no data" if v["value"] is None else f"{v['value']:g}"
-        mark = "[green]pass[/]" if v["pass"] else "[bold red]FAIL[/]"
-        console.print(f"SLO {name}: {value} (limit {v['limit']:g}) {mark}")
+        console.print(f"SLO {name}: {_slo_value(v)} (limit {v['limit']:g}) {_mark(v)}")
+    for tag, per in (summary.get("slo_by_tag") or {}).items():
+        for name, v in per.items():
+            if v.get("reason"):
+                console.print(f"SLO by_tag {escape(tag)} {name}: {v['reason']} {_mark(v)}")
+            else:
+                console.print(f"SLO by_tag {escape(tag)} {name}: {_slo_value(v)} (limit {v['limit']:g}) {_mark(v)}")
     verdict = summary.get("verdict") or ("passed" if summary["passed"] else "failed")
     shown = {"passed": "[bold green]PASSED[/]", "interrupted": "[bold yellow]INTERRUPTED[/]",
              "incomplete": "[bold red]INCOMPLETE[/]"}
     console.print(f"{shown.get(verdict, '[bold red]FAILED[/]')}  run directory: {run_dir}")
+
+
+def _slo_value(v: dict[str, Any]) -> str:
+    return "no data" if v["value"] is None else f"{v['value']:g}"
+
+
+def _mark(v: dict[str, Any]) -> str:
+    return "[green]pass[/]" if v["pass"] else "[bold red]FAIL[/]"
+
+
+def _print_goodput_tokens(console: Console, summary: dict[str, Any]) -> None:
+    """Goodput (with slo.goodput) and tokens (with a tokenizer): nothing about tokens otherwise."""
+    gp, tok = summary.get("goodput"), summary.get("tokens")
+    if gp:
+        share = "-" if gp["share"] is None else f"{100 * gp['share']:.1f} %"
+        console.print(f"goodput: {gp['good']:,} of {gp['offered']:,} requests good ({share}), "
+                      f"{gp['per_s']:.1f} good/s  (rule: {', '.join(f'{k} {v:g}' for k, v in gp['rule'].items())})")
+    if tok:
+        per_chunk = "-" if tok["per_chunk_mean"] is None else f"{tok['per_chunk_mean']:.2f}"
+        console.print(f"tokens: {tok['output_per_s']:,.0f} output tokens/s in the window, {tok['output_total']:,} "
+                      f"in all, {per_chunk} a chunk; prompts {tok['prompt_total']:,} (client-sent)  "
+                      f"(tokenizer {escape(tok['tokenizer'])})")
+
+
+def _print_classes(console: Console, summary: dict[str, Any]) -> None:
+    """One row per request class, when the run had more than one (rundir.classes.classes_shown)."""
+    by_tag = summary.get("by_tag") or {}
+    shown = classes_shown(by_tag)
+    if not shown:
+        return
+    cols = ["tag", "offered", "ok", "failed", "ttft p50", "ttft p99", "e2e p99", "ok/s"]
+    with_goodput = any(by_tag[t].get("goodput") for t in shown)
+    with_tokens = any(by_tag[t].get("tokens") for t in shown)
+    cols += ["goodput"] * with_goodput + ["tokens/s"] * with_tokens
+    table = Table(title="by tag (ms)", show_edge=False, header_style="bold")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "tag" else "right", no_wrap=True)
+    for tag in shown:
+        f = by_tag[tag]
+        req, lat = f["requests"], f["latency_ms"]
+        row = [escape(tag), f"{req['offered']:,}", f"{req['completed']:,}", f"{req['failed']:,}",
+               _fmt((lat.get("ttft") or {}).get("p50")), _fmt((lat.get("ttft") or {}).get("p99")),
+               _fmt((lat.get("e2e") or {}).get("p99")), f"{f['throughput']['requests_per_s']:.1f}"]
+        if with_goodput:
+            gp = f.get("goodput") or {}
+            row.append("-" if gp.get("share") is None else f"{100 * gp['share']:.1f}%")
+        if with_tokens:
+            row.append(f"{(f.get('tokens') or {}).get('output_per_s', 0):,.0f}")
+        table.add_row(*row)
+    console.print(table)

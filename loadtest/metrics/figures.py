@@ -111,10 +111,9 @@ class Figures:
                     out.seconds[s] = mine = SecondRow()
                 mine.add(row)
             runs.append(p.intervals)
-            for key, n in p.tags_folded.items():
-                out.tags_folded[key] = max(out.tags_folded.get(key, 0), n)
+            _add_counts(out.tags_folded, p.tags_folded)
         out.intervals = merge_intervals(runs)
-        out.tags = merge_tags([p.tags for p in parts])
+        out.tags = merge_tags([p.tags for p in parts], folded=out.tags_folded)
         return out
 
     # ------------------------------------------------------------------ plain data

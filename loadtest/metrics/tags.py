@@ -101,19 +101,41 @@ class TagFigures:
                    intervals=[IntervalSnapshot(**i) for i in data["intervals"]])
 
 
-def merge_tags(parts: list[dict[str, TagFigures]]) -> dict[str, TagFigures]:
-    """Several workers' per-tag figures as one: counters summed, intervals merged second by second."""
-    out: dict[str, TagFigures] = {}
+def merge_tags(parts: list[dict[str, TagFigures]], *, folded: dict[str, int] | None = None) -> dict[str, TagFigures]:
+    """Several workers' per-tag figures as one: counters summed, intervals merged second by second.
+
+    Each worker keeps its first :data:`MAX_VALUES_PER_KEY` values of a key, and two workers may
+    have met different ones: past the cap here, the values with the fewest requests (then by
+    name) fold into ``key=other`` too, added exactly, and are counted in ``folded[key]``."""
     runs: dict[str, list[list[IntervalSnapshot]]] = {}
+    counts: dict[str, TagFigures] = {}
+    by_key: dict[str, list[str]] = {}
     for part in parts:
         for tag, tf in part.items():
-            mine = out.setdefault(tag, TagFigures())
-            for into, src in ((mine.counts, tf.counts), (mine.errors, tf.errors)):
-                for k, v in src.items():
-                    into[k] = into.get(k, 0) + v
+            if tag not in counts:
+                counts[tag] = TagFigures()
+                by_key.setdefault(tag.partition("=")[0], []).append(tag)
+            counts[tag].add(TagFigures(counts=tf.counts, errors=tf.errors))
             runs.setdefault(tag, []).append(tf.intervals)
-    for tag, lists in runs.items():
-        out[tag].intervals = merge_intervals(lists)
+    into = {tag: tag for tag in counts}  # where each tag's figures go
+    for key, tags in by_key.items():
+        other = f"{key}=other"
+        named = [t for t in tags if t != other]
+        if len(named) + (other in counts) <= MAX_VALUES_PER_KEY:
+            continue
+        keep = MAX_VALUES_PER_KEY - 1  # one place is `other`'s
+        ranked = sorted(named, key=lambda t: (-counts[t].offered, t))
+        for tag in ranked[keep:]:
+            into[tag] = other
+        if folded is not None:
+            folded[key] = folded.get(key, 0) + len(ranked) - keep
+    out: dict[str, TagFigures] = {}
+    groups: dict[str, list[list[IntervalSnapshot]]] = {}
+    for tag, dest in into.items():
+        out.setdefault(dest, TagFigures()).add(counts[tag])
+        groups.setdefault(dest, []).extend(runs[tag])
+    for dest, lists in groups.items():
+        out[dest].intervals = merge_intervals(lists)
     return out
 
 

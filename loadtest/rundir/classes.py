@@ -17,7 +17,7 @@ from loadtest.metrics.goodput import GoodputRule
 from loadtest.metrics.tags import TagFigures
 from loadtest.slo import error_rate
 
-__all__ = ["by_tag", "goodput", "tokens"]
+__all__ = ["by_tag", "classes_shown", "goodput", "tokens"]
 
 
 def _rate(n: int, window_s: float) -> float:
@@ -72,3 +72,13 @@ def by_tag(figures: Figures, window_s: float, rule: GoodputRule | None, tokenize
     A tag seen only in the warmup (no request of the window) is left out."""
     return {tag: _one(tf, window_s, rule, tokenizer) for tag, tf in sorted(figures.tags.items())
             if tf.offered or any(tf.counts.values())}
+
+
+def classes_shown(by_tag: Mapping[str, Any] | None) -> list[str]:
+    """The tags a per-class table shows, sorted: every ``key=value`` of a key that took two or
+    more values in the run (a key with one value describes the whole run again). Empty when the
+    run had one class of requests."""
+    values: dict[str, list[str]] = {}
+    for tag in sorted(by_tag or {}):
+        values.setdefault(tag.partition("=")[0], []).append(tag)
+    return [tag for tags in values.values() if len(tags) > 1 for tag in tags]

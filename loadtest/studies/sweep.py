@@ -122,8 +122,13 @@ def _step_overrides(base: Any, mode: Mode, load: float, run_dir: Path, **extra: 
     return replace(base, rate_per_s=float(load), concurrency=None, out=str(run_dir), **extra)
 
 
-def _goodput(run_dir: Path, slo: Mapping[str, float], measure_s: float | None) -> float | None:
-    """Requests/s of the measured window that met every per-request SLO (requests.csv)."""
+def _goodput(run_dir: Path, slo: Mapping[str, float], measure_s: float | None,
+             summary: Mapping[str, Any]) -> float | None:
+    """Good requests per second of the measured window: summary.json's ``goodput.per_s`` when the
+    scenario defines one (slo.goodput); else requests that met every per-request reading of the
+    percentile SLOs (requests.csv)."""
+    if summary.get("goodput"):
+        return float(summary["goodput"]["per_s"])
     path = run_dir / "requests.csv"
     if not measure_s or not path.exists():
         return None
@@ -238,7 +243,7 @@ def run_sweep(
         s = SweepStep.from_summary(summary, load=load, index=index, run_dir=name, refinement=refinement)
         replicate = 1 + sum(1 for p in steps if p.load == load)
         s = replace(s, replicate=replicate, seed=seed, mock_seed=mock_seed if plan.mock else None,
-                    goodput_rps=_goodput(out / name, plan.slo, s.measure_s))
+                    goodput_rps=_goodput(out / name, plan.slo, s.measure_s, summary))
         steps.append(s)
         if on_step is not None:
             on_step(s)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loadtest.errors import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_SLO_FAILED
-from loadtest.slo import AT_LEAST
+from loadtest.slo import ANSWER_FLOORS, AT_LEAST
 from loadtest.sweep.fit import fit_usl, isotonic, kneedle
 from loadtest.sweep.plan import Mode, SweepStep, bisect_level, judge_sweep, level_shares
 
@@ -145,7 +145,11 @@ _NAMES = {"ttft": "TTFT", "itl": "ITL", "tpot": "TPOT", "e2e": "e2e", "ttft_unco
 
 
 def slo_text(name: str, limit: float) -> str:
-    """``ttft_p99_ms``, 500 → ``TTFT p99 ≤ 500 ms``; ``error_rate``, 0.01 → ``error rate ≤ 0.01``."""
+    """``ttft_p99_ms``, 500 → ``TTFT p99 ≤ 500 ms``; ``error_rate``, 0.01 → ``error rate ≤ 0.01``;
+    ``by_tag web_search=true ttft_p99_ms`` → ``TTFT p99 ≤ 500 ms for web_search=true``."""
+    if name.startswith("by_tag "):
+        _, tag, sub = name.split(" ", 2)
+        return f"{slo_text(sub, limit)} for {tag}"
     m = _PCT.match(name)
     if m:
         p = m.group("p")
@@ -166,10 +170,8 @@ def _binding(steps: Sequence[SweepStep], load: float) -> str | None:
     for s in steps:
         if s.load != load or s.interrupted or s.overloaded:
             continue
-        for name, v in s.slo.items():
-            if name in AT_LEAST or v.get("value") is None or float(v["limit"]) <= 0:
-                continue
-            per.setdefault(name, []).append((float(v["limit"]) - float(v["value"])) / float(v["limit"]))
+        for name, m in s.margins().items():
+            per.setdefault(name, []).append(m)
     if not per:
         return None
     return min(per, key=lambda k: _median(per[k]))
@@ -196,7 +198,7 @@ def capacity_answer(steps: Sequence[SweepStep], policy: Policy, *, stopped: str,
     if binding is None and hi is not None and hi in overloaded:
         binding = "overload"
     ended_by = {"completed": "search", "first_failure": "search"}.get(stopped, stopped)
-    floor = next((float(v) for k, v in slo.items() if k in AT_LEAST), None)
+    floor = next((float(v) for k, v in slo.items() if k in ANSWER_FLOORS), None)
     below_floor = False
     answer_tput: float | None = None
     if lo is not None:
@@ -211,7 +213,7 @@ def capacity_answer(steps: Sequence[SweepStep], policy: Policy, *, stopped: str,
             parts[-1] += f": {_load_text(hi, policy.mode)} fail{'s' if hi == 1 else ''} {n - k} of {n}"
     else:
         k, n = shares[lo]
-        limits = {**{n: float(v["limit"]) for st in judged for n, v in st.slo.items()}, **slo}
+        limits = {**{n: float(v["limit"]) for st in judged for n, v in st.judged().items()}, **slo}
         what = slo_text(binding, limits[binding]) if binding and binding in limits else "the SLOs"
         parts.append(f"{_load_text(lo, policy.mode)} sustain{'s' if lo == 1 and policy.mode == 'closed' else ''} "
                      f"{what}" + ("" if k == n else f" ({k} of {n} passed)"))

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from loadtest.errors import BadInput
-from loadtest.slo import AT_LEAST
+from loadtest.slo import ANSWER_FLOORS, AT_LEAST
 
 __all__ = [
     "MAX_LEVELS",
@@ -167,6 +167,8 @@ class SweepStep:
     index: int = 0
     run_dir: str = ""
     slo: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: per request class (summary.json ``slo_by_tag``): judged with the step like its own SLOs
+    slo_by_tag: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     throughput_rps: float | None = None
     error_rate: float | None = None
     ttft_p50_ms: float | None = None
@@ -191,11 +193,31 @@ class SweepStep:
 
     @property
     def margin(self) -> float | None:
-        """The smallest relative SLO margin ``(limit - value) / limit`` over the SLOs judged per
-        step (throughput floors are judged on the answer instead); negative when one failed."""
-        ms = [(float(v["limit"]) - float(v["value"])) / float(v["limit"]) for k, v in self.slo.items()
-              if k not in AT_LEAST and v.get("value") is not None and float(v["limit"]) > 0]
-        return min(ms) if ms else None
+        """The smallest relative SLO margin over the SLOs judged per step, per-tag ones included
+        (:meth:`margins`); negative when one failed."""
+        ms = self.margins()
+        return min(ms.values()) if ms else None
+
+    def judged(self) -> dict[str, Mapping[str, Any]]:
+        """The SLO verdicts judged per step, by name (``by_tag TAG NAME`` for a class's): every
+        one but the throughput floors, which are judged on the answer (a low level cannot reach
+        them by construction, issue 14)."""
+        out: dict[str, Mapping[str, Any]] = {k: v for k, v in self.slo.items() if k not in ANSWER_FLOORS}
+        for tag, per in self.slo_by_tag.items():
+            out.update({f"by_tag {tag} {k}": v for k, v in per.items() if k not in ANSWER_FLOORS})
+        return out
+
+    def margins(self) -> dict[str, float]:
+        """Each judged SLO's relative margin: ``(limit - value) / limit`` for a ceiling,
+        ``(value - limit) / limit`` for a floor (``min_goodput``); SLOs with no value or a zero
+        limit have none."""
+        out: dict[str, float] = {}
+        for name, v in self.judged().items():
+            if v.get("value") is None or float(v["limit"]) <= 0:
+                continue
+            gap = float(v["value"]) - float(v["limit"])
+            out[name] = (gap if name.rpartition(" ")[2] in AT_LEAST else -gap) / float(v["limit"])
+        return out
 
     @classmethod
     def from_summary(cls, summary: Mapping[str, Any], *, load: float, index: int, run_dir: str,
@@ -209,7 +231,9 @@ class SweepStep:
         overloaded = (saturated or (bool(offered) and achieved is not None and achieved < OVERLOAD_SHARE * offered)
                       or (bool(achieved) and served is not None and served < SERVED_SHARE * achieved))  # fmt: skip
         slo = summary["slo"]
-        judged = [v["pass"] for k, v in slo.items() if k not in AT_LEAST]
+        slo_by_tag = summary.get("slo_by_tag") or {}
+        judged = [v["pass"] for k, v in slo.items() if k not in ANSWER_FLOORS]
+        judged += [v["pass"] for per in slo_by_tag.values() for k, v in per.items() if k not in ANSWER_FLOORS]
         # a throughput floor is judged on the answer, not per step (issue 14): a low level
         # cannot reach it by construction
         passed = (all(judged) if slo else bool(summary["passed"])) and not overloaded
@@ -220,7 +244,7 @@ class SweepStep:
             load=load, passed=passed and not summary.get("interrupted"), saturated=saturated,
             overloaded=overloaded, latency=latency, measure_s=summary.get("measure_s"),
             interrupted=bool(summary.get("interrupted")), refinement=refinement, index=index, run_dir=run_dir,
-            slo=summary["slo"], throughput_rps=summary["throughput"]["requests_per_s"],
+            slo=summary["slo"], slo_by_tag=slo_by_tag, throughput_rps=summary["throughput"]["requests_per_s"],
             error_rate=summary["error_rate"],
             ttft_p50_ms=None if overloaded else ttft.get("p50"), ttft_p99_ms=None if overloaded else ttft.get("p99"),
             offered_rate=offered, achieved_rate=achieved,
@@ -232,6 +256,7 @@ class SweepStep:
             "index": self.index, "load": self.load, "refinement": self.refinement, "run_dir": self.run_dir,
             "passed": self.passed, "saturated": self.saturated, "saturation_reasons": list(self.saturation_reasons),
             "interrupted": self.interrupted, "slo": {k: dict(v) for k, v in self.slo.items()},
+            "slo_by_tag": {t: {k: dict(v) for k, v in per.items()} for t, per in self.slo_by_tag.items()},
             "throughput_rps": self.throughput_rps, "error_rate": self.error_rate,
             "ttft_p50_ms": self.ttft_p50_ms, "ttft_p99_ms": self.ttft_p99_ms,
             "offered_rate": self.offered_rate, "achieved_rate": self.achieved_rate,

@@ -1,0 +1,68 @@
+"""Token counts (issue 19): one encoding of the joined answer, never chunk by chunk; the first
+chunk's tokens for tpot_token; a tokenizer that is missing or broken is exit 2 before anything
+connects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from loadtest.metrics.record import RequestRecord
+from loadtest.metrics.tokens import TokenCounter
+from support.helpers import run_cli
+
+WORDS = ["[UNK]", "artificial", "intelligence", "is", "the", "study", "of", "systems", "."]
+
+
+def word_tokenizer() -> str:
+    tok = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return tok.to_str()
+
+
+def test_an_answer_is_counted_from_its_joined_text_not_chunk_by_chunk() -> None:
+    counter = TokenCounter(word_tokenizer(), name="words")
+    # "artificial" is split across two chunks: chunk by chunk it would be two unknown tokens
+    chunks = ["artif", "icial intelligence ", "is the", " study."]
+    n, first = counter.answer(chunks)
+    assert n == 6  # artificial intelligence is the study .
+    assert first == 1  # the token that starts in the first chunk
+    chunked = sum(counter.answer([c])[0] for c in chunks)
+    assert chunked != n  # what per-chunk counting (inference-perf #566) would have reported
+    # tokens that start inside chunks 1..2 (window placement): intelligence, is, the
+    assert counter.tokens_in_chunks(chunks, 1, 3) == 3
+    assert counter.tokens_in_chunks(chunks, 0, 4) == n
+    assert counter.answer([]) == (0, 0)
+
+
+def test_tpot_token_is_the_stream_time_over_tokens_after_the_first_chunk() -> None:
+    counter = TokenCounter(word_tokenizer(), name="words")
+    rec = RequestRecord(request_id=1, user=0, t_first=1_000_000, t_last=61_000_000, chunks=3,
+                        texts=["the study ", "of the ", "systems ."], prompt="artificial intelligence")
+    counter.stamp(rec)
+    assert (rec.output_tokens, rec.first_chunk_tokens, rec.prompt_tokens) == (6, 2, 2)
+    assert rec.tpot_token_ns() == pytest.approx(60_000_000 / 4)
+
+
+def test_not_a_tokenizer_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a Hugging Face tokenizer.json"):
+        TokenCounter('{"version": "1.0", "model": 3}', name="bad")
+
+
+@pytest.mark.realtime  # a process
+@pytest.mark.parametrize("content", [None, "{not json", '{"model": {"type": "Nope"}}'])
+def test_a_missing_or_broken_tokenizer_is_exit_2_before_anything_connects(tmp_path: Path, content: str | None) -> None:
+    tok = tmp_path / "tokenizer.json"
+    if content is not None:
+        tok.write_text(content, encoding="utf-8")
+    sc = tmp_path / "sc.yaml"
+    # an unreachable target: had anything connected first, the exit would be 3
+    sc.write_text("target: {url: 'ws://127.0.0.1:9/v2/chat', api_key_env: NOPE}\n"
+                  "load: {duration: 1s, warmup: 0s}\n", encoding="utf-8")
+    r = run_cli("run", str(sc), "--tokenizer", str(tok), "--api-key", "k", "--out", str(tmp_path / "out"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "tokenizer" in r.stderr and str(tok) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()
