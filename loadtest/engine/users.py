@@ -20,6 +20,7 @@ import aiohttp
 
 from loadtest.clock import Clock, RealClock
 from loadtest.engine.connection import DEFAULT_MAX_FRAME_BYTES, Connection, ConnectTimings
+from loadtest.engine.tokenstage import TokenStage
 from loadtest.errors import ConnectionFailure
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.protocol import GenRequest, encode_gen
@@ -104,6 +105,8 @@ class RunContext:
     #: to ``url`` through ``session``. Tests plug a fake transport in here (like httpx's
     #: MockTransport), so users and the pool run in virtual time without sockets.
     connector: Callable[[int, ConnectTimings], Awaitable[Connection]] | None = None
+    #: with a tokenizer: completed answers are counted there, off the loop, then reported
+    tokens: TokenStage | None = None
     #: (this worker, of how many): request and connection ids are disjoint across workers
     shard: tuple[int, int] = (0, 1)
     _ids: itertools.count[int] = field(init=False)
@@ -189,7 +192,10 @@ class RunContext:
                 rec.t_intended = rec.t_send
             if rec.t_send:
                 self.collector.on_sent(rec)
-            self.collector.on_request(rec, self.clock.now_ns())
+            if self.tokens is not None and rec.outcome == "ok":
+                self.tokens.submit(rec)
+            else:
+                self.collector.on_request(rec, self.clock.now_ns())
 
 
 async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float | None = None,

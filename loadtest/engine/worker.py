@@ -15,6 +15,7 @@ t0's wall-clock time is ``started_at``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from loadtest.engine.pool import Pool
 from loadtest.engine.result import Progress, WorkerHealth
 from loadtest.engine.selfwatch import LATE_MS, SelfWatch, fell_behind, saturation_reasons
 from loadtest.engine.tls import Tls
+from loadtest.engine.tokenstage import TokenStage
 from loadtest.engine.users import Ramp, RunContext, gen_factories, run_user
 from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUnreachable, redact
 from loadtest.metrics.collector import Collector, RequestRecord
@@ -39,6 +41,7 @@ from loadtest.schedule.backoff import backoff
 __all__ = ["GRACE_S", "Worker", "WorkerReport", "WorkerSpec", "share", "wall_ms"]
 
 _NS = 1_000_000_000
+_TOKENS_BEHIND_NS = _NS
 GRACE_S = 10.0  # in-flight streams get this long to finish after the duration (or a stop)
 _PROBE_ATTEMPTS = 3
 #: users started per batch; between batches the loop runs (signals, the ticker, connections)
@@ -208,11 +211,12 @@ class Worker:
         duration_s = float(load.duration_s)
         now = self.clock.now_ns
         session = make_session(ssl_context=self.spec.tls.context(self.spec.url))
-        tokens = (None if self.spec.tokenizer_json is None
-                  else TokenCounter(self.spec.tokenizer_json, name=str(sc.target.tokenizer)))
         collector = Collector(t0_ns=now(), warmup_s=float(load.warmup_s), duration_s=duration_s,
-                              request_sink=self._sink, goodput=sc.slo.goodput, tokens=tokens)
+                              request_sink=self._sink, goodput=sc.slo.goodput)
         ctx = self._ctx = self._context(collector, session)
+        if self.spec.tokenizer_json is not None:
+            counter = TokenCounter(self.spec.tokenizer_json, name=str(sc.target.tokenizer))
+            ctx.tokens = TokenStage(counter, collector.on_request, self.clock)
         if self._stop_early:
             ctx.stop()
         watch = SelfWatch(collector.on_loop_lag, self.clock)
@@ -246,16 +250,23 @@ class Worker:
             if pool is not None:
                 await pool.close()  # idempotent; OpenLoop closed it unless the run failed before
             await session.close()
+            if ctx.tokens is not None:  # every completed answer counted before the figures are taken
+                await ctx.tokens.drain()
+                ctx.tokens.close()
         gc.unfreeze()
         t_end = now()
         collector.close_intervals(t_end, final=True)
         cpu = [p for at, p in watch.cpu_samples if collector.in_window(at)]
         figures = collector.export()
+        fit = health(self.spec.index, figures, cpu, max_connections=pool.max_connections if pool else None)
+        if ctx.tokens is not None and ctx.tokens.max_delay_ns > _TOKENS_BEHIND_NS:
+            # answers waited over a second to be tokenized: the tokenizer, not the target, set the pace
+            fit = dataclasses.replace(fit, saturation=(*fit.saturation, "token counting fell behind (an answer waited "
+                                                       f"{ctx.tokens.max_delay_ns / _NS:.1f} s for the tokenizer)"))
         return WorkerReport(
             index=self.spec.index, figures=figures, started_at_epoch_ns=started_epoch,
             duration_s=(t_end - t0) / _NS, drain_s=max(0, t_done - collector.window_end_ns) / _NS,
-            health=health(self.spec.index, figures, cpu, max_connections=pool.max_connections if pool else None),
-            cpu_percents=cpu,
+            health=fit, cpu_percents=cpu,
         )
 
     async def _load(self, ctx: RunContext, open_loop: OpenLoop | None, watch: SelfWatch, t0: int) -> int:

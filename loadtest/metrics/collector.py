@@ -40,7 +40,7 @@ from loadtest.metrics.record import RequestRecord, tpot_ns
 from loadtest.metrics.samples import record_observed, record_success
 from loadtest.metrics.seconds import TIMESERIES_COLUMNS, SecondRow, timeseries_rows
 from loadtest.metrics.tags import TagFigures, TagTable
-from loadtest.metrics.tokens import TokenCounter
+from loadtest.metrics.tokens import tokens_before
 
 __all__ = ["TIMESERIES_COLUMNS", "Collector", "RequestRecord", "SecondRow", "tpot_ns"]
 
@@ -67,7 +67,6 @@ class Collector:
         duration_s: float | None = None,
         request_sink: Callable[[RequestRecord, int], None] | None = None,
         goodput: GoodputRule | None = None,
-        tokens: TokenCounter | None = None,
     ) -> None:
         self.warmup_ns = round(warmup_s * _NS_PER_S)
         self._duration_ns = None if duration_s is None else round(duration_s * _NS_PER_S)
@@ -76,7 +75,6 @@ class Collector:
         self.seconds: dict[int, SecondRow] = {}
         self._sink = request_sink
         self._goodput = goodput
-        self._tokens = tokens
         #: per ``key=value``: counters and latency histograms of the cohort's requests
         self.tags = TagTable()
         self._tag_intervals_sent: dict[str, int] = {}
@@ -244,8 +242,8 @@ class Collector:
             if measured:
                 self.unknown_events += rec.unknown_events
         outcome = rec.outcome
-        if outcome == "ok" and self._tokens is not None:
-            self._count_tokens(rec, self._tokens)
+        if outcome == "ok" and rec.output_tokens >= 0:
+            self._count_tokens(rec)
         win_chunks = win_chars = win_tokens = 0
         if rec.chunks:
             win_chunks, win_chars, win_tokens = self._place_chunks(rec)
@@ -296,9 +294,8 @@ class Collector:
         if self._sink is not None:
             self._sink(rec, self.t0_ns)
 
-    def _count_tokens(self, rec: RequestRecord, tokens: TokenCounter) -> None:
-        """Tokenize a completed answer (once, from its joined text) and its prompt as sent."""
-        tokens.stamp(rec)
+    def _count_tokens(self, rec: RequestRecord) -> None:
+        """A completed answer's tokens (counted by the engine, off the loop: metrics.tokens)."""
         if rec.phase == "measure":
             self.answers_tokenized += 1
             self.output_tokens += rec.output_tokens
@@ -343,8 +340,8 @@ class Collector:
         self.chunks += j - i
         self.chars += chars[j] - chars[i]
         in_tokens = 0
-        if rec.output_tokens >= 0 and self._tokens is not None and j > i:
-            in_tokens = self._tokens.tokens_in_chunks(rec.texts, i, j)
+        if rec.output_tokens >= 0 and j > i and rec.encoding is not None:
+            in_tokens = tokens_before(rec.encoding, chars[j]) - tokens_before(rec.encoding, chars[i])
             self.output_tokens_in_window += in_tokens
         return j - i, chars[j] - chars[i], in_tokens
 

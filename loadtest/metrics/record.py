@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["RequestRecord", "tpot_ns"]
 
@@ -55,6 +56,9 @@ class RequestRecord:
     output_tokens: int = -1
     prompt_tokens: int = -1
     first_chunk_tokens: int = -1
+    #: with a tokenizer: the answer's ``tokenizers.Encoding`` (to count the tokens that
+    #: arrived inside the measured window: loadtest.metrics.tokens.tokens_before)
+    encoding: Any = None
 
     def tpot_token_ns(self) -> float | None:
         """``(t_last - t_first) / (output_tokens - first_chunk_tokens)`` (ns per output token after

@@ -35,6 +35,7 @@ from loadtest.runner.options import RunOptions
 from loadtest.runner.todir import run_to_dir as _run_step
 from loadtest.studies.reruns import Reruns
 from loadtest.sweep.capacity import Policy, capacity_answer, curve, goodput_ok, next_step, step_seeds
+from loadtest.sweep.lines import answer_line, step_line
 from loadtest.sweep.plan import (
     MAX_LEVELS,
     RULE,
@@ -42,12 +43,10 @@ from loadtest.sweep.plan import (
     SweepAnswer,
     SweepStep,
     _axis,
-    answer_line,
     bisect_level,
     judge_sweep,
     parse_level_list,
     plan_levels,
-    step_line,
 )
 
 __all__ = [

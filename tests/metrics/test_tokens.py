@@ -4,14 +4,15 @@ connects."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
+from support.helpers import run_cli
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from loadtest.metrics.record import RequestRecord
-from loadtest.metrics.tokens import TokenCounter
-from support.helpers import run_cli
+from loadtest.metrics.tokens import TokenCounter, tokens_before
 
 WORDS = ["[UNK]", "artificial", "intelligence", "is", "the", "study", "of", "systems", "."]
 
@@ -31,9 +32,12 @@ def test_an_answer_is_counted_from_its_joined_text_not_chunk_by_chunk() -> None:
     assert first == 1  # the token that starts in the first chunk
     chunked = sum(counter.answer([c])[0] for c in chunks)
     assert chunked != n  # what per-chunk counting (inference-perf #566) would have reported
-    # tokens that start inside chunks 1..2 (window placement): intelligence, is, the
-    assert counter.tokens_in_chunks(chunks, 1, 3) == 3
-    assert counter.tokens_in_chunks(chunks, 0, 4) == n
+    # the tokens that start in each chunk (window placement): [artificial] [intelligence] [is the] [study .]
+    rec = RequestRecord(request_id=1, user=0, texts=chunks)
+    counter.stamp(rec)
+    bounds = [0, 5, 24, 30, 37]  # where each chunk starts in the joined text, and its end
+    starts = [tokens_before(rec.encoding, b) for b in bounds]
+    assert [b - a for a, b in itertools.pairwise(starts)] == [1, 1, 2, 2] and starts[-1] == n
     assert counter.answer([]) == (0, 0)
 
 
@@ -47,7 +51,7 @@ def test_tpot_token_is_the_stream_time_over_tokens_after_the_first_chunk() -> No
 
 
 def test_not_a_tokenizer_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a Hugging Face tokenizer.json"):
+    with pytest.raises(ValueError, match=r"not a Hugging Face tokenizer\.json"):
         TokenCounter('{"version": "1.0", "model": 3}', name="bad")
 
 
