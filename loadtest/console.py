@@ -170,7 +170,7 @@ def _print_goodput_tokens(console: Console, summary: dict[str, Any]) -> None:
 def _print_classes(console: Console, summary: dict[str, Any]) -> None:
     """One row per request class, when the run had more than one (rundir.classes.classes_shown)."""
     by_tag = summary.get("by_tag") or {}
-    shown = classes_shown(by_tag)
+    shown = [t for t in classes_shown(summary) if t in by_tag]  # a tag nothing carried: its SLO line says so
     if not shown:
         return
     cols = ["tag", "offered", "ok", "failed", "ttft p50", "ttft p99", "e2e p99", "ok/s"]

@@ -15,12 +15,30 @@ from loadtest.errors import EXIT_INTERRUPTED
 __all__ = ["ab", "calibrate", "compare"]
 
 
+class TagType(click.ParamType):  # type: ignore[type-arg]
+    """``--tag KEY=VALUE``: one request class (issue 19); anything else is a usage error (exit 2)."""
+
+    name = "KEY=VALUE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from loadtest.metrics.tags import parse_tag
+
+        try:
+            key, val = parse_tag(str(value))
+        except ValueError as exc:
+            self.fail(f"{exc} (a request class, e.g. web_search=true)", param, ctx)
+        return f"{key}={val}"
+
+
 def _gate_options(f: Any) -> Any:
     """The options ``compare`` and ``ab`` share: what is judged and how strictly."""
     options = [
         click.option("--metric", "metrics", multiple=True,
                      help="Judge only this (repeatable): ttft, itl, e2e, tpot or another latency metric "
                           "(p50/p90/p99), ttft.p95 (one percentile), error_rate, throughput."),
+        click.option("--tag", type=TagType(), default=None,
+                     help="Judge one request class only: the requests that carried KEY=VALUE (summary.json "
+                          "by_tag), e.g. web_search=true. A run none of whose requests carried it: exit 2."),
         click.option("--tolerance", "--max-increase", "tolerance", type=FractionType(), default="10%",
                      show_default=True, help="Latency/throughput: relative change that counts (log-symmetric)."),
         click.option("--max-error-increase", type=FractionType(), default="0.005", show_default=True,
@@ -51,16 +69,22 @@ def _gate_options(f: Any) -> Any:
 
 def _rules(tolerance: float, max_error_increase: float, alpha: float, strict: bool, block_s: int,
            resamples: int, boot_seed: int, min_tail: int, calibration: str | None, paired: bool = True,
-           allow_saturated: bool = False) -> Any:
+           allow_saturated: bool = False, tag: str | None = None) -> Any:
     from pathlib import Path
 
     from loadtest.compare.calibration import read_calibration
     from loadtest.compare.gate import GateRules
+    from loadtest.compare.validity import calibration_mismatch
+    from loadtest.errors import BadInput
 
-    noise, runs, fingerprint = read_calibration(Path(calibration)) if calibration else ({}, 0, None)
+    noise, runs, fingerprint, cal_tag = read_calibration(Path(calibration)) if calibration else ({}, 0, None, None)
+    mismatch = calibration_mismatch(cal_tag, tag) if calibration else None
+    if mismatch:  # refused before anything runs (ab would otherwise run every round first)
+        raise BadInput(f"--calibration {calibration}: {mismatch}")
     return GateRules(tolerance=tolerance, error_tolerance=max_error_increase, alpha=alpha, strict=strict,
                      block_s=block_s, resamples=resamples, seed=boot_seed, min_tail=min_tail, paired=paired,
-                     noise=noise, noise_runs=runs, noise_fingerprint=fingerprint, allow_saturated=allow_saturated)
+                     noise=noise, noise_runs=runs, noise_fingerprint=fingerprint, noise_tag=cal_tag,
+                     allow_saturated=allow_saturated)
 
 
 def _write_outputs(verdict: Any, base: Any, cand: Any, json_out: str | None, md_out: str | None,
@@ -87,12 +111,14 @@ def _write_outputs(verdict: Any, base: Any, cand: Any, json_out: str | None, md_
 @click.option("--allow-different-workload", is_flag=True, help="Compare runs whose scenario fingerprints differ.")
 @_gate_options
 def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple[str, ...], unpaired: bool,
-            allow_different_workload: bool, metrics: tuple[str, ...], tolerance: float, max_error_increase: float,
+            allow_different_workload: bool, metrics: tuple[str, ...], tag: str | None, tolerance: float,
+            max_error_increase: float,
             alpha: float, strict: bool, block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool,
             calibration: str | None, json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Judge candidate runs against baseline runs: BASELINE_DIR CANDIDATE_DIR, or
     --baseline DIR ... --candidate DIR .... Exit 0 no regression, 1 a regression (or, with
-    --strict, an inconclusive check), 2 bad input or runs that cannot be compared."""
+    --strict, an inconclusive check), 2 bad input or runs that cannot be compared (with --tag:
+    a run none of whose requests carried the tag)."""
     from pathlib import Path
 
     from loadtest.compare.gate import gate
@@ -108,12 +134,12 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
         baselines, candidates = (dirs[0],), (dirs[1],)
     if not baselines or not candidates:
         raise click.UsageError("give at least one --baseline DIR and one --candidate DIR")
-    checks = parse_checks(metrics)
+    checks = parse_checks(metrics, tag=tag)
     latency = [m for m, stat in checks if stat]
-    base = [load_run(Path(d), latency) for d in baselines]
-    cand = [load_run(Path(d), latency) for d in candidates]
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
-                   calibration, paired=not unpaired, allow_saturated=allow_saturated)
+                   calibration, paired=not unpaired, allow_saturated=allow_saturated, tag=tag)
+    base = [load_run(Path(d), latency, tag=tag) for d in baselines]
+    cand = [load_run(Path(d), latency, tag=tag) for d in candidates]
     verdict = gate(base, cand, rules, checks=checks, allow_different_workload=allow_different_workload)
     _write_outputs(verdict, base, cand, json_out, md_out, junit_out)
     click.echo(gate_text(verdict, base, cand), nl=False)
@@ -141,9 +167,10 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
 @_gate_options
 def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock: Any, candidate_mock: Any,
        rounds: int, out: str, duration: str | None, round_seed: int | None, html: bool,
-       retries: int, flags: RunFlags, metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
-       block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
-       json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
+       retries: int, flags: RunFlags, metrics: tuple[str, ...], tag: str | None, tolerance: float,
+       max_error_increase: float, alpha: float, strict: bool, block_s: int, resamples: int, boot_seed: int,
+       min_tail: int, allow_saturated: bool, calibration: str | None, json_out: str | None, md_out: str | None,
+       junit_out: str | None) -> int:
     """Run SCENARIO_FILE against the baseline and the candidate in alternating rounds, then
     gate: OUT/round-N-baseline|candidate/, OUT/compare.json, OUT/compare.md, OUT/junit.xml.
     Exit 0 no regression, 1 a regression, 2 bad input or invalid runs, 3 unreachable,
@@ -163,9 +190,9 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
     # one set of options for both sides and every round (TLS, key: the scenario's and the flags')
     options = flags.options(load(scenario_file, flags.overrides(target_url=baseline_url, duration_s=duration_s)),
                             html=html, quiet=True)
-    checks = parse_checks(metrics)
+    checks = parse_checks(metrics, tag=tag)
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
-                   calibration, allow_saturated=allow_saturated)
+                   calibration, allow_saturated=allow_saturated, tag=tag)
 
     def on_run(i: int, role: str, run_dir: Path, summary: dict[str, Any]) -> None:
         click.echo(f"round {i} {role}: {run_dir} ({summary.get('verdict')})", err=True)
@@ -173,7 +200,7 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
     result = run_ab(scenario_file, baseline=AbSide(url=baseline_url, mock=baseline_mock or {}),
                     candidate=AbSide(url=candidate_url, mock=candidate_mock or {}), rounds=rounds, out=Path(out),
                     environ=os.environ, rules=rules, checks=checks, duration_s=duration_s, seed=round_seed,
-                    options=options, retries=retries, on_run=on_run)
+                    options=options, retries=retries, on_run=on_run, tag=tag)
     if result.interrupted or result.verdict is None:
         click.echo("Interrupted: no verdict (the rounds run so far are in " + out + ").", err=True)
         return EXIT_INTERRUPTED
@@ -193,11 +220,13 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
 @run_flags
 @_gate_options
 def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: str | None,
-              retries: int, flags: RunFlags, metrics: tuple[str, ...], tolerance: float, max_error_increase: float, alpha: float, strict: bool,
-              block_s: int, resamples: int, boot_seed: int, min_tail: int, allow_saturated: bool, calibration: str | None,
-              json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
+              retries: int, flags: RunFlags, metrics: tuple[str, ...], tag: str | None, tolerance: float,
+              max_error_increase: float, alpha: float, strict: bool, block_s: int, resamples: int, boot_seed: int,
+              min_tail: int, allow_saturated: bool, calibration: str | None, json_out: str | None,
+              md_out: str | None, junit_out: str | None) -> int:
     """Run SCENARIO_FILE K times against one target: OUT/calibration.json (between-run noise
-    per check) and the one-run compare rule replayed on every pair (observed false alarms)."""
+    per check) and the one-run compare rule replayed on every pair (observed false alarms).
+    With --tag, of that request class only: a calibration for compare/ab --tag."""
     import os
     from pathlib import Path
 
@@ -206,12 +235,12 @@ def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: 
 
     duration_s = duration_flag(duration, "--duration")
     options = flags.options(load(scenario_file, flags.overrides(target_url=target, duration_s=duration_s)), quiet=True)
-    checks = parse_checks(metrics)
+    checks = parse_checks(metrics, tag=tag)
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail, None,
                    allow_saturated=allow_saturated)
     result = run_calibration(scenario_file, target=target, runs=n_runs, out=Path(out), environ=os.environ,
                              rules=rules, checks=checks, duration_s=duration_s, options=options, retries=retries,
-                             on_run=lambda i, d: click.echo(f"run {i}: {d}", err=True))  # fmt: skip
+                             on_run=lambda i, d: click.echo(f"run {i}: {d}", err=True), tag=tag)  # fmt: skip
     if result is None:
         return EXIT_INTERRUPTED
     for name, sd in result["noise"].items():

@@ -6,6 +6,11 @@ fails is its observed false-alarm rate on this target. ``compare --calibration F
 ``noise`` back: per check, the standard deviation across the K runs of its log value (of the
 value itself for the error rate); a one-run interval is then at least √2 × that wide (the
 difference of two runs), so between-run noise is in it, and itl/tpot may gate.
+
+A calibration is of what its runs were read as: whole runs, or one request class
+(``calibrate --tag``, recorded as ``tag``). It serves only a gate of the same (``compare
+--tag``; :func:`loadtest.compare.validity.calibration_mismatch`): a class's figures come
+from a share of the samples and vary more between runs than the whole run's.
 """
 
 from __future__ import annotations
@@ -59,19 +64,22 @@ def calibrate_runs(runs: Sequence[RunData], rules: GateRules, checks: Sequence[t
         alarms += verdict.failed
         for row in verdict.regressions:
             by_check[row.name] += 1
-    return {"runs": len(clean), "fingerprint": clean[0].fingerprint, "noise": noise_of(clean, checks),
+    return {"runs": len(clean), "fingerprint": clean[0].fingerprint, "tag": clean[0].tag,
+            "noise": noise_of(clean, checks),
             "pairs": pairs, "false_alarms": alarms, "false_alarm_rate": alarms / pairs,
             "false_alarms_by_check": {k: v for k, v in by_check.items() if v},
             "labels": [r.label for r in clean], "left_out": left_out}  # fmt: skip
 
 
-def read_calibration(path: Path) -> tuple[dict[str, float], int, str | None]:
-    """(noise per check, number of runs, workload fingerprint or None) from calibration.json;
+def read_calibration(path: Path) -> tuple[dict[str, float], int, str | None, str | None]:
+    """(noise per check, number of runs, workload fingerprint or None, request class or None)
+    from calibration.json (one written before request classes has no ``tag``: whole runs);
     BadInput naming the file."""
     try:
         data = json.loads(read_text(path))
         noise = {str(k): float(v) for k, v in data["noise"].items()}
-        fingerprint = data.get("fingerprint")
-        return noise, int(data["runs"]), None if fingerprint is None else str(fingerprint)
+        fingerprint, tag = data.get("fingerprint"), data.get("tag")
+        return (noise, int(data["runs"]), None if fingerprint is None else str(fingerprint),
+                None if tag is None else str(tag))  # fmt: skip
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadInput(f"{path}: not a calibration.json of loadtest calibrate ({exc})") from None

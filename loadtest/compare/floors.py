@@ -1,7 +1,11 @@
 """Sample floors of the release gate, pure: a gated percentile needs ``min_tail`` samples beyond it
 in every run (p99: 100 × min_tail), else its tail is a handful of values and the check cannot be
 judged. :func:`loadtest.compare.gate.gate` refuses runs below a floor; ``ab`` asks the same of its
-first baseline run, to stop before running every round (:mod:`loadtest.studies.ab`)."""
+first baseline run, to stop before running every round (:mod:`loadtest.studies.ab`).
+
+With ``--tag`` a run's figures are its request class's (:attr:`RunData.tag`), so the floors
+count the class's samples: a rare class is refused as too few samples, never passed on a
+handful (k6 passed a threshold on a tag that matched nothing, k6 #1526)."""
 
 from __future__ import annotations
 
@@ -33,10 +37,12 @@ class Shortfall:
     needed: int
     beyond: int  # the samples beyond the percentile the rule asks for (min_tail)
     q: float
+    tag: str | None = None  # the request class counted (None: the whole run)
 
     @property
     def text(self) -> str:
-        return (f"{self.count} {self.metric} samples; {self.metric} {self.stat} needs at least {self.needed} per "
+        of = f" of {self.tag}" if self.tag else ""
+        return (f"{self.count} {self.metric} samples{of}; {self.metric} {self.stat} needs at least {self.needed} per "
                 f"run ({self.beyond} beyond the {self.q:g}th percentile)")
 
 
@@ -53,7 +59,7 @@ def sample_shortfalls(run: RunData, checks: Sequence[tuple[str, str]], rules: An
         needed = math.ceil(rules.min_tail * 100 / (100 - q) - 1e-9)
         count = _count(run, metric)
         if count is not None and count < needed:
-            out.append(Shortfall(metric, stat, count, needed, rules.min_tail, q))
+            out.append(Shortfall(metric, stat, count, needed, rules.min_tail, q, run.tag))
     return out
 
 

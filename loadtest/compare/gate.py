@@ -26,9 +26,13 @@ relative checks, absolute for the error rate), each check judged at its Holm lev
 REGRESSION when the interval lies wholly above τ (Holm rejects "δ ≤ τ"), IMPROVED when
 wholly below −τ, OK when wholly inside [−τ, τ], else INCONCLUSIVE (fails only ``strict``).
 
-Validity first (:class:`InvalidComparison`, exit 2): one workload fingerprint, no generator
-saturated or interrupted, open loop sent within ``max_rate_shortfall`` of what it offered,
-and every run has ``min_tail`` samples beyond each gated percentile (p99: 100 × min_tail).
+Validity first (:class:`InvalidComparison`, exit 2; :mod:`loadtest.compare.validity`): one
+workload fingerprint, no generator saturated or interrupted, open loop sent within
+``max_rate_shortfall`` of what it offered, and every run has ``min_tail`` samples beyond each
+gated percentile (p99: 100 × min_tail).
+
+One request class (``--tag``, issue 19): runs read with a tag (:attr:`RunData.tag`) carry that
+class's figures only, so every check, floor and note above is the class's; the verdict names it.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.compare.floors import OVERCONFIDENT, check_name, sample_shortfalls
+from loadtest.compare.floors import OVERCONFIDENT, check_name
 from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, t_ppf, welch
 from loadtest.compare.rundata import PERCENTILES, RunData, row_dict
 from loadtest.compare.stats import Stack
+from loadtest.compare.validity import InvalidComparison, validate
 from loadtest.errors import BadInput
 
 __all__ = [
@@ -63,10 +68,6 @@ __all__ = [
 ]
 
 REGRESSION, IMPROVED, OK, INCONCLUSIVE, NA = "REGRESSION", "IMPROVED", "OK", "INCONCLUSIVE", "n/a"
-
-
-class InvalidComparison(BadInput):
-    """The runs cannot be compared (exit 2); the message says why."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +93,8 @@ class GateRules:
     noise_runs: int = 0
     #: the workload fingerprint the calibration was measured on (None: not recorded)
     noise_fingerprint: str | None = None
+    #: the request class the calibration was measured on (None: whole runs); must be the runs'
+    noise_tag: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("tolerance", "error_tolerance", "max_rate_shortfall"):
@@ -139,6 +142,8 @@ class GateVerdict:
     rules: GateRules
     mode: str
     runs: tuple[int, int]
+    #: the request class judged (``--tag``; None: the whole run)
+    tag: str | None = None
 
     @property
     def regressions(self) -> tuple[GateRow, ...]:
@@ -154,21 +159,22 @@ class GateVerdict:
 
     def headline(self) -> str:
         gated = [r for r in self.rows if r.gated]
+        of = f" of {self.tag}" if self.tag else ""  # a request class: the verdict names it
         if self.regressions:
             worst = ", ".join(f"{r.name} {_fmt_change(r)}" for r in self.regressions)
-            return f"REGRESSION: {len(self.regressions)} of {len(gated)} gated checks regressed ({worst})"
+            return f"REGRESSION: {len(self.regressions)} of {len(gated)} gated checks{of} regressed ({worst})"
         if self.failed:
             names = ", ".join(r.name for r in self.inconclusive)
-            return f"INCONCLUSIVE (--strict): {len(self.inconclusive)} of {len(gated)} gated checks ({names})"
+            return f"INCONCLUSIVE (--strict): {len(self.inconclusive)} of {len(gated)} gated checks{of} ({names})"
         counts = {v: sum(r.verdict == v for r in gated) for v in (OK, IMPROVED, INCONCLUSIVE)}
         detail = ", ".join(f"{n} {v.lower()}" for v, n in counts.items() if n)
-        return f"PASS: no regression in {len(gated)} gated checks ({detail or 'none judged'})"
+        return f"PASS: no regression in {len(gated)} gated checks{of} ({detail or 'none judged'})"
 
     def to_dict(self) -> dict[str, Any]:
         rows = [row_dict(r) for r in self.rows]
         rules = asdict(self.rules) | {"noise": dict(self.rules.noise)}
         return {"failed": self.failed, "regression": bool(self.regressions), "verdict": self.headline(),
-                "mode": self.mode, "runs": {"baseline": self.runs[0], "candidate": self.runs[1]},
+                "mode": self.mode, "tag": self.tag, "runs": {"baseline": self.runs[0], "candidate": self.runs[1]},
                 "rows": rows, "notes": list(self.notes), "rules": rules}  # fmt: skip
 
 
@@ -184,7 +190,7 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
     r = rules or GateRules()
     if not baseline or not candidate:
         raise InvalidComparison("at least one run per side is needed")
-    notes = _validate(baseline, candidate, r, checks, allow_different_workload)
+    notes = validate(baseline, candidate, r, checks, allow_different_workload)
     nb, nc = len(baseline), len(candidate)
     single = nb == 1 and nc == 1
     if single:
@@ -228,44 +234,7 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
     if any(row.gated for row in rows):
         notes.append(f"family-wise alpha {r.alpha:g} over {len(gated_idx)} gated checks (Holm); each interval "
                      "has its Holm level on each side")  # fmt: skip
-    return GateVerdict(tuple(rows), tuple(notes), r, mode, (nb, nc))
-
-
-def _validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: GateRules,
-              checks: Sequence[tuple[str, str]], allow_different_workload: bool) -> list[str]:  # fmt: skip
-    notes: list[str] = []
-    runs = [("baseline", run) for run in baseline] + [("candidate", run) for run in candidate]
-    prints = {run.fingerprint for _, run in runs}
-    if len(prints) != 1 or None in prints:
-        what = "workload fingerprints differ (" + ", ".join(sorted(_short(p) for p in prints)) + ")"
-        if not allow_different_workload:
-            raise InvalidComparison(f"{what}: these runs are not of the same workload; "
-                                    "pass --allow-different-workload to compare them anyway")  # fmt: skip
-        notes.append(f"{what}: compared anyway (--allow-different-workload)")
-    if r.noise and r.noise_fingerprint is not None and r.noise_fingerprint not in prints:
-        raise InvalidComparison(f"the calibration was measured on another workload ({_short(r.noise_fingerprint)}, "
-                                f"these runs: {', '.join(sorted(_short(p) for p in prints))}): its noise does "
-                                "not apply; run loadtest calibrate with this scenario")  # fmt: skip
-    for role, run in runs:
-        if run.saturated and r.allow_saturated:
-            notes.append(f"{role} {run.label}: the load generator was saturated: compared anyway (--allow-saturated)")
-        elif run.saturated:
-            raise InvalidComparison(f"{role} {run.label}: the load generator was saturated: its latencies "
-                                    "may be the generator's, not the target's (--allow-saturated: compare anyway)")  # fmt: skip
-        if run.interrupted:
-            raise InvalidComparison(f"{role} {run.label}: the run was interrupted (partial results)")
-        if run.mode == "open" and run.offered_rate and run.achieved_rate is not None:
-            short = 1 - run.achieved_rate / run.offered_rate
-            if short > r.max_rate_shortfall:
-                raise InvalidComparison(
-                    f"{role} {run.label}: sent {run.achieved_rate:g}/s of {run.offered_rate:g}/s offered "
-                    f"({short:.1%} short, more than {r.max_rate_shortfall:.0%}): the generator fell behind")
-        notes.extend(f"{role} {run.label}: {w}" for w in run.warnings if "saturated" not in w)
-    single = len(baseline) == 1 and len(candidate) == 1
-    for role, run in runs:
-        for lack in sample_shortfalls(run, checks, r, single=single):
-            raise InvalidComparison(f"{role} {run.label}: {lack.text}: run longer, or leave it out with --metric")
-    return notes
+    return GateVerdict(tuple(rows), tuple(notes), r, mode, (nb, nc), baseline[0].tag)
 
 
 def _estimate(metric: str, stat: str, b: Sequence[RunData], c: Sequence[RunData], r: GateRules,
@@ -430,7 +399,3 @@ def _fmt_size(row: GateRow) -> str:
     if row.metric == "error_rate":
         return f"+{d:.4f}"
     return f"-{d:.0%}" if row.metric == "throughput" else f"+{d:.0%}"
-
-
-def _short(fingerprint: str | None) -> str:
-    return "none" if fingerprint is None else fingerprint[:12]

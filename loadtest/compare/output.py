@@ -1,6 +1,7 @@
 """The release gate's verdict as text (the terminal), Markdown (a GitHub step summary: the
 verdict first, then a table), JUnit XML (one testcase per gated check; failure = REGRESSION)
-and JSON. Files are written atomically."""
+and JSON. Files are written atomically. A verdict on one request class (``--tag``) says so in
+each: its headline, a ``class:`` line, the JUnit suite's and testcases' names, JSON ``tag``."""
 
 from __future__ import annotations
 
@@ -59,7 +60,10 @@ def gate_text(verdict: GateVerdict, baseline: Sequence[RunData], candidate: Sequ
     table = [_HEAD] + [_cells(r) for r in verdict.rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(_HEAD))]
     lines = [f"baseline:  {', '.join(r.label for r in baseline)}",
-             f"candidate: {', '.join(r.label for r in candidate)}", f"mode:      {verdict.mode}", ""]  # fmt: skip
+             f"candidate: {', '.join(r.label for r in candidate)}", f"mode:      {verdict.mode}"]  # fmt: skip
+    if verdict.tag:
+        lines.append(f"class:     {verdict.tag} (only the requests that carried it)")
+    lines.append("")
     for line in table:
         cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:-1], widths[1:-1], strict=True)]
         lines.append("  ".join([*cells, line[-1]]).rstrip())
@@ -74,7 +78,8 @@ def gate_markdown(verdict: GateVerdict, baseline: Sequence[RunData], candidate: 
     """GitHub-flavoured Markdown for a step summary: the verdict first, then the table."""
     icon = "❌" if verdict.failed else "✅"
     out = [f"## {icon} {verdict.headline()}", "",
-           f"{verdict.runs[0]} baseline run(s) vs {verdict.runs[1]} candidate run(s): {verdict.mode}.", "",
+           f"{verdict.runs[0]} baseline run(s) vs {verdict.runs[1]} candidate run(s): {verdict.mode}."
+           + (f" Request class `{verdict.tag}` only." if verdict.tag else ""), "",
            "| " + " | ".join(_HEAD) + " |", "|" + "---|" * len(_HEAD)]  # fmt: skip
     for r in verdict.rows:
         cells = list(_cells(r))
@@ -93,11 +98,15 @@ def gate_markdown(verdict: GateVerdict, baseline: Sequence[RunData], candidate: 
 
 def gate_junit(verdict: GateVerdict, name: str = "loadtest.ab") -> str:
     """JUnit XML: one testcase per gated check; a REGRESSION is a failure (an INCONCLUSIVE one
-    too under --strict); checks not gated are skipped with the reason."""
+    too under --strict); checks not gated are skipped with the reason. With a request class,
+    the suite is ``name[tag]`` and each testcase ``check [tag]``."""
     cases = []
     failures = skipped = 0
+    if verdict.tag:  # one request class: CI shows it in every name
+        name = f"{name}[{verdict.tag}]"
     for r in verdict.rows:
-        head = f'  <testcase classname={quoteattr(name)} name={quoteattr(r.name)}>'
+        case = f"{r.name} [{verdict.tag}]" if verdict.tag else r.name
+        head = f'  <testcase classname={quoteattr(name)} name={quoteattr(case)}>'
         detail = f"{r.verdict}: change {_change(r)}, interval {_ci(r)}; {r.reason}"
         if not r.gated:
             skipped += 1

@@ -18,12 +18,14 @@ from typing import Any
 
 from loadtest.errors import BadInput
 from loadtest.metrics.recorder import METRICS, Recorder
+from loadtest.metrics.tags import TAG_METRICS
 
 __all__ = [
     "DEFAULT_CHECKS",
     "PERCENTILES",
     "RunData",
     "parse_checks",
+    "refuse_untagged",
     "row_dict",
 ]
 
@@ -68,6 +70,10 @@ class RunData:
     mode: str | None = None
     offered_rate: float | None = None
     achieved_rate: float | None = None
+    #: the request class these figures are of (``--tag web_search=true``; None: the whole run).
+    #: Latencies, counts, error rate and throughput are then the tag's (summary.json ``by_tag``);
+    #: the run's health (saturation, interruption, schedule, fingerprint) is the run's.
+    tag: str | None = None
 
 
 def row_dict(row: Any) -> dict[str, Any]:
@@ -82,14 +88,17 @@ def row_dict(row: Any) -> dict[str, Any]:
     return d
 
 
-def parse_checks(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+def parse_checks(specs: Sequence[str], *, tag: str | None = None) -> tuple[tuple[str, str], ...]:
     """``--metric`` values → (metric, stat) pairs; none → :data:`DEFAULT_CHECKS`.
 
     ``ttft`` means its p50/p90/p99; ``ttft.p95`` one percentile; ``error_rate`` and
-    ``throughput`` themselves. Any latency metric of summary.json is accepted.
+    ``throughput`` themselves. Any latency metric of summary.json is accepted; with ``tag``
+    (``--tag``) only those kept per request class (:func:`refuse_untagged`).
     """
     if not specs:
         return DEFAULT_CHECKS
+    if tag is not None:
+        refuse_untagged([spec.strip().partition(".")[0] for spec in specs], tag)
     out: list[tuple[str, str]] = []
     for spec in specs:
         metric, _, stat = spec.strip().partition(".")
@@ -102,6 +111,16 @@ def parse_checks(specs: Sequence[str]) -> tuple[tuple[str, str], ...]:
                            f"({', '.join(METRICS)}) optionally with .{'/.'.join(PERCENTILES)}")  # fmt: skip
         out.extend(p for p in pairs if p not in out)
     return tuple(out)
+
+
+def refuse_untagged(metrics: Sequence[str], tag: str) -> None:
+    """BadInput (exit 2) when one of ``metrics`` has no per-tag figures: a request class keeps
+    its own error rate, throughput and the request latencies of ``TAG_METRICS`` only (the
+    connection's and the generator's figures belong to no request)."""
+    bad = [m for m in dict.fromkeys(metrics) if m in METRICS and m not in TAG_METRICS]
+    if bad:
+        raise BadInput(f"--metric {', '.join(bad)}: not kept per request class, so --tag {tag} cannot judge it "
+                       f"(per tag: error_rate, throughput, {', '.join(TAG_METRICS)})")
 
 
 def _num(v: Any) -> float | None:

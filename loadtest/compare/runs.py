@@ -1,16 +1,22 @@
 """Reading run directories for the release gate: :func:`load_run` gives the :class:`RunData`
-that :func:`loadtest.compare.gate.gate` judges (docs/run-directory.md is the contract it reads).
+that :func:`loadtest.compare.gate.gate` judges (docs/run-directory.md is the contract it reads),
+of the whole run or, with ``tag``, of one request class (:mod:`loadtest.compare.tagged`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loadtest.compare.rundata import _LATENCY_DEFAULT, RunData, _num
+from loadtest.compare.tagged import tag_view
 from loadtest.errors import BadInput
 from loadtest.metrics.recorder import Recorder
 from loadtest.rundir import read_hlog_intervals, read_summary, read_timeseries
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["load_run"]
 
@@ -18,9 +24,12 @@ __all__ = ["load_run"]
 # ---- reading run directories ---------------------------------------------------------------
 
 
-def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
+def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT, *, tag: str | None = None) -> RunData:
     """Read what the gate needs from the run directory ``path`` (the hlogs of ``metrics``).
 
+    ``tag`` (``key=value``): the figures of the requests that carried it instead of the whole
+    run's (:func:`loadtest.compare.tagged.tag_view`; a run that has none, or that was written
+    before request classes, is :class:`~loadtest.compare.validity.InvalidComparison`, exit 2).
     A missing or unreadable summary.json or hlog is :class:`BadInput` naming the file.
     """
     summary_path = path / "summary.json"
@@ -29,7 +38,7 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
     summary = read_summary(summary_path)
     latency = dict(summary.latency_ms)
     intervals: dict[str, list[Recorder]] = {}
-    for metric in metrics:
+    for metric in metrics if tag is None else ():
         hlog = path / f"{metric}.hlog"
         if hlog.exists():
             intervals[metric] = [rec for _, _, rec in read_hlog_intervals(hlog)]
@@ -40,10 +49,11 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
                         "latencies may be the generator's, not the target's")  # fmt: skip
     if summary.interrupted:
         warnings.append("the run was interrupted: partial results")
-    per_s = _per_second(path / "timeseries.csv", summary.window_end_s)
+    seconds = _measured(path / "timeseries.csv", summary.window_end_s)
+    per_s = _per_second(seconds)
     meta = {"scenario": summary.scenario, "started_at": summary.started_at, "target": summary.target,
             "mode": summary.mode, "measure_s": summary.measure_s}  # fmt: skip
-    return RunData(
+    run = RunData(
         label=str(path),
         fingerprint=summary.fingerprint,
         intervals=intervals,
@@ -62,20 +72,30 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT) -> RunData:
         offered_rate=_num(summary.schedule.get("offered_rate")),
         achieved_rate=_num(summary.schedule.get("achieved_rate")),
     )
+    if tag is None:
+        return run
+    return tag_view(run, path, summary, tag, metrics, seconds=[] if seconds is None else list(seconds["t_s"]))
 
 
-def _per_second(path: Path, window_end_s: float) -> dict[str, list[float]]:
-    """Per whole second of the measured window in timeseries.csv: completions, errors
-    (failures + dropped) and attempts (completions + errors); empty lists when it is absent.
+def _measured(path: Path, window_end_s: float) -> pd.DataFrame | None:
+    """The rows of timeseries.csv that are whole seconds of the measured window; None when the
+    file is absent.
 
     Only ``measure`` rows (the drain after the window has rows of its own), and only whole
     seconds inside the window (``t_s + 1 <= window_end_s``): a partial second would pass for
     a slow one.
     """
     if not path.exists():
-        return {"completions": [], "errors": [], "attempts": []}
+        return None
     frame = read_timeseries(path)
-    rows = frame[(frame["phase"] == "measure") & (frame["t_s"] + 1 <= window_end_s)]
+    return frame[(frame["phase"] == "measure") & (frame["t_s"] + 1 <= window_end_s)]
+
+
+def _per_second(rows: pd.DataFrame | None) -> dict[str, list[float]]:
+    """Per measured second (:func:`_measured`): completions, errors (failures + dropped) and
+    attempts (completions + errors); empty lists without timeseries.csv."""
+    if rows is None:
+        return {"completions": [], "errors": [], "attempts": []}
     done = [float(v) for v in rows["completions"]]
     bad = [float(f) + float(d) for f, d in zip(rows["failures"], rows["dropped"], strict=True)]
     return {"completions": done, "errors": bad, "attempts": [a + b for a, b in zip(done, bad, strict=True)]}

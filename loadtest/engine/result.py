@@ -41,6 +41,8 @@ class WorkerHealth:
     node: str = ""
     #: its host's wall clock minus the coordinator's, measured (Ray; None = same clock)
     clock_offset_ms: float | None = None
+    #: CPU seconds its tokenizer thread spent counting tokens (None: no tokenizer)
+    tokenizer_cpu_s: float | None = None
 
 
 @dataclass(kw_only=True)

@@ -212,7 +212,8 @@ class Worker:
         now = self.clock.now_ns
         session = make_session(ssl_context=self.spec.tls.context(self.spec.url))
         collector = Collector(t0_ns=now(), warmup_s=float(load.warmup_s), duration_s=duration_s,
-                              request_sink=self._sink, goodput=sc.slo.goodput)
+                              request_sink=self._sink, goodput=sc.slo.goodput,
+                              mirror_tags=sc.session.whole_run_tags())
         ctx = self._ctx = self._context(collector, session)
         if self.spec.tokenizer_json is not None:
             counter = TokenCounter(self.spec.tokenizer_json, name=str(sc.target.tokenizer))
@@ -259,6 +260,8 @@ class Worker:
         cpu = [p for at, p in watch.cpu_samples if collector.in_window(at)]
         figures = collector.export()
         fit = health(self.spec.index, figures, cpu, max_connections=pool.max_connections if pool else None)
+        if ctx.tokens is not None:
+            fit = dataclasses.replace(fit, tokenizer_cpu_s=round(ctx.tokens.cpu_s, 3))
         if ctx.tokens is not None and ctx.tokens.max_delay_ns > _TOKENS_BEHIND_NS:
             # answers waited over a second to be tokenized: the tokenizer, not the target, set the pace
             fit = dataclasses.replace(fit, saturation=(*fit.saturation, "token counting fell behind (an answer waited "

@@ -67,6 +67,7 @@ class Collector:
         duration_s: float | None = None,
         request_sink: Callable[[RequestRecord, int], None] | None = None,
         goodput: GoodputRule | None = None,
+        mirror_tags: frozenset[str] = frozenset(),
     ) -> None:
         self.warmup_ns = round(warmup_s * _NS_PER_S)
         self._duration_ns = None if duration_s is None else round(duration_s * _NS_PER_S)
@@ -76,7 +77,7 @@ class Collector:
         self._sink = request_sink
         self._goodput = goodput
         #: per ``key=value``: counters and latency histograms of the cohort's requests
-        self.tags = TagTable()
+        self.tags = TagTable(mirror_tags)
         self._tag_intervals_sent: dict[str, int] = {}
         self._next_interval_s = 0
         self._next_close_ns = 0
@@ -420,7 +421,7 @@ class Collector:
         self._rows_sent = max(self._rows_sent, settled)
         intervals = self.intervals[self._intervals_sent:]
         self._intervals_sent = len(self.intervals)
-        return self._figures(intervals, rows, self.tags.figures(self._tag_intervals_sent))
+        return self._figures(intervals, rows, self.tags.figures(self._tag_intervals_sent, intervals))
 
     def export(self) -> Figures:
         """Everything this collector measured, as plain data a coordinator merges exactly.
@@ -429,7 +430,7 @@ class Collector:
         """
         return self._figures(list(self.intervals),
                              {s: SecondRow.from_plain(row.to_plain()) for s, row in self.seconds.items()},
-                             self.tags.figures())
+                             self.tags.figures(run_intervals=self.intervals))
 
     def _figures(self, intervals: list[IntervalSnapshot], seconds: dict[int, SecondRow],
                  tags: dict[str, TagFigures]) -> Figures:

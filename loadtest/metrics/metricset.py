@@ -46,10 +46,14 @@ class MetricSet:
     the totals. Not thread-safe: one owner (the event loop of one worker).
     """
 
-    __slots__ = ("_interval", "names", "totals")
+    __slots__ = ("_interval", "_keep_totals", "names", "totals")
 
-    def __init__(self, names: Sequence[str] = METRICS) -> None:
+    def __init__(self, names: Sequence[str] = METRICS, *, keep_totals: bool = True) -> None:
+        """``keep_totals=False``: the snapshots are the only record (a tag's set: its totals are
+        the sum of its snapshots, and adding each interval into totals nobody reads cost ~40 µs a
+        histogram a second on the loop)."""
         self.names = tuple(names)
+        self._keep_totals = keep_totals
         self.totals: dict[str, Recorder] = {name: Recorder() for name in self.names}
         self._interval: dict[str, Recorder] = {name: Recorder() for name in self.names}
 
@@ -86,7 +90,8 @@ class MetricSet:
                 out_of_range[name] = rec.out_of_range
                 below[name] = rec.below_range
                 above[name] = rec.above_range
-            self.totals[name].add(rec)
+            if self._keep_totals:
+                self.totals[name].add(rec)
             rec.reset()
         return IntervalSnapshot(start_s, end_s, histograms, out_of_range, below, above)
 

@@ -143,9 +143,13 @@ class TagTable:
     """One worker's per-tag figures while it runs: where a record's tags are counted (hot path
     once per request) and the interval cut (once per second)."""
 
-    __slots__ = ("_aliases", "_values", "folded", "metrics", "stats")
+    __slots__ = ("_aliases", "_values", "folded", "metrics", "mirrors", "stats")
 
-    def __init__(self) -> None:
+    def __init__(self, mirrors: frozenset[str] = frozenset()) -> None:
+        #: tags every request of the run carries (a key with one possible value that every gen
+        #: step sends, e.g. ``tools=false`` with no tools): their histograms are the run's own,
+        #: so none is kept for them; :meth:`figures` hands out the run's intervals instead
+        self.mirrors = mirrors
         #: tag → its counters (``counts``), errors and current-interval histograms
         self.stats: dict[str, TagFigures] = {}
         self.metrics: dict[str, MetricSet] = {}
@@ -154,7 +158,7 @@ class TagTable:
         #: key → distinct values folded into ``key=other``
         self.folded: dict[str, int] = {}
 
-    def get(self, tag: str) -> tuple[TagFigures, MetricSet]:
+    def get(self, tag: str) -> tuple[TagFigures, MetricSet | None]:
         """The figures of ``tag``, created at first sight (folded into ``key=other`` past the cap)."""
         tf = self.stats.get(tag)
         if tf is None:
@@ -166,15 +170,17 @@ class TagTable:
                 tf = self.stats.get(other)
                 if tf is None:
                     tf = self.stats[other] = TagFigures(counts=dict.fromkeys(TAG_COUNTS, 0))
-                    self.metrics[other] = MetricSet(TAG_METRICS)
+                    self.metrics[other] = MetricSet(TAG_METRICS, keep_totals=False)
                 self.stats[tag] = tf  # later requests with this value land in `other` at once
                 self._aliases.add(tag)
                 self.metrics[tag] = self.metrics[other]
                 return tf, self.metrics[other]
             self._values[key] = n + 1
             tf = self.stats[tag] = TagFigures(counts=dict.fromkeys(TAG_COUNTS, 0))
-            self.metrics[tag] = MetricSet(TAG_METRICS)
-        return tf, self.metrics[tag]
+            if tag in self.mirrors:
+                return tf, None
+            self.metrics[tag] = MetricSet(TAG_METRICS, keep_totals=False)
+        return tf, self.metrics.get(tag)
 
     def count(self, rec: RequestRecord, *, measured: bool, ok_in_window: bool, good: bool, chunks: int,
               chars: int, tokens: int) -> None:
@@ -194,7 +200,8 @@ class TagTable:
             if outcome == "ok":
                 c["completed"] += 1
                 c["good"] += good
-                record_success(rec, ms)
+                if ms is not None:
+                    record_success(rec, ms)
                 if rec.output_tokens >= 0:
                     c["answers_tokenized"] += 1
                     c["output_tokens"] += rec.output_tokens
@@ -203,7 +210,8 @@ class TagTable:
             elif outcome == "failed":
                 c["failed"] += 1
                 tf.errors[rec.error_category] = tf.errors.get(rec.error_category, 0) + 1
-                record_observed(rec, ms)
+                if ms is not None:
+                    record_observed(rec, ms)
             elif outcome == "dropped":
                 c["dropped"] += 1
             else:
@@ -217,15 +225,31 @@ class TagTable:
             if ms.has_samples():
                 self.stats[tag].intervals.append(ms.snapshot(start_s, end_s))
 
-    def figures(self, since: dict[str, int] | None = None) -> dict[str, TagFigures]:
+    def figures(self, since: dict[str, int] | None = None,
+                run_intervals: list[IntervalSnapshot] | None = None) -> dict[str, TagFigures]:
         """Plain per-tag figures: cumulative counters, the intervals after ``since[tag]`` (all
-        when None; ``since`` is updated). Folded values are reported under ``key=other`` only."""
+        when None; ``since`` is updated); a mirror's intervals are ``run_intervals`` (the run's
+        own, handed out alongside), restricted to :data:`TAG_METRICS`. Folded values are
+        reported under ``key=other`` only."""
         out: dict[str, TagFigures] = {}
         for tag, tf in self.stats.items():
             if tag in self._aliases:
+                continue
+            if tag in self.mirrors:
+                out[tag] = TagFigures(counts=dict(tf.counts), errors=dict(tf.errors),
+                                      intervals=[_restrict(s) for s in run_intervals or ()])
                 continue
             start = 0 if since is None else since.get(tag, 0)
             out[tag] = TagFigures(counts=dict(tf.counts), errors=dict(tf.errors), intervals=tf.intervals[start:])
             if since is not None:
                 since[tag] = len(tf.intervals)
         return out
+
+
+def _restrict(snap: IntervalSnapshot) -> IntervalSnapshot:
+    """The run's interval snapshot, with only the metrics a tag keeps (the strings are shared)."""
+    def keep(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in d.items() if k in TAG_METRICS}
+
+    return IntervalSnapshot(snap.start_s, snap.end_s, keep(snap.histograms), keep(snap.out_of_range),
+                            keep(snap.below_range), keep(snap.above_range))

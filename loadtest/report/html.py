@@ -12,7 +12,9 @@ untrusted: it is HTML-escaped where it meets HTML, and the JSON inside ``<script
 A run directory (docs/run-directory.md) must hold summary.json, timeseries.csv and
 scenario.yaml; a missing or unreadable one is :class:`~loadtest.errors.BadInput` naming the
 file. requests.csv and the ``<metric>.hlog`` files are optional: without them a chart falls
-back to summary.json's figures, or says "no data".
+back to summary.json's figures, or says "no data". So are ``by_tag`` and the per-tag hlogs
+(``by_tag/<tag>/ttft.hlog``): a run without them has no request-classes section
+(:mod:`loadtest.report.classes`).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import pandas as pd
 from loadtest import __version__
 from loadtest.errors import BadInput, OutputError
 from loadtest.metrics.recorder import METRICS
-from loadtest.report import charts
+from loadtest.report import charts, classes
 from loadtest.report.sections import (
     RUN_COLOURS,
     ReportRun,
@@ -100,8 +102,9 @@ def _load_run(path: Path) -> ReportRun:
             spectra[metric] = charts.spectrum_from_histogram(total)
         else:
             spectra[metric] = charts.spectrum_from_summary(summary.latency_ms.get(metric) or {})
-    return ReportRun(path, path.resolve().name, summary.to_dict(), timeseries, scenario_text, spectra,
-                _read_chunks(path, summary))  # fmt: skip
+    data = summary.to_dict()
+    return ReportRun(path, path.resolve().name, data, timeseries, scenario_text, spectra,
+                     _read_chunks(path, summary), classes.read_tag_spectra(path, data))  # fmt: skip
 
 
 # ---- small formatting helpers ----------------------------------------------------------------
@@ -158,6 +161,7 @@ def render_report(run_dirs: Sequence[Path]) -> str:
         body = (
             _headline(run)
             + _warning_block(_warnings(run))
+            + classes.classes_section(run, figures)
             + charts.charts_section(
                 [(r.label, RUN_COLOURS[i % len(RUN_COLOURS)], r) for i, r in enumerate(runs)], figures
             )
@@ -169,7 +173,8 @@ def render_report(run_dirs: Sequence[Path]) -> str:
         return _page(title, body, figures)
     warns = [w for r in runs for w in _warnings(r, f"<code>{escape(r.label)}</code>: ")]
     details = "".join(
-        f'<details class="run-details"><summary>{_run_head(i, r)} — details</summary>{_details(r)}</details>'
+        f'<details class="run-details"><summary>{_run_head(i, r)} — details</summary>'
+        f"{classes.classes_section(r, None)}{_details(r)}</details>"
         for i, r in enumerate(runs)
     )
     body = f"""<header class="card headline">

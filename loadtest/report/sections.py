@@ -7,13 +7,14 @@ HTML (see :mod:`loadtest.report.html`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadtest.errors import ERROR_CATEGORIES
 from loadtest.metrics.recorder import METRICS as _METRICS
+from loadtest.metrics.tags import MAX_VALUES_PER_KEY
 from loadtest.report import charts
 
 if TYPE_CHECKING:
@@ -36,7 +37,8 @@ class ReportRun:
     scenario_text: str
     spectra: dict[str, charts.Spectrum | None]
     chunks_per_answer: dict[int, int] | None
-
+    #: TTFT spectra of the tags the request-classes section draws (:mod:`loadtest.report.classes`)
+    tag_spectra: dict[str, charts.Spectrum | None] = field(default_factory=dict)
 
 
 def _get(d: Any, *keys: str) -> Any:
@@ -123,6 +125,9 @@ def _warnings(run: ReportRun, prefix: str = "") -> list[str]:
         out.append(("session-errors", f"<b>{session['failed']:,} of {session.get('steps', 0):,} session steps "
                     "failed</b> (connection set-ups, pings, set-models): the target did not serve them; "
                     "they count in the session error rate."))  # fmt: skip
+    for key, n in (s.get("tags_folded") or {}).items():
+        out.append(("tags-folded", f"<b>Tag <code>{escape(str(key))}</code> took more than {MAX_VALUES_PER_KEY} "
+                    f"values</b>: {_num(n)} more were counted together as <code>{escape(str(key))}=other</code>."))  # fmt: skip
     if _get(s, "tls", "insecure"):
         out.append(("tls-insecure", "<b>TLS certificate verification was off</b>: the identity of the "
                     "target was not checked."))  # fmt: skip
@@ -145,6 +150,27 @@ def _tile(label: str, value: str, sub: str = "") -> str:
             f'<div class="tile-sub">{sub}</div></div>')  # fmt: skip
 
 
+def _goodput_tokens_tiles(s: dict[str, Any]) -> list[str]:
+    """Goodput (with ``slo.goodput``) and output tokens (with a tokenizer): nothing otherwise,
+    since a chunk is not a token."""
+    tiles = []
+    gp, tok = s.get("goodput"), s.get("tokens")
+    if isinstance(gp, dict):
+        share = gp.get("share")
+        # the rule's limits are {ttft_ms: 500, ...}: read as "ttft ≤ 500 ms"
+        rule = ", ".join(f"{escape(str(k).removesuffix('_ms'))} ≤ {_short(v)} ms" for k, v in (gp.get("rule") or {}).items())
+        tiles.append(_tile("Goodput", "—" if not isinstance(share, _NUM) else f"{share:.1%}",
+                           f"{_num(gp.get('good'))} of {_num(gp.get('offered'))} good<br>"
+                           f"{_num(gp.get('per_s'), 1)} good / s<br>{rule}"))  # fmt: skip
+    if isinstance(tok, dict):
+        name = str(tok.get("tokenizer") or "")
+        tiles.append(_tile("Output tokens / s", _num(tok.get("output_per_s"), 0),
+                           f"{_num(tok.get('output_total'))} in all<br>{_num(tok.get('per_chunk_mean'), 2)} a chunk"
+                           f"<br>prompts {_num(tok.get('prompt_total'))}, client-sent<br>tokenizer "
+                           f'<code title="{escape(name)}">{escape(Path(name).name)}</code>'))  # fmt: skip
+    return tiles
+
+
 def _headline(run: ReportRun) -> str:
     s = run.summary
     req, tp = s["requests"], s.get("throughput") or {}
@@ -165,6 +191,7 @@ def _headline(run: ReportRun) -> str:
         _tile("Error rate", "—" if rate is None else f"{rate:.2%}", "not served (failed + dropped + cancelled) / offered"),
         _tile("Throughput", _num(tp.get("requests_per_s"), 1), "answers / s in the window"),
         _tile("Chunks / s", _num(tp.get("chunks_per_s"), 0), f"{_num(tp.get('chars_per_s'), 0)} chars / s"),
+        *_goodput_tokens_tiles(s),
         _tile("TTFT p99", f"{_ms(ttft.get('p99'))} <small>ms</small>", f"p50 {_ms(ttft.get('p50'))} ms"),
     ])  # fmt: skip
     passed = s["passed"]
@@ -189,32 +216,53 @@ def _headline(run: ReportRun) -> str:
 </header>"""
 
 
+def _slo_entries(s: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every SLO verdict of a run: ``(tag, name)`` → ``{limit, value, pass[, reason]}``, the
+    run's own with tag ``""`` first, then ``slo_by_tag``'s (absent before issue 19)."""
+    out = {("", n): e for n, e in (s.get("slo") or {}).items() if isinstance(e, dict)}
+    for tag, per in (s.get("slo_by_tag") or {}).items():
+        out |= {(tag, n): e for n, e in (per or {}).items() if isinstance(e, dict)}
+    return out
+
+
+def _slo_label(tag: str, name: str) -> str:
+    return f"<code>{escape(name)}</code>" + (f' <span class="muted">for</span> <code>{escape(tag)}</code>' if tag else "")
+
+
+def _slo_value(e: dict[str, Any]) -> str:
+    """The value judged, or why there was none (a tag no request carried)."""
+    if e.get("reason"):
+        return f'<span class="bad">{escape(str(e["reason"]))}</span>'
+    return f'<span class="{"bad" if e.get("pass") is False else ""}">{_short(e.get("value"))}</span>'
+
+
 def _slo_table(runs: Sequence[ReportRun]) -> str:
-    names = list(dict.fromkeys(n for r in runs for n in (r.summary.get("slo") or {})))
+    entries = [_slo_entries(r.summary) for r in runs]
+    names = list(dict.fromkeys(k for e in entries for k in e))
     if not names:
         return '<p class="muted">No SLO was set for this run.</p>'
     if len(runs) == 1:
-        slo = runs[0].summary["slo"]
-        rows = [[f"<code>{escape(n)}</code>", _short(_get(slo, n, "limit")),
-                 f'<span class="{"bad" if _get(slo, n, "pass") is False else ""}">{_short(_get(slo, n, "value"))}</span>',
-                 _pill(_get(slo, n, "pass"))]
-                for n in names]  # fmt: skip
+        slo = entries[0]
+        rows = [[_slo_label(*k), _short(slo[k].get("limit")), _slo_value(slo[k]), _pill(slo[k].get("pass"))]
+                for k in names]  # fmt: skip
         return _table(["SLO", "limit", "value", "result"], rows, "slo")
     head = ["SLO", *(_run_head(i, r) for i, r in enumerate(runs))]
     rows = []
-    for n in names:
+    for k in names:
         cells = []
-        for r in runs:
-            e = _get(r.summary, "slo", n) or {}
-            cells.append(f"{_short(e.get('value'))} <span class='muted'>limit {_short(e.get('limit'))}</span> "
+        for slo in entries:
+            e = slo.get(k) or {}
+            cells.append(f"{_slo_value(e) if e else '—'} <span class='muted'>limit {_short(e.get('limit'))}</span> "
                          + _pill(e.get("pass") if e else None))  # fmt: skip
-        rows.append([f"<code>{escape(n)}</code>", *cells])
+        rows.append([_slo_label(*k), *cells])
     return _table(head, rows, "slo")
 
 
 def _latency_table(run: ReportRun) -> str:
     lat = run.summary["latency_ms"]
     names = [m for m in _METRICS if m in lat] + [m for m in lat if m not in _METRICS]
+    if not isinstance(run.summary.get("tokens"), dict):  # no tokenizer: nothing about tokens
+        names = [m for m in names if m != "tpot_token" or _get(lat, m, "count")]
     rows = []
     for m in names:
         f = lat[m]
@@ -314,6 +362,11 @@ def _comparison_headline(runs: Sequence[ReportRun]) -> str:
         row("requests / s", lambda s: _num(_get(s, "throughput", "requests_per_s"), 1)),
         row("chunks / s", lambda s: _num(_get(s, "throughput", "chunks_per_s"), 0)),
         row("chars / s", lambda s: _num(_get(s, "throughput", "chars_per_s"), 0)),
+        *([row("goodput", lambda s: "—" if not isinstance(_get(s, "goodput", "share"), _NUM)
+               else f"{_get(s, 'goodput', 'share'):.1%}")]
+          if any(isinstance(r.summary.get("goodput"), dict) for r in runs) else []),
+        *([row("output tokens / s", lambda s: _num(_get(s, "tokens", "output_per_s"), 0))]
+          if any(isinstance(r.summary.get("tokens"), dict) for r in runs) else []),
         *(row(f"{m} p50 / p99 ms", lambda s, m=m: f"{_ms(_get(s, 'latency_ms', m, 'p50'))} / "
                                                   f"{_ms(_get(s, 'latency_ms', m, 'p99'))}")
           for m in charts.SPECTRUM_METRICS),

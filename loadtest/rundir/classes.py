@@ -17,7 +17,7 @@ from loadtest.metrics.goodput import GoodputRule
 from loadtest.metrics.tags import TagFigures
 from loadtest.slo import error_rate
 
-__all__ = ["by_tag", "classes_shown", "goodput", "tokens"]
+__all__ = ["by_tag", "classes_shown", "goodput", "offered_of", "tokens"]
 
 
 def _rate(n: int, window_s: float) -> float:
@@ -74,11 +74,33 @@ def by_tag(figures: Figures, window_s: float, rule: GoodputRule | None, tokenize
             if tf.offered or any(tf.counts.values())}
 
 
-def classes_shown(by_tag: Mapping[str, Any] | None) -> list[str]:
-    """The tags a per-class table shows, sorted: every ``key=value`` of a key that took two or
-    more values in the run (a key with one value describes the whole run again). Empty when the
-    run had one class of requests."""
-    values: dict[str, list[str]] = {}
-    for tag in sorted(by_tag or {}):
-        values.setdefault(tag.partition("=")[0], []).append(tag)
-    return [tag for tags in values.values() if len(tags) > 1 for tag in tags]
+def offered_of(requests: Mapping[str, Any]) -> int:
+    """``requests.offered``, or (a summary written before the field) the sum it stands for."""
+    offered = requests.get("offered")
+    if isinstance(offered, int):
+        return offered
+    return sum(v for k, v in requests.items() if k in ("completed", "failed", "dropped", "cancelled")
+               and isinstance(v, int))
+
+
+def classes_shown(summary: Mapping[str, Any]) -> list[str]:
+    """The tags that are classes of their own (the console's and the report's rows), sorted by
+    key then value; empty when the run had one class.
+
+    A tag is a class of its own when its key took two or more values (``web_search=true`` and
+    ``web_search=false``), or when fewer requests carried it than the run offered (a
+    ``tier=free`` set on one step only). A key with one value that every request carried
+    (``tools=false`` when no step has tools) describes the whole run again, unless a per-tag
+    SLO names it. A per-tag SLO's tag is always shown, carried by a request or not."""
+    raw = summary.get("by_tag")
+    by_tag = {t: f for t, f in raw.items() if isinstance(f, dict)} if isinstance(raw, dict) else {}
+    run_offered = offered_of(summary.get("requests") or {})
+    values: dict[str, int] = {}
+    for tag in by_tag:
+        key = tag.partition("=")[0]
+        values[key] = values.get(key, 0) + 1
+    own = {t for t, f in by_tag.items()
+           if values[t.partition("=")[0]] > 1 or offered_of(f.get("requests") or {}) < run_offered}  # fmt: skip
+    slo = summary.get("slo_by_tag")
+    named = {t for t, v in slo.items() if isinstance(v, dict)} if isinstance(slo, dict) else set()
+    return sorted(own | named, key=lambda t: t.partition("=")[::2])

@@ -337,6 +337,16 @@ class SessionConfig(Model):
                 space.setdefault(key, set()).update(values)
         return space
 
+    def whole_run_tags(self) -> frozenset[str]:
+        """The tags every request of this session carries: a key every gen step sends with one
+        possible value (``tools=false`` when no step has tools). Their figures are the run's."""
+        every: set[str] | None = None
+        for g in self.gen_steps:
+            keys = {"step", "web_search", "tools", *g.tags}
+            every = keys if every is None else every & keys
+        every = every or set()
+        return frozenset(f"{k}={next(iter(v))}" for k, v in self.tag_space().items() if k in every and len(v) == 1)
+
     @model_validator(mode="after")
     def _unique_names(self) -> SessionConfig:
         names = self.step_names()

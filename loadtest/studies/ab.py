@@ -18,6 +18,11 @@ A side whose URL is ``mock`` gets its own embedded mock (a fresh mock seed per r
 ``baseline_mock``/``candidate_mock`` override that side's ``mock`` section (e.g.
 ``{"ttft_ms": 120}``): the way to stage a known slow-down. The mock section is not part of
 the workload fingerprint, so such runs still compare.
+
+``tag`` (``ab --tag web_search=true``): every run is read as that request class only
+(:func:`loadtest.compare.runs.load_run`), so the final gate and the fail-fast floor check after
+the first baseline run count the class's samples; a first baseline run none of whose requests
+carried the tag stops the rounds there (exit 2).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 from loadtest.compare.floors import sample_shortfalls
 from loadtest.compare.gate import GateRules, GateVerdict, InvalidComparison, gate
 from loadtest.compare.output import gate_json, gate_junit, gate_markdown, write_text_file
-from loadtest.compare.rundata import RunData
+from loadtest.compare.rundata import RunData, refuse_untagged
 from loadtest.compare.runs import load_run
 from loadtest.errors import BadInput
 from loadtest.rundir.writer import prepare_run_dir
@@ -70,22 +75,28 @@ def order(round_no: int) -> tuple[str, str]:
 def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, rounds: int, out: Path,
            environ: Mapping[str, str], rules: GateRules, checks: Sequence[tuple[str, str]],
            duration_s: float | None = None, seed: int | None = None, options: RunOptions | None = None,
-           retries: int = 2, on_run: Callable[[int, str, Path, dict[str, Any]], None] = lambda *_: None) -> AbResult:  # fmt: skip
+           retries: int = 2, on_run: Callable[[int, str, Path, dict[str, Any]], None] = lambda *_: None,
+           tag: str | None = None) -> AbResult:  # fmt: skip
     """Run the rounds into ``out`` (new or empty) and judge them.
 
     Every run takes ``options`` (API key, TLS, backend, workers; ``html``), quiet, in its own
     directory. ``seed``: round *i* uses ``seed + i - 1`` (default: fresh random seeds; a round run again
     takes the next unused one). ``retries``: how many rounds in all may be run again because a
-    generator saturated. Raises BadInput (exit 2) for a bad scenario or an invalid comparison,
+    generator saturated. ``tag``: judge that request class only. Raises BadInput (exit 2) for a
+    bad scenario or an invalid comparison (a tag a run's requests never carried too),
     TargetUnreachable (exit 3) when a side cannot be reached; an interrupted run stops the
     rounds (``interrupted``; no verdict).
     """
     if rounds < 1:
         raise BadInput(f"--rounds must be >= 1, got {rounds}")
+    if tag is not None:
+        refuse_untagged([m for m, _ in checks], tag)
     options = (options or RunOptions(html=False)).replace(quiet=True)
     first = options.overrides(target_url=baseline.url, duration_s=duration_s)
-    _refuse_unfillable(load_scenario(scenario_path, overrides=first, environ=environ), checks, rules,
-                       single=rounds == 1)
+    sc0 = load_scenario(scenario_path, overrides=first, environ=environ)
+    _refuse_unfillable(sc0, checks, rules, single=rounds == 1)
+    if tag is not None:
+        _refuse_impossible_tag(sc0, tag)
     reruns = Reruns(retries, options.warn)
     prepare_run_dir(out)
     sides = {"baseline": baseline, "candidate": candidate}
@@ -111,7 +122,7 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
                 if summary.get("interrupted"):
                     return AbResult(None, runs["baseline"], runs["candidate"], interrupted=True,
                                     rerun=reruns.lines)  # fmt: skip
-                pair[role] = load_run(run_dir, latency)
+                pair[role] = load_run(run_dir, latency, tag=tag)
                 if i == 1 and role == "baseline" and not pair[role].saturated:
                     _fail_fast(pair[role], sc, checks, rules, single=rounds == 1)
             spoiled = [role for role in order(i) if pair[role].saturated]
@@ -136,7 +147,7 @@ def _fail_fast(run: RunData, sc: Any, checks: Sequence[tuple[str, str]], rules: 
     """After the first baseline run: a gated percentile it could not fill is a set-up problem
     (the runs are too short for it), refused now with the duration that would fill it, not
     after every round (issue 18). A candidate that falls short only because it is slower is
-    judged by the gate instead."""
+    judged by the gate instead. With ``--tag`` the run is the class's: its samples, its rate."""
     shortfalls = sample_shortfalls(run, checks, rules, single=single)
     if not shortfalls:
         return
@@ -146,7 +157,8 @@ def _fail_fast(run: RunData, sc: Any, checks: Sequence[tuple[str, str]], rules: 
     if measure_s > 0 and worst.count > 0:
         per_s = worst.count / measure_s
         need_s = math.ceil(1.2 * (float(sc.load.warmup_s) + worst.needed / per_s))
-        advice = (f"at ~{per_s:.3g} answers/s, {worst.metric} {worst.stat} needs runs of ≥ {need_s} s; use "
+        answers = f"{run.tag} answers" if run.tag else "answers"  # --tag: the class's rate, not the run's
+        advice = (f"at ~{per_s:.3g} {answers}/s, {worst.metric} {worst.stat} needs runs of ≥ {need_s} s; use "
                   f"--duration {need_s}s, or {advice}")
     raise InvalidComparison(f"round 1 baseline: {worst.text}: {advice}. Stopped after the first run; "
                             f"it is in {run.meta.get('path', 'the output directory')}.")
@@ -165,6 +177,20 @@ def _refuse_unfillable(sc: Any, checks: Sequence[tuple[str, str]], rules: GateRu
         raise InvalidComparison(f"load.requests caps every run at {cap} answers; {s.metric} {s.stat} needs at least "
                                 f"{s.needed} per run ({s.beyond} beyond the {s.q:g}th percentile): raise "
                                 "load.requests, or leave it out with --metric")
+
+
+def _refuse_impossible_tag(sc: Any, tag: str) -> None:
+    """Before any run: a tag no request of this scenario can carry (a typo, a key it does not
+    have) would only be found after the first run; the scenario's tag space says so now, as it
+    does for ``slo.by_tag``. (``key=other``, where values past the cap fold, may occur.)"""
+    space = sc.session.tag_space()
+    key, _, value = tag.partition("=")
+    if key not in space:
+        raise InvalidComparison(f"--tag {tag}: no request of this scenario carries a tag {key!r} "
+                                f"(its tag keys: {', '.join(sorted(space))})")
+    if value not in space[key] and value != "other":
+        raise InvalidComparison(f"--tag {tag}: no request of this scenario can carry it "
+                                f"({key} takes {', '.join(sorted(space[key]))})")
 
 
 def _with_mock(sc: Any, overrides: Mapping[str, Any], role: str) -> Any:

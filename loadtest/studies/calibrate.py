@@ -22,11 +22,14 @@ __all__ = ["run_calibration"]
 def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: Path, environ: Mapping[str, str],
                     rules: GateRules, checks: Sequence[tuple[str, str]], duration_s: float | None = None,
                     options: RunOptions | None = None, retries: int = 2,
-                    on_run: Callable[[int, Path], None] = lambda *_: None) -> dict[str, Any] | None:  # fmt: skip
+                    on_run: Callable[[int, Path], None] = lambda *_: None,
+                    tag: str | None = None) -> dict[str, Any] | None:  # fmt: skip
     """Run ``runs`` identical runs (fresh seeds) into ``out/run-N/`` and write
     ``out/calibration.json``; None when a run was interrupted. A run whose generator saturated
     measured the machine: it is run again (``retries`` times in all; the spoiled one is kept as
-    ``run-N.spoiled-K``), so a burst of stolen CPU does not inflate the noise."""
+    ``run-N.spoiled-K``), so a burst of stolen CPU does not inflate the noise. ``tag``: the
+    noise of that request class only (recorded as the calibration's ``tag``; it then serves
+    ``compare --tag`` of the same class, and only that)."""
     from loadtest.rundir.writer import prepare_run_dir
     from loadtest.runner.todir import run_to_dir
     from loadtest.scenario import load_scenario
@@ -47,7 +50,7 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
             on_run(i, run_dir)
             if summary.get("interrupted"):
                 return None
-            run = load_run(run_dir, latency)
+            run = load_run(run_dir, latency, tag=tag)
             if not run.saturated or not reruns.left:
                 break
             attempt += 1

@@ -33,14 +33,14 @@ def _printed(summary: dict[str, Any]) -> str:
 
 def test_one_class_prints_no_table() -> None:
     one = {"step=gen1": _tag(10, 100, None), "tools=false": _tag(10, 100, None), "web_search=false": _tag(10, 100, None)}
-    assert classes_shown(one) == []
+    assert classes_shown(_summary(one, {})) == []
     assert "by tag" not in _printed(_summary(one, {}))
 
 
 def test_two_classes_print_each_value_of_the_keys_that_vary() -> None:
     by_tag = {"step=gen1": _tag(10, 100, 0.5), "web_search=false": _tag(8, 100, 1.0),
               "web_search=true": _tag(2, 3100.5, 0.0)}
-    assert classes_shown(by_tag) == ["web_search=false", "web_search=true"]
+    assert classes_shown(_summary(by_tag, {})) == ["web_search=false", "web_search=true"]
     text = _printed(_summary(by_tag, {}))
     row = next(line for line in text.splitlines() if line.lstrip().startswith("web_search=true"))
     assert "3,100.5" in row or "3100.5" in row, row

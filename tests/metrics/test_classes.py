@@ -78,6 +78,24 @@ def test_a_tags_figures_are_the_runs_figures_of_its_requests(draw: list) -> None
 
 
 @settings(max_examples=25, deadline=None)
+@given(requests)
+def test_a_tag_every_request_carries_hands_out_the_runs_own_histograms(draw: list) -> None:
+    """``step=ask`` is on every request: kept as a mirror (no histograms of its own, the
+    run's intervals handed out), its figures are those it would have had kept apart."""
+    kept = Collector(t0_ns=T0, warmup_s=1, duration_s=4, goodput=RULE)
+    _feed(kept, [_request(i + 1, *row[:5]) for i, row in enumerate(draw)])
+    mirrored = Collector(t0_ns=T0, warmup_s=1, duration_s=4, goodput=RULE, mirror_tags=frozenset({"step=ask"}))
+    _feed(mirrored, [_request(i + 1, *row[:5]) for i, row in enumerate(draw)])
+    assert "step=ask" not in mirrored.tags.metrics  # nothing recorded twice
+    a, b = kept.export().tags["step=ask"], mirrored.export().tags["step=ask"]
+    assert a.counts == b.counts and a.errors == b.errors
+    for name in TAG_METRICS:
+        assert a.metrics().totals[name] == b.metrics().totals[name], name
+    hist = {(s.start_s, n): Recorder.decode(h) for s in a.intervals for n, h in s.histograms.items()}
+    assert hist == {(s.start_s, n): Recorder.decode(h) for s in b.intervals for n, h in s.histograms.items()}
+
+
+@settings(max_examples=25, deadline=None)
 @given(requests, st.integers(2, 4))
 def test_tags_of_workers_merge_into_those_of_one_collector(draw: list, workers: int) -> None:
     one = Collector(t0_ns=T0, warmup_s=1, duration_s=4, goodput=RULE)

@@ -169,3 +169,25 @@ def test_capacity_report_draws_its_curve_offline(tmp_path: Path, load, monkeypat
         assert box["w"] > 300 and box["h"] > 200 and box["svg"] >= 1 and box["traces"] >= 1, box
     assert cap["answer"]["line"] in page.locator("body").inner_text()
     assert loaded.network == [] and loaded.console_errors == []
+
+
+def test_request_classes_draw_offline(tmp_path: Path, load) -> None:
+    """Issue 19: the per-tag TTFT bars (two-level axis) and the per-key spectra draw, quietly."""
+    run = make_run_dir(tmp_path / "tagged", tags={"web_search": ["false", "true"], "step": ["ask", "gen2"]},
+                       tag_delay_ms={"web_search=true": 400}, slo_by_tag={"tools=true": {"ttft_p99_ms": 1}},
+                       goodput_ttft_ms=300, tokens_per_chunk=3)  # fmt: skip
+    loaded = load(build_report([run.path]))
+    page = loaded.page
+    boxes = {box["id"]: box for box in _chart_boxes(page)}
+    assert len(boxes) == CHARTS + 3  # TTFT by tag, a spectrum per key
+    assert boxes["chart-ttft-by-tag"]["traces"] == 3
+    assert boxes["chart-ttft-spectrum-0"]["traces"] == boxes["chart-ttft-spectrum-1"]["traces"] == 2
+    for box in boxes.values():
+        assert box["w"] > 300 and box["h"] > 200 and box["svg"] >= 1, box
+    # the axis reads by key, then value; the table fits its card
+    ticks = page.locator("#chart-ttft-by-tag .xtick text, #chart-ttft-by-tag .xtick2 text").all_text_contents()
+    assert {"ask", "gen2", "false", "true", "step", "web_search"} <= set(ticks), ticks
+    card, table = page.locator("#classes").bounding_box(), page.locator("#classes table").bounding_box()
+    assert table["width"] <= card["width"]
+    assert page.locator('#classes tr[data-tag="tools=true"] [data-pass="false"]').inner_text().startswith("FAIL")
+    assert loaded.network == [] and loaded.console_errors == []

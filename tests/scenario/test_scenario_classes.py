@@ -40,6 +40,10 @@ def test_the_tag_space_is_what_the_steps_can_send(tmp_path: Path) -> None:
     assert sc.session.step_names() == ("ask", "gen2")  # type: ignore[attr-defined]
     assert sc.session.tag_space() == {  # type: ignore[attr-defined]
         "step": {"ask", "gen2"}, "web_search": {"true", "false"}, "tools": {"false"}, "tier": {"free"}}
+    # every request carries tools=false; tier=free only the ask step's
+    assert sc.session.whole_run_tags() == {"tools=false"}  # type: ignore[attr-defined]
+    one = _load(tmp_path, "session:\n  steps:\n    - gen: {prompt: hi, tags: {tier: free}}\n")
+    assert one.session.whole_run_tags() == {"step=gen1", "web_search=false", "tools=false", "tier=free"}  # type: ignore[attr-defined]
 
 
 def test_per_tag_slos_and_goodput_load(tmp_path: Path) -> None:

@@ -39,6 +39,15 @@ Behaviours (``--behaviour``; options in one JSON object ``--options``, defaults 
 - ``invalid_utf8``: chunk number ``at_chunk`` is a TEXT frame whose payload is not UTF-8.
 - ``never_auth``: completes the upgrade and never sends ``auth-connect-complete``.
 - ``slow_stream``: normal with long-stream defaults (ttft 100 ms, 30 chunks 100 ms apart).
+- ``classes`` (issue 19: request classes and tokens): the first chunk at ``ttft_ms``, plus
+  ``web_search_delay_ms`` when the gen carries web search (``enableWebSearch: true``, or a
+  ``webSearch`` object whose ``enabled`` is not false, unless ``enableWebSearch`` is false), plus
+  ``tools_delay_ms`` when it carries a non-empty ``tools`` list; then one chunk every ``gap_ms``.
+  ``chunks`` + (gen_n mod ``chunks_spread``) chunks of ``words_per_chunk`` words each, drawn from
+  ``words`` (each at least 3 letters) and followed by a space. With ``split_words``, every chunk
+  boundary after the second chunk is moved 2 characters into the next word, so a word spans two
+  chunks (tokenizing chunk by chunk miscounts, inference-perf #566) while the first chunk holds
+  exactly ``words_per_chunk`` words and every later chunk starts ``words_per_chunk`` of them.
 
 Log lines (``--log``), each with ``t_wall_ns`` (time.time_ns) and ``t_mono_ns``
 (time.monotonic_ns) and, where it applies, ``conn`` (connection id, 1-based) and ``gen``
@@ -48,7 +57,8 @@ Log lines (``--log``), each with ``t_wall_ns`` (time.time_ns) and ``t_mono_ns``
   ``{"ev": "upgrade", "conn", "path"}``
 - ``{"ev": "recv", "conn", "kind"}`` for every client frame other than ``gen``
   (kind: ``ping``, ``set-model``, ``ws-ping``, ``close``, ``other``)
-- ``{"ev": "gen_received", "conn", "gen", "gen_n", "conversation_id"}``
+- ``{"ev": "gen_received", "conn", "gen", "gen_n", "conversation_id", "message_id", "web_search",
+  "tools", "prompt"}``: what the gen frame carried (web search and tools as ``classes`` reads them)
 - ``{"ev": "frame_sent", "conn", "kind", "bytes", ...}``: kind is ``auth``, ``pong``,
   ``set-model``, ``conv``, ``chunk`` (with ``chunk``, 1-based), ``huge``, ``invalid_utf8``,
   ``error``, ``stop``, ``ws-pong``, ``close``; gen frames also carry ``gen``, ``gen_n`` and
@@ -56,6 +66,11 @@ Log lines (``--log``), each with ``t_wall_ns`` (time.time_ns) and ``t_mono_ns``
 - ``{"ev": "closed", "conn", "reason"}``: ``client_close`` (with ``code``), ``eof``, ``reset``,
   ``aborted`` (by ``die_at_s``), ``protocol`` (bad client frame), ``shutdown``.
 - ``{"ev": "died"}`` (die_at_s), ``{"ev": "shutdown"}``.
+- ``classes`` also: ``text`` on each ``chunk`` line, and one ``{"ev": "gen_done", "conn", "gen",
+  "gen_n", "conversation_id", "message_id", "web_search", "tools", "ttft_ms" (intended: base plus
+  delays), "web_search_delay_ms", "tools_delay_ms", "gap_ms", "chunks", "t_read_mono_ns",
+  "t_first_mono_ns", "t_stop_mono_ns" (null when not sent), "texts" (every chunk sent, in order)}``
+  per gen when its answer ended or its connection went away.
 """
 
 from __future__ import annotations
@@ -68,7 +83,6 @@ import hashlib
 import json
 import signal
 import struct
-import sys
 import time
 import uuid
 from typing import Any, TextIO
@@ -87,6 +101,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "invalid_utf8": {"ttft_ms": 50, "gap_ms": 10, "chunks": 10, "at_chunk": 2},
     "never_auth": {},
     "slow_stream": {"ttft_ms": 100, "gap_ms": 100, "chunks": 30},
+    "classes": {"ttft_ms": 40, "gap_ms": 10, "chunks": 6, "chunks_spread": 4, "words_per_chunk": 3,
+                "split_words": True, "web_search_delay_ms": 150, "tools_delay_ms": 60,
+                "words": ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+                          "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa",
+                          "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
+                          "xray", "yankee", "zulu"]},
 }
 
 OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -94,6 +114,39 @@ OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 
 
 def now() -> tuple[int, int]:
     return time.time_ns(), time.monotonic_ns()
+
+
+def carries_web_search(data: dict[str, Any]) -> bool:
+    """Web search as PROTOCOL.md lists it: ``enableWebSearch: true``, or a ``webSearch`` object
+    not switched off (``enabled: false``) when ``enableWebSearch`` does not say false."""
+    flag = data.get("enableWebSearch")
+    if flag is True:
+        return True
+    ws = data.get("webSearch")
+    return flag is not False and isinstance(ws, dict) and ws.get("enabled") is not False
+
+
+def carries_tools(data: dict[str, Any]) -> bool:
+    tools = data.get("tools")
+    return isinstance(tools, list) and len(tools) > 0
+
+
+def answer_chunks(gen_n: int, chunks: int, per_chunk: int, words: list[str], split: bool) -> list[str]:
+    """The texts of one ``classes`` answer: ``chunks`` chunks of ``per_chunk`` words, each word
+    followed by a space; with ``split``, the boundaries after chunk 2, 3, ... are moved 2
+    characters into the next word (so its first 2 letters end the earlier chunk)."""
+    n = chunks * per_chunk
+    picked = [words[(gen_n * 5 + k) % len(words)] for k in range(n)]
+    pieces = [" ".join(picked[i * per_chunk:(i + 1) * per_chunk]) + " " for i in range(chunks)]
+    if not split or chunks < 3:
+        return pieces
+    text = "".join(pieces)
+    bounds, at = [], 0
+    for piece in pieces[:-1]:
+        at += len(piece)
+        bounds.append(at)
+    bounds = bounds[:1] + [b + 2 for b in bounds[1:]]
+    return [text[a:b] for a, b in zip([0, *bounds], [*bounds, len(text)], strict=True)]
 
 
 class Log:
@@ -205,6 +258,9 @@ class RawServer:
         unknown = set(options) - set(DEFAULTS[behaviour])
         if unknown:
             raise SystemExit(f"unknown options for {behaviour}: {sorted(unknown)}")
+        short = [w for w in options.get("words", []) if len(w) < 3 or not w.isalpha()]
+        if short:
+            raise SystemExit(f"classes: words are letters only, at least 3 of them: {short}")
         self.behaviour = behaviour
         self.opt = {**DEFAULTS[behaviour], **options}
         self.log = log
@@ -239,15 +295,17 @@ class RawServer:
 
     # --- sending, each frame logged as really written
 
-    def send(self, conn: Conn, kind: str, opcode: int, payload: bytes, **fields: Any) -> bool:
+    def send(self, conn: Conn, kind: str, opcode: int, payload: bytes, **fields: Any) -> tuple[int, int] | None:
+        """Write one frame; the (wall, mono) ns at which it was written, None when the connection
+        was already gone (then nothing was written)."""
         if conn.gone or conn.writer.is_closing():
             self.log("frame_skipped", conn=conn.cid, kind=kind, bytes=len(payload), **fields)
-            return False
+            return None
         frame = encode_frame(opcode, payload)
         at = now()  # read before the write: the client cannot see the frame earlier than this
         conn.writer.write(frame)
         self.log("frame_sent", at=at, conn=conn.cid, kind=kind, bytes=len(payload), **fields)
-        return True
+        return at
 
     # --- one connection
 
@@ -257,7 +315,7 @@ class RawServer:
         self.conns[conn.cid] = conn
         peer = writer.get_extra_info("peername")
         self.log("accept", conn=conn.cid, peer=f"{peer[0]}:{peer[1]}" if peer else None)
-        reason, extra = "eof", {}
+        reason, extra = "eof", dict[str, Any]()
         try:
             path, headers = await read_upgrade(reader)
             key = headers.get("sec-websocket-key")
@@ -335,10 +393,15 @@ class RawServer:
             conn.gens += 1
             self.gen_n += 1
             conv_id = f"c{conn.cid}-g{conn.gens}-{uuid.uuid4().hex[:8]}"
+            raw = msg.get("data")
+            fields: dict[str, Any] = raw if isinstance(raw, dict) else {}
+            web, tools = carries_web_search(fields), carries_tools(fields)
             self.log("gen_received", at=at, conn=conn.cid, gen=conn.gens, gen_n=self.gen_n,
-                     conversation_id=conv_id)
-            task = asyncio.get_running_loop().create_task(
-                self.generate(conn, conn.gens, self.gen_n, conv_id, at[1]))
+                     conversation_id=conv_id, message_id=f"m-{conv_id}", web_search=web, tools=tools,
+                     prompt=fields.get("prompt"))
+            coro = (self.generate_classes(conn, conn.gens, self.gen_n, conv_id, at[1], web=web, tools=tools)
+                    if self.behaviour == "classes" else self.generate(conn, conn.gens, self.gen_n, conv_id, at[1]))
+            task = asyncio.get_running_loop().create_task(coro)
             conn.tasks.add(task)
             task.add_done_callback(conn.tasks.discard)
         else:
@@ -354,7 +417,7 @@ class RawServer:
 
     async def generate(self, conn: Conn, gen: int, gen_n: int, conv_id: str, t0: int) -> None:
         o, b = self.opt, self.behaviour
-        ids = {"gen": gen, "gen_n": gen_n, "conversation_id": conv_id}
+        ids: dict[str, Any] = {"gen": gen, "gen_n": gen_n, "conversation_id": conv_id}
         if not self.send(conn, "conv", OP_TEXT,
                          event("conv-message", {"conversationId": conv_id, "messageId": f"m-{conv_id}"}),
                          **ids):
@@ -396,6 +459,47 @@ class RawServer:
         self.send(conn, "stop", OP_TEXT, event("message", {"output": "", "stop": True}),
                   chunks=chunks, **ids)
 
+    async def generate_classes(self, conn: Conn, gen: int, gen_n: int, conv_id: str, t0: int, *,
+                               web: bool, tools: bool) -> None:
+        """One ``classes`` answer: delays by what the gen carried, chunks of several words, each
+        sent at its absolute deadline from the moment the gen was read; ``gen_done`` says what
+        was really sent, and when."""
+        o = self.opt
+        ids: dict[str, Any] = {"gen": gen, "gen_n": gen_n, "conversation_id": conv_id}
+        message_id = f"m-{conv_id}"
+        web_ms = float(o["web_search_delay_ms"]) if web else 0.0
+        tools_ms = float(o["tools_delay_ms"]) if tools else 0.0
+        ttft_ms = float(o["ttft_ms"]) + web_ms + tools_ms
+        spread = int(o["chunks_spread"])
+        chunks = int(o["chunks"]) + (gen_n % spread if spread > 1 else 0)
+        texts = answer_chunks(gen_n, chunks, int(o["words_per_chunk"]), list(o["words"]), bool(o["split_words"]))
+        ttft_ns, gap_ns = round(ttft_ms * 1e6), round(float(o["gap_ms"]) * 1e6)
+        sent: list[str] = []
+        t_first: int | None = None
+        t_stop: int | None = None
+        try:
+            if not self.send(conn, "conv", OP_TEXT,
+                             event("conv-message", {"conversationId": conv_id, "messageId": message_id}),
+                             **ids):
+                return
+            for i, text in enumerate(texts, 1):
+                await sleep_until(t0 + ttft_ns + (i - 1) * gap_ns)
+                at = self.send(conn, "chunk", OP_TEXT, event("message", {"output": text, "stop": False}),
+                               chunk=i, text=text, **ids)
+                if at is None:
+                    return
+                sent.append(text)
+                t_first = at[1] if t_first is None else t_first
+            await sleep_until(t0 + ttft_ns + len(texts) * gap_ns)
+            at = self.send(conn, "stop", OP_TEXT, event("message", {"output": "", "stop": True}),
+                           chunks=len(texts), **ids)
+            t_stop = None if at is None else at[1]
+        finally:
+            self.log("gen_done", conn=conn.cid, **ids, message_id=message_id, web_search=web, tools=tools,
+                     ttft_ms=ttft_ms, web_search_delay_ms=web_ms, tools_delay_ms=tools_ms,
+                     gap_ms=float(o["gap_ms"]), chunks=len(texts), t_read_mono_ns=t0,
+                     t_first_mono_ns=t_first, t_stop_mono_ns=t_stop, texts=sent)
+
     async def shutdown(self) -> None:
         if self.server is not None:
             self.server.close()
@@ -432,4 +536,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

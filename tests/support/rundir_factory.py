@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from hdrh.log import HistogramLogWriter
 
 from loadtest.errors import ERROR_CATEGORIES
 from loadtest.metrics.recorder import METRICS, _mean
+from loadtest.metrics.tags import tag_dir_name
+from loadtest.slo import error_rate as error_rate_of
+from loadtest.slo import evaluate_by_tag
 
 __all__ = ["METRICS", "RunFacts", "make_run_dir"]
 
@@ -115,6 +119,11 @@ def make_run_dir(
     slo_ttft_p99_ms: float = 1000.0,
     hlog_metrics: Iterable[str] | None = None,
     stall: tuple[int, float] | None = None,
+    tags: Mapping[str, Sequence[str]] | None = None,
+    tag_delay_ms: Mapping[str, float] | None = None,
+    slo_by_tag: Mapping[str, Mapping[str, float]] | None = None,
+    goodput_ttft_ms: float | None = None,
+    tokens_per_chunk: int | None = None,
 ) -> RunFacts:
     """Write an open-loop run of ``duration_s`` seconds at ``rate_per_s`` into ``path``.
 
@@ -123,6 +132,18 @@ def make_run_dir(
     scenario.yaml. ``hlog_metrics`` limits which metrics get an hlog (default: all with samples).
     ``stall=(second, ms)``: every request sent in that second waits ``ms`` longer for its first
     token (one stalled second of the target).
+
+    Request classes (issue 19), all off by default (then the files are those of a run written
+    before classes existed: no ``by_tag``, ``goodput`` or ``tokens`` in summary.json, no
+    ``tags`` column, no ``by_tag/`` folder). ``tags={"web_search": ["false", "true"]}``: each
+    request carries one value of each key, drawn uniformly (a separate seeded stream, so the
+    other draws stay as they were); summary.json gets ``by_tag`` with the same figures as the
+    run's, from per-tag histograms also written to ``by_tag/<tag_dir_name>/<metric>.hlog``.
+    ``tag_delay_ms={"web_search=true": 800}``: requests carrying that tag wait that much longer
+    for their first token. ``slo_by_tag`` is judged by :func:`loadtest.slo.evaluate_by_tag`
+    (a tag no request carried fails). ``goodput_ttft_ms``: a good request completed within that
+    TTFT (``goodput`` in total and per tag). ``tokens_per_chunk``: every chunk is that many
+    output tokens, each prompt word one token (``tokens`` in total and per tag).
     """
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
@@ -135,6 +156,15 @@ def make_run_dir(
     ttft_unc = rng.lognormal(math.log(ttft_ms), 0.35, n)  # ms, from t_send
     if stall is not None:
         ttft_unc[np.floor(t_send).astype(int) == stall[0]] += stall[1]
+    carried: dict[str, np.ndarray] = {}  # "key=value" -> which requests carry it
+    if tags:
+        tag_rng = np.random.default_rng(seed + 7919)
+        for key, key_values in tags.items():
+            drawn = tag_rng.integers(0, len(key_values), n)
+            for i, value in enumerate(key_values):
+                carried[f"{key}={value}"] = drawn == i
+        for tag, delay in (tag_delay_ms or {}).items():
+            ttft_unc[carried.get(tag, np.zeros(n, dtype=bool))] += delay
     chunks = np.clip(rng.normal(40, 8, n).round(), 1, None).astype(int)
     gaps = rng.lognormal(math.log(8.0), 0.4, int(chunks.sum())).round(1)
     bounds = np.concatenate(([0], np.cumsum(chunks)))
@@ -197,6 +227,8 @@ def make_run_dir(
             "prompt_chars": len(prompt),
         }
     )
+    if carried:
+        rows["tags"] = [";".join(t for t in sorted(carried) if carried[t][i]) for i in range(n)]
     rows.to_csv(path / "requests.csv", index=False)
 
     # --- hlog intervals (measured phase, by the second the request ended) ------------------
@@ -357,5 +389,68 @@ def make_run_dir(
         "tls": {"insecure": tls_insecure},
         "interrupted": interrupted,
     }
+    if tags or slo_by_tag or goodput_ttft_ms is not None or tokens_per_chunk is not None:
+        good = ok & (ttft <= goodput_ttft_ms) if goodput_ttft_ms is not None else None
+
+        def classes(where: np.ndarray) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            cohort = mr & where
+            offered = int(cohort.sum())
+            gp = None if good is None else {
+                "good": int((cohort & good).sum()), "offered": offered,
+                "share": round(int((cohort & good).sum()) / offered, 6) if offered else None,
+                "per_s": round(int((cohort & good).sum()) / measure_s, 3), "rule": {"ttft_ms": goodput_ttft_ms}}
+            out = int(chunks[cohort & ok].sum()) * tokens_per_chunk if tokens_per_chunk else 0
+            tok = None if tokens_per_chunk is None else {
+                "tokenizer": "tok.json", "output_total": out, "output_per_s": round(out / measure_s, 3),
+                "prompt_total": int((cohort & sent).sum()) * len(prompt.split()),
+                "per_chunk_mean": float(tokens_per_chunk), "answers": int((cohort & ok).sum()),
+                "prompt": "client-sent"}
+            return gp, tok
+
+        summary["goodput"], summary["tokens"] = classes(np.ones(n, dtype=bool))
+        by_tag: dict[str, dict[str, Any]] = {}
+        summary["by_tag"] = by_tag
+        for tag in sorted(carried):
+            where = carried[tag]
+            hists = _tag_hlogs(path / "by_tag" / tag_dir_name(tag), per_request, m_ok & where, end_s, seconds)
+            cohort = mr & where
+            req = {"offered": int(cohort.sum()), "completed": int((cohort & ok).sum()),
+                   "failed": int((cohort & (outcome == "failed")).sum()),
+                   "dropped": int((cohort & (outcome == "dropped")).sum()), "cancelled": 0}
+            gp, tok = classes(where)
+            by_tag[tag] = {
+                "requests": req,
+                "errors": {c: int((cohort & (category == c)).sum()) for c in _CATEGORIES},
+                "error_rate": round(error_rate_of(req), 6),
+                "latency_ms": {m: _figures(h) for m, h in hists.items() if h.get_total_count()},
+                "throughput": {"requests_per_s": round(req["completed"] / measure_s, 3),
+                               "chunks_per_s": round(float(chunks[cohort & ok].sum()) / measure_s, 3),
+                               "chars_per_s": round(float(chunks[cohort & ok].sum() * 5) / measure_s, 3)},
+                "goodput": gp,
+                "tokens": tok,
+            }  # fmt: skip
+        summary["tags_folded"] = {}
+        verdicts = evaluate_by_tag(slo_by_tag or {}, by_tag)
+        summary["slo_by_tag"] = verdicts
+        summary["passed"] = summary["passed"] and all(v["pass"] for per in verdicts.values() for v in per.values())
     (path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return RunFacts(path=path, summary=summary, requests=n)
+
+
+def _tag_hlogs(folder: Path, per_request: Mapping[str, np.ndarray], where: np.ndarray, end_s: np.ndarray,
+               seconds: list[int]) -> dict[str, HdrHistogram]:
+    """One tag's per-request histograms (its requests in ``where``, by the second they ended),
+    written as ``folder/<metric>.hlog``; returns each metric's total."""
+    totals = {}
+    for metric in ("ttft", "ttft_uncorrected", "tpot", "e2e", "e2e_uncorrected"):
+        values = per_request[metric]
+        totals[metric], intervals = _hist(), []
+        for s in seconds:
+            hist = _hist()
+            _record(hist, values[where & (end_s == s) & ~np.isnan(values)] * 1000)
+            totals[metric].add(hist)
+            intervals.append((s, hist))
+        if totals[metric].get_total_count():
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_hlog(folder / f"{metric}.hlog", intervals)
+    return totals
