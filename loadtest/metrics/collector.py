@@ -107,7 +107,7 @@ class Collector:
         self.chunks = 0
         self.chars = 0
         # goodput and tokens (the cohort's completed answers; output tokens in the window by chunk arrival)
-        self.good = self.answers_tokenized = self.output_tokens = self.output_tokens_in_window = 0
+        self.good = self.good_in_window = self.answers_tokenized = self.output_tokens = self.output_tokens_in_window = 0
         self.prompt_tokens = self.tokenized_chunks = 0
         # session steps (connection set-ups, pings, set-models) inside the window
         self.steps = 0
@@ -257,14 +257,15 @@ class Collector:
             if rec.t_first:
                 row.recorder("ttft").record_us((rec.t_first - start) / _NS_PER_US)
             row.recorder("e2e").record_us((rec.t_stop - start) / _NS_PER_US)
+            good = self._goodput is not None and self._goodput.good(rec)
             if self.in_window(t_end):
                 self.ok_in_window += 1
+                self.good_in_window += good
                 ok_in_window = True
             elif after:
                 self.drain["completed"] += 1
             if measured:
                 self.completed += 1
-                good = self._goodput is not None and self._goodput.good(rec)
                 self.good += good
                 record_success(rec, self.metrics)
                 self.chunks_per_answer[rec.chunks] += 1

@@ -27,7 +27,7 @@ MAX_ERROR_SAMPLES = 5
 COUNTS: tuple[str, ...] = (
     "started", "completed", "failed", "dropped", "cancelled", "offered", "sent_after_window", "early_sends",
     "unknown_events", "reconnects", "sent_in_window", "ok_in_window", "chunks", "chars", "steps",
-    "steps_failed", "good", "answers_tokenized", "output_tokens", "output_tokens_in_window", "prompt_tokens",
+    "steps_failed", "good", "good_in_window", "answers_tokenized", "output_tokens", "output_tokens_in_window", "prompt_tokens",
     "tokenized_chunks",
 )
 

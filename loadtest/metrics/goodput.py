@@ -4,7 +4,8 @@ A request is *good* when it completed and each of its figures named in the rule 
 limit: ``ttft`` (from the intended send time), ``tpot`` (per chunk), ``tpot_token`` (per
 output token, with a tokenizer) and ``e2e``. A figure the request does not have (the TPOT of a
 one-chunk answer) is not held against it. ``goodput.share`` = good / offered requests of the
-measured window; ``goodput.per_s`` = good / the window's length.
+measured window's cohort; ``goodput.per_s`` = good answers that ended inside the window / its
+length (like ``throughput.requests_per_s``, of which it is the good part).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ MAX_VALUES_PER_KEY = 100
 TAG_METRICS: tuple[str, ...] = ("ttft", "ttft_uncorrected", "itl", "tpot", "tpot_token", "e2e", "e2e_uncorrected")
 #: the counters kept per tag (each as the run's counter of the same name counts, restricted to the tag)
 TAG_COUNTS: tuple[str, ...] = (
-    "completed", "failed", "dropped", "cancelled", "ok_in_window", "chunks", "chars", "good",
+    "completed", "failed", "dropped", "cancelled", "ok_in_window", "good_in_window", "chunks", "chars", "good",
     "answers_tokenized", "output_tokens", "output_tokens_in_window", "prompt_tokens", "tokenized_chunks",
 )  # fmt: skip
 
@@ -194,12 +194,13 @@ class TagTable:
             c["chunks"] += chunks
             c["chars"] += chars
             c["ok_in_window"] += ok_in_window
+            c["good_in_window"] += ok_in_window and good
             c["output_tokens_in_window"] += tokens
             if not measured:
                 continue
             if outcome == "ok":
                 c["completed"] += 1
-                c["good"] += good
+                c["good"] += good  # the cohort's: goodput.share
                 if ms is not None:
                     record_success(rec, ms)
                 if rec.output_tokens >= 0:

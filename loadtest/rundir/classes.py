@@ -25,13 +25,15 @@ def _rate(n: int, window_s: float) -> float:
 
 
 def goodput(rule: GoodputRule | None, counts: Mapping[str, int], offered: int, window_s: float) -> dict[str, Any] | None:
-    """``{good, offered, share, per_s, rule}``: good requests of the cohort, their share of the
-    requests offered in the window, per second of the window. None without a rule."""
+    """``{good, offered, share, per_s, rule}``: the good requests of the cohort (those intended
+    inside the window) and their share of its offered requests; ``per_s``: good answers that
+    ended inside the window, per second of it (like every rate, and ``throughput.requests_per_s``
+    of which it is the good part). None without a rule."""
     if rule is None:
         return None
     good = int(counts.get("good", 0))
     return {"good": good, "offered": offered, "share": round(good / offered, 6) if offered else None,
-            "per_s": _rate(good, window_s), "rule": rule.to_dict()}
+            "per_s": _rate(int(counts.get("good_in_window", 0)), window_s), "rule": rule.to_dict()}
 
 
 def tokens(name: str | None, counts: Mapping[str, int], window_s: float) -> dict[str, Any] | None:

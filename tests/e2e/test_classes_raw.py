@@ -389,7 +389,7 @@ def _good(row: dict[str, str]) -> bool:
 def test_goodput_share_equals_requests_csv(classes: ClassesRun, tag: str | None) -> None:
     """goodput {good, offered, share, per_s} (run-wide and per tag) = requests.csv's measured
     rows (the cohort: intended inside the window) that completed within every limit, over the
-    measured rows; per second of the window."""
+    measured rows; per_s: good answers that ended inside the window, per second of it."""
     s = classes.run.summary
     rows = [r for r in classes.run.rows if r["phase"] == "measure" and (tag is None or tag in r["tags"].split(";"))]
     good = sum(_good(r) for r in rows)
@@ -397,7 +397,14 @@ def test_goodput_share_equals_requests_csv(classes: ClassesRun, tag: str | None)
     assert got["rule"] == {k: float(v) for k, v in GOODPUT.items()}
     assert (got["good"], got["offered"]) == (good, len(rows)), (tag, got, good, len(rows))
     assert got["share"] == round(good / len(rows), 6)
-    assert got["per_s"] == round(good / s["measure_s"], 3)
+    # per second of the window: good answers that ended inside it, whatever their phase (like
+    # every rate: throughput.requests_per_s counts the same answers, good or not)
+    lo, hi = s["window"]["start_s"], s["window"]["end_s"]
+    ended = [r for r in classes.run.rows if (tag is None or tag in r["tags"].split(";"))
+             and r["t_stop_s"] and lo <= float(r["t_stop_s"]) < hi]
+    assert got["per_s"] == round(sum(_good(r) for r in ended) / s["measure_s"], 3)
+    tput = s["throughput"] if tag is None else s["by_tag"][tag]["throughput"]
+    assert got["per_s"] <= tput["requests_per_s"]
     if tag is None:
         assert 0 < good < len(rows)  # the rule bites: the figure is not trivially 0 or 1
         assert s["slo"]["min_goodput"]["value"] == got["share"]

@@ -67,7 +67,7 @@ def test_a_tags_figures_are_the_runs_figures_of_its_requests(draw: list) -> None
     if tf is None:
         assert only.completed + only.failed == 0
         return
-    for name in ("completed", "failed", "ok_in_window", "chunks", "chars", "good"):
+    for name in ("completed", "failed", "ok_in_window", "chunks", "chars", "good", "good_in_window"):
         assert tf.counts[name] == getattr(only, name), name
     mine, theirs = tf.metrics().totals, only.metrics.totals
     for name in TAG_METRICS:
