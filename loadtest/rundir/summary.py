@@ -71,11 +71,17 @@ class Summary(BaseModel):
     schedule: dict[str, Any] = Field(default_factory=dict)
     generator: dict[str, Any] = Field(default_factory=dict)
     chunks_per_answer: dict[str, Count] = Field(default_factory=dict)
+    #: request classes (docs/classes.md): null without slo.goodput / a tokenizer; older files lack them
+    goodput: dict[str, Any] | None = None
+    tokens: dict[str, Any] | None = None
+    by_tag: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    tags_folded: dict[str, Count] = Field(default_factory=dict)
     tls: dict[str, Any] = Field(default_factory=dict)
     interrupted: StrictBool = False
     error_rate: Number | None = None
     session_error_rate: Number | None = None
     slo: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    slo_by_tag: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     workers: dict[str, Any] = Field(default_factory=dict)  # {planned, finished, lost: [...], each: [...]}
     verdict: Literal["passed", "failed", "interrupted", "incomplete", "unreachable"] | None = None
     reason: str | None = None
