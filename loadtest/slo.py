@@ -49,10 +49,11 @@ def error_counts(requests: Mapping[str, int]) -> tuple[int, int]:
     """``(not served, offered)``: the two counts of :func:`error_rate`.
 
     Not served = failed + dropped (the queue was full) + cancelled (offered, never finished:
-    still queued or in flight when the run ended). Offered = completed + those.
+    still queued or in flight when the run ended). Offered = completed + abandoned + those.
     """
     bad = requests.get("failed", 0) + requests.get("dropped", 0) + requests.get("cancelled", 0)
-    return bad, requests.get("completed", 0) + bad
+    # an abandoned answer (the user stopped reading, issue 20) was offered and is no error
+    return bad, requests.get("completed", 0) + requests.get("abandoned", 0) + bad
 
 
 def error_rate(requests: Mapping[str, int]) -> float:

@@ -267,8 +267,11 @@ class Connection:
             self.broken = True
             raise Disconnected(self._clean(f"connection lost sending {during}: {type(exc).__name__}")) from None
 
-    async def stream(self, frame: str, rec: RequestRecord, *, first_token_s: float, stream_s: float) -> None:
-        """Send one ``gen`` and read its answer to the end, filling ``rec``.
+    async def stream(self, frame: str, rec: RequestRecord, *, first_token_s: float, stream_s: float,
+                     abandon_after: int = 0) -> bool:
+        """Send one ``gen`` and read its answer to the end, filling ``rec``; True when the user
+        stopped reading: ``abandon_after`` > 0 non-empty chunks arrived first, and the socket
+        was closed (the only way to stop a stream in this protocol; the connection is done).
 
         What each frame means is :class:`~loadtest.protocol.ClientStream`'s to say; this
         method only reads frames, stamps their arrival time (before decoding) and keeps the
@@ -303,11 +306,15 @@ class Connection:
                         self._not_text(msg, "stream")
                     code = feed(msg.data, t)
                     if code <= CHUNK:
+                        if abandon_after and answer.chunks >= abandon_after:
+                            break
                         continue
                     if code == FIRST_TOKEN:
+                        if abandon_after and answer.chunks >= abandon_after:
+                            break
                         cm.reschedule(stream_deadline)
                     elif code == DONE:
-                        return
+                        return False
                     elif code == FAILED:
                         # PROTOCOL.md does not say that nothing follows an `error`: a proxy may
                         # still flush the rest of the answer and a `stop`. Those frames must
@@ -325,6 +332,8 @@ class Connection:
             raise
         finally:
             _observed(rec, answer)
+        await self.close()  # abandoned: what the server still sends is never read
+        return True
 
     def retire(self) -> None:
         """Never hand this connection to another request: frames of a failed exchange may follow."""

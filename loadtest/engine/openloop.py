@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from loadtest.clock import Clock
+from loadtest.engine.conversation import Conversation
 from loadtest.engine.pool import Pool
 from loadtest.errors import BadInput
 from loadtest.metrics.collector import Collector, RequestRecord
@@ -135,9 +136,11 @@ class Cursor:
 
 
 async def dispatch(
-    ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival], make_frame: FrameMaker, *, t0_ns: int
+    ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival], make_frame: FrameMaker, *, t0_ns: int,
+    conversations: Callable[[Arrival], Conversation] | None = None,
 ) -> str:
-    """Offer every arrival at ``t0_ns + offset``.
+    """Offer every arrival at ``t0_ns + offset`` (with ``conversations``: each arrival starts a
+    conversation, its first turn offered like any arrival, the rest on its connection).
 
     Returns why it ended: ``"end"`` (the schedule, or the duration), ``"cap"`` (the
     ``requests`` cap) or ``"stopped"`` (the run was stopped early).
@@ -157,7 +160,9 @@ async def dispatch(
         if cap is not None and ctx.requests_issued >= cap:
             ctx.stop()  # as a closed-loop run does: the window ends, the runner drains
             return "cap"
-        frame, prompt, tags = make_frame(a)  # prepared before the sleep: off the timed path
+        conv = None if conversations is None else conversations(a)
+        # prepared before the sleep: off the timed path
+        frame, prompt, tags = make_frame(a) if conv is None else conv.first_frame()
         if deadline > now():
             late_run = 0
             if not await ctx.clock.sleep_until(deadline, stopping):
@@ -177,7 +182,11 @@ async def dispatch(
         rec = RequestRecord(request_id=rid, user=-1, phase=c.phase_of(deadline), t_intended=deadline,
                             scheduled=True, prompt_chars=len(prompt), prompt=prompt, tags=tags)
         c.on_offered(deadline)
-        submit(rec, frame)
+        if conv is None:
+            submit(rec, frame)
+        else:
+            conv.begin(rec, deadline)
+            submit(rec, frame, conv)
         cursor.current = None
     return "end"
 
@@ -190,8 +199,9 @@ class OpenLoop:
     """
 
     def __init__(self, ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival],
-                 make_frame: FrameMaker) -> None:
+                 make_frame: FrameMaker, conversations: Callable[[Arrival], Conversation] | None = None) -> None:
         self.ctx, self.pool, self.arrivals, self.make_frame = ctx, pool, arrivals, make_frame
+        self.conversations = conversations
 
     async def run(self, tg: asyncio.TaskGroup, *, t0_ns: int) -> None:
         """Returns once every arrival is reported; if cancelled (the runner's grace period ran
@@ -202,7 +212,8 @@ class OpenLoop:
         cursor = Cursor(self.arrivals)
         try:
             try:
-                why = await dispatch(self.ctx, pool, cursor, self.make_frame, t0_ns=t0_ns)
+                why = await dispatch(self.ctx, pool, cursor, self.make_frame, t0_ns=t0_ns,
+                                     conversations=self.conversations)
             except asyncio.CancelledError:
                 self._never_sent(cursor, t0_ns)
                 raise
@@ -228,9 +239,14 @@ class OpenLoop:
             rid = ctx.take_request()
             if rid is None:
                 break
-            _, prompt, tags = self.make_frame(a)  # its class, as it would have been sent
+            conv = None if self.conversations is None else self.conversations(a)
+            _, prompt, tags = self.make_frame(a) if conv is None else conv.first_frame()  # its class, as sent
             rec = RequestRecord(request_id=rid, user=-1, phase=c.phase_of(deadline), t_intended=deadline,
                                 scheduled=True, outcome="cancelled", prompt=prompt, tags=tags,
                                 error_message="never sent: the generator was still behind when the run ended")
             c.on_offered(deadline)
+            if conv is not None:
+                conv.begin(rec, deadline)
             c.on_request(rec, now)
+            if conv is not None:
+                conv.report(now, "unfinished")

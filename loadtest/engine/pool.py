@@ -67,6 +67,16 @@ class _Job:
     rec: RequestRecord
     frame: str
     t_enqueued: int
+    runner: Runner | None = None
+
+
+class Runner(Protocol):
+    """What serves a job instead of one gen: a conversation (loadtest.engine.conversation),
+    its first turn being the job's request, the rest on the same connection."""
+
+    async def run(self, conn: Connection, first: tuple[RequestRecord, str] | None = None) -> None: ...
+
+    def report(self, end_ns: int, outcome: str | None = None) -> None: ...
 
 
 class Pool:
@@ -92,6 +102,7 @@ class Pool:
         self._pending = 0  # connections being opened or replaced: capacity on its way
         self._tasks: set[asyncio.Task[None]] = set()
         self._leased: dict[int, RequestRecord] = {}  # request_id -> rec handed to a lease
+        self._runners: dict[int, Runner] = {}  # request_id -> the conversation that rec starts
         self._quiet = asyncio.Event()  # set when no lease runs and nothing is queued
         self._quiet.set()
         self._closed = False
@@ -154,6 +165,9 @@ class Pool:
                 rec.outcome = "cancelled"
                 c.on_request(rec, now)
         self._leased.clear()
+        for runner in self._runners.values():  # conversations that never got to run (reported once)
+            runner.report(now, "unfinished")
+        self._runners.clear()
         conns = list(self._conns)
         self._conns.clear()
         self._idle.clear()
@@ -164,14 +178,17 @@ class Pool:
 
     # ------------------------------------------------------------------ hot path
 
-    def submit(self, rec: RequestRecord, frame: str) -> None:
-        """Hand one request to the pool; it is reported whatever happens (see the module doc)."""
+    def submit(self, rec: RequestRecord, frame: str, runner: Runner | None = None) -> bool:
+        """Hand one request (or, with ``runner``, a conversation whose first turn it is) to the
+        pool; it is reported whatever happens (see the module doc). False: dropped."""
         if self._closed or self._tg is None:
             raise RuntimeError("submit() needs an attached, open pool")
+        if runner is not None:
+            self._runners[rec.request_id] = runner
         if self._idle:
             self._leased[rec.request_id] = rec
             self._spawn(self._lease(self._idle.pop(), rec, frame))
-            return
+            return True
         queue = self._queue
         if self._size < self.max_connections and not self.ctx.stopping.is_set():
             # grow: a new connection is opened; this request waits for it (or for any that frees first)
@@ -179,16 +196,21 @@ class Pool:
             self._pending += 1
             if self._size > self.peak_size:
                 self.peak_size = self._size
-            queue.append(_Job(rec, frame, self.ctx.clock.now_ns()))
+            queue.append(_Job(rec, frame, self.ctx.clock.now_ns(), runner))
             self._spawn(self._grow())
         elif len(queue) < self.max_queue + self._pending:
-            queue.append(_Job(rec, frame, self.ctx.clock.now_ns()))
+            queue.append(_Job(rec, frame, self.ctx.clock.now_ns(), runner))
         else:
             rec.outcome = "dropped"
-            self.ctx.collector.on_request(rec, self.ctx.clock.now_ns())
-            return
+            now = self.ctx.clock.now_ns()
+            self.ctx.collector.on_request(rec, now)
+            if runner is not None:
+                del self._runners[rec.request_id]
+                runner.report(now, "dropped")
+            return False
         if len(queue) > self.peak_queue:
             self.peak_queue = len(queue)
+        return True
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         assert self._tg is not None
@@ -212,6 +234,9 @@ class Pool:
             job.rec.outcome = "cancelled"
             job.rec.queue_ns = now - job.t_enqueued
             c.on_request(job.rec, now)
+            if job.runner is not None:
+                self._runners.pop(job.rec.request_id, None)
+                job.runner.report(now, "unfinished")
 
     # ------------------------------------------------------------------ leases
 
@@ -220,13 +245,18 @@ class Pool:
         leased = self._leased
         gen = self.ctx.gen
         queue = self._queue
+        runners = self._runners
         while True:
             # rec is in self._leased from the hand-over on: a lease cancelled before it
             # started still gets its request reported (by close())
+            runner = runners.pop(rec.request_id, None) if runners else None
             try:
-                await gen(conn, frame, rec)
+                if runner is None:
+                    await gen(conn, frame, rec)
+                else:  # a conversation: this turn, then the rest on the same connection
+                    await runner.run(conn, (rec, frame))
             finally:
-                del leased[rec.request_id]
+                leased.pop(rec.request_id, None)
             if conn.broken:
                 replaced = await self._replace(conn)
                 if replaced is None:

@@ -20,6 +20,7 @@ import aiohttp
 
 from loadtest.clock import Clock, RealClock
 from loadtest.engine.connection import DEFAULT_MAX_FRAME_BYTES, Connection, ConnectTimings
+from loadtest.engine.conversation import Conversation
 from loadtest.engine.tokenstage import TokenStage
 from loadtest.errors import ConnectionFailure
 from loadtest.metrics.collector import Collector, RequestRecord
@@ -47,14 +48,18 @@ class GenFactory:
             for web in (False, True) for tools in (False, True)}
         self._carries_web = bool(step.carries_web_search)
 
-    def build(self, rng: random.Random, prompt: str | None = None) -> tuple[str, str, tuple[str, ...]]:
-        """(encoded frame, the prompt, the request's tags)."""
+    def build(self, rng: random.Random, prompt: str | None = None, *, context: str = "",
+              extra: dict[str, Any] | None = None) -> tuple[str, str, tuple[str, ...]]:
+        """(encoded frame, the prompt as sent, the request's tags). ``context`` goes before the
+        prompt (a conversation's history, sent by the client); ``extra`` adds gen fields (a
+        conversation's id)."""
         s = self.step
         if prompt is None:
             if s.pick == "random":
                 prompt = rng.choice(self.prompts)
             else:
                 prompt = self.prompts[next(self._cycle) % len(self.prompts)]
+        prompt = context + prompt
         tools = s.tools if s.tools and (s.tools_share >= 1 or rng.random() < s.tools_share) else None
         web = s.web_search_share >= 1 or rng.random() < s.web_search_share
         req = GenRequest(
@@ -63,7 +68,7 @@ class GenFactory:
             enable_web_search=s.enable_web_search if web else None,
             web_search=s.web_search if web else None,
             tools=list(tools) if tools else None,
-            extra=dict(s.extra or {}),
+            extra={**(s.extra or {}), **(extra or {})},
         )
         return encode_gen(req), prompt, self._tags[(web and self._carries_web, bool(tools))]
 
@@ -173,12 +178,14 @@ class RunContext:
                                 set_model_ns=timings.set_model_ns, at_ns=self.clock.now_ns())
         return conn
 
-    async def gen(self, conn: Connection, frame: str, rec: RequestRecord) -> None:
-        """Run one request on ``conn`` and report it, whatever happens."""
+    async def gen(self, conn: Connection, frame: str, rec: RequestRecord, *, abandon_after: int = 0) -> None:
+        """Run one request on ``conn`` and report it, whatever happens (``abandon_after`` > 0:
+        the user stops reading after that many chunks: outcome ``abandoned``)."""
         self.in_flight += 1
         try:
-            await conn.stream(frame, rec, first_token_s=self.first_token_s, stream_s=self.stream_s)
-            rec.outcome = "ok"
+            abandoned = await conn.stream(frame, rec, first_token_s=self.first_token_s, stream_s=self.stream_s,
+                                          abandon_after=abandon_after)
+            rec.outcome = "abandoned" if abandoned else "ok"
         except ConnectionFailure as exc:
             rec.outcome = "failed"
             rec.error_category = exc.category
@@ -199,9 +206,11 @@ class RunContext:
 
 
 async def run_user(ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float | None = None,
-                   users: int = 1) -> None:
-    """One closed-loop virtual user; returns when the run stops it."""
-    await _User(ctx, uid, steps, pace_s=pace_s, users=users).run()
+                   users: int = 1, conversation: Any = None) -> None:
+    """One closed-loop virtual user; returns when the run stops it. With ``conversation`` (the
+    scenario's ``session.conversation``) it holds conversations back to back."""
+    user = _User(ctx, uid, steps, pace_s=pace_s, users=users)
+    await (user.converse(conversation) if conversation is not None else user.run())
 
 
 class _User:
@@ -241,6 +250,33 @@ class _User:
                         break
                 if conn.broken and not conn.retired:
                     await ctx.sleep(next(self.delays))  # a retired connection is replaced at once
+        finally:
+            ctx.active_sessions -= 1
+            if self.conn is not None:
+                await self.conn.close()
+
+    async def converse(self, config: Any) -> None:
+        """Conversations back to back (loadtest.engine.conversation), each on one connection; a
+        conversation that failed or was abandoned leaves its connection behind, and the next
+        one opens a new one. The think after a conversation's last answer is waited out."""
+        ctx = self.ctx
+        ctx.active_sessions += 1
+        n = 0
+        try:
+            while self.still_mine():
+                conn = self.conn
+                if conn is None or conn.broken:
+                    conn = await self._connect()
+                    if conn is None:
+                        continue
+                n += 1
+                conv = Conversation(ctx, self.steps, self.gens, config, self.rng,
+                                    key=f"u{self.uid}-{n}", user=self.uid)
+                await conv.run(conn)
+                if conn.broken and not conn.retired and conv.outcome == "failed":
+                    await ctx.sleep(next(self.delays))  # the target broke it: back off first
+                if conv.cursor_ns > self.now():
+                    await ctx.sleep_until_ns(conv.cursor_ns)
         finally:
             ctx.active_sessions -= 1
             if self.conn is not None:
@@ -321,8 +357,9 @@ class Ramp:
     """
 
     def __init__(self, ctx: RunContext, tg: asyncio.TaskGroup, profile: Any, steps: list[Any], *,
-                 pace_s: float | None, t0_ns: int) -> None:
+                 pace_s: float | None, t0_ns: int, conversation: Any = None) -> None:
         self.ctx, self.tg, self.profile, self.steps, self.pace_s, self.t0_ns = ctx, tg, profile, steps, pace_s, t0_ns
+        self.conversation = conversation
         self.peak = max(1, round(profile.peak))
         self.running: dict[int, asyncio.Task[None]] = {}
         ctx.target_users = self.want_now
@@ -343,7 +380,8 @@ class Ramp:
         for uid in range(index, self.want_at(now_ns), workers):  # this worker's users: uid ≡ index
             task = self.running.get(uid)
             if task is None or task.done():
-                task = self.tg.create_task(run_user(self.ctx, uid, self.steps, pace_s=self.pace_s, users=self.peak))
+                task = self.tg.create_task(run_user(self.ctx, uid, self.steps, pace_s=self.pace_s, users=self.peak,
+                                                    conversation=self.conversation))
                 self.running[uid] = task
                 started.append(task)
         return started

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Any
 
 from loadtest.clock import Clock, RealClock
 from loadtest.engine.connection import make_session, target_url
+from loadtest.engine.conversation import Conversation
 from loadtest.engine.openloop import OpenLoop, arrivals_for, frame_maker
 from loadtest.engine.pool import Pool
 from loadtest.engine.result import Progress, WorkerHealth
@@ -35,7 +37,7 @@ from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUn
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.metrics.figures import Figures
 from loadtest.metrics.tokens import TokenCounter
-from loadtest.schedule.arrivals import RateProfile, Stage
+from loadtest.schedule.arrivals import Arrival, RateProfile, Stage
 from loadtest.schedule.backoff import backoff
 
 __all__ = ["GRACE_S", "Worker", "WorkerReport", "WorkerSpec", "share", "wall_ms"]
@@ -185,6 +187,23 @@ class Worker:
         if at is not None:
             await self.clock.sleep_until(self.clock.now_ns() + max(0, at - self.clock.wall_ns()))
 
+    def _conversations(self, ctx: RunContext) -> Callable[[Arrival], Conversation] | None:
+        """Open loop with ``session.conversation``: each arrival starts a conversation (seeded by
+        its index: the same schedule and seed give the same conversations on any worker)."""
+        session = self.spec.scenario.session
+        config = session.conversation
+        if config is None:
+            return None
+        steps = list(session.steps)
+        gens = gen_factories(steps)
+        seed = self.spec.scenario.load.seed
+
+        def start(a: Arrival) -> Conversation:
+            rng = random.Random((seed * 1_000_003 + a.index) * 2_654_435_761 % 2**61)
+            return Conversation(ctx, steps, gens, config, rng, key=f"a{a.index}", user=-1)
+
+        return start
+
     def _open_loop(self, ctx: RunContext) -> tuple[Pool, Any, Any]:
         """This worker's share of the open loop: every ``workers``-th arrival of the one global
         schedule (so the workers' arrivals together are exactly the schedule one process would
@@ -231,7 +250,7 @@ class Worker:
             await probe(ctx)
             if pool is not None:  # the initial connections open before the measured clock starts
                 await pool.start(max(1, share(load.connections or 1, self.spec.index, self.spec.workers)))
-                open_loop = OpenLoop(ctx, pool, arrivals, make_frame)
+                open_loop = OpenLoop(ctx, pool, arrivals, make_frame, self._conversations(ctx))
             # Why: a full (gen-2) collection walks every object alive, most of them the imported
             # libraries (pandas, pydantic, aiohttp…): 20-40 ms with the loop stopped, at a random
             # moment of the window (an `ab` round at 32 users saw a 33 ms stall and was refused as
@@ -306,7 +325,7 @@ class Worker:
         sc = self.spec.scenario
         c = ctx.collector
         ramp = None if profile is None else Ramp(ctx, tg, profile, list(sc.session.steps), pace_s=sc.load.pace_s,
-                                                 t0_ns=c.t0_ns)
+                                                 t0_ns=c.t0_ns, conversation=sc.session.conversation)
         next_tick = c.t0_ns + _NS
         frozen_at = 0  # connections opened when the heap was last frozen
         while True:
@@ -369,7 +388,8 @@ async def _start_users(tg: asyncio.TaskGroup, ctx: RunContext, sc: Any, tasks: l
     for n, uid in enumerate(range(index, users, workers)):  # this worker's users: uid ≡ index (mod workers)
         if ctx.stopping.is_set():
             return
-        tasks.append(tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=users)))
+        tasks.append(tg.create_task(run_user(ctx, uid, steps, pace_s=sc.load.pace_s, users=users,
+                                             conversation=sc.session.conversation)))
         if n % _USER_BATCH == _USER_BATCH - 1:
             await asyncio.sleep(0)
 

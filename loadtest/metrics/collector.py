@@ -26,21 +26,20 @@ decides what counts where:
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable
-from itertools import accumulate
 from typing import Any
 
 from loadtest.errors import ERROR_CATEGORIES
+from loadtest.metrics.conversations import ConversationTally
 from loadtest.metrics.figures import COUNTS, MAX_ERROR_SAMPLES, Figures
 from loadtest.metrics.goodput import GoodputRule
 from loadtest.metrics.metricset import IntervalSnapshot, MetricSet
+from loadtest.metrics.placement import place_chunks
 from loadtest.metrics.record import RequestRecord, tpot_ns
 from loadtest.metrics.samples import record_observed, record_success
 from loadtest.metrics.seconds import TIMESERIES_COLUMNS, SecondRow, timeseries_rows
 from loadtest.metrics.tags import TagFigures, TagTable
-from loadtest.metrics.tokens import tokens_before
 
 __all__ = ["TIMESERIES_COLUMNS", "Collector", "RequestRecord", "SecondRow", "tpot_ns"]
 
@@ -99,6 +98,8 @@ class Collector:
         self.error_samples: dict[str, list[str]] = {}
         self.reconnects = 0
         self.chunks_per_answer: Counter[int] = Counter()
+        self.abandoned = 0  # the cohort's answers the user stopped reading
+        self.conversations = ConversationTally()
         #: latency samples taken from requests that then failed: {"ttft": n, "itl": n}
         self.failed_samples: Counter[str] = Counter()
         # events inside the window, by their own time (the numerators of every rate)
@@ -174,6 +175,10 @@ class Collector:
             self.offered += 1
 
     def on_sent(self, rec: RequestRecord) -> None:
+        if rec.turn > 1:  # a later turn of a conversation: the schedule offers conversations
+            if rec.phase == "measure":
+                self.started += 1
+            return
         row = self.second(rec.t_send)
         row.achieved += 1
         if not rec.scheduled:
@@ -232,6 +237,14 @@ class Collector:
     def on_reconnect(self) -> None:
         self.reconnects += 1
 
+    def on_conversation(self, outcome: str, *, start_ns: int, end_ns: int, turns: int) -> None:
+        """A conversation ended (:class:`~loadtest.metrics.conversations.ConversationTally`)."""
+        self._at(end_ns)
+        measured = self.phase_of(start_ns) == "measure"
+        if self.conversations.count(outcome, measured=measured, in_window=self.in_window(end_ns), turns=turns) \
+                and measured:
+            self.metrics.record("conversation", max(_NS_PER_US, end_ns - start_ns) / _NS_PER_US)
+
     def on_request(self, rec: RequestRecord, now_ns: int) -> None:
         """A request ended (ok, failed, dropped or cancelled). Records and forwards it."""
         measured = rec.phase == "measure"
@@ -247,7 +260,11 @@ class Collector:
             self._count_tokens(rec)
         win_chunks = win_chars = win_tokens = 0
         if rec.chunks:
-            win_chunks, win_chars, win_tokens = self._place_chunks(rec)
+            win_chunks, win_chars, win_tokens = place_chunks(rec, self.second, t0_ns=self.t0_ns,
+                                                             window=(self.window_start_ns, self.window_end_ns))
+            self.chunks += win_chunks
+            self.chars += win_chars
+            self.output_tokens_in_window += win_tokens
         after = t_end >= self.window_end_ns
         ok_in_window = False
         good = False
@@ -283,6 +300,10 @@ class Collector:
             row.dropped += 1
             if measured:
                 self.dropped += 1
+        elif outcome == "abandoned":  # the user stopped reading: not an error, not in e2e/tpot
+            if measured:
+                self.abandoned += 1
+                record_observed(rec, self.metrics)
         else:
             if after:
                 self.drain["cancelled"] += 1
@@ -303,49 +324,6 @@ class Collector:
             self.output_tokens += rec.output_tokens
             self.prompt_tokens += rec.prompt_tokens
             self.tokenized_chunks += rec.chunks
-
-    def _place_chunks(self, rec: RequestRecord) -> tuple[int, int, int]:
-        """Count each chunk in the second (and the window) in which it arrived; returns the
-        chunks, characters and output tokens (when counted) that arrived inside the window."""
-        t_first, t_last = rec.t_first, rec.t_last or rec.t_first
-        lo, hi = self.window_start_ns, self.window_end_ns
-        t0 = self.t0_ns
-        tokens = max(0, rec.output_tokens)
-        s_first, s_last = (t_first - t0) // _NS_PER_S, (t_last - t0) // _NS_PER_S
-        if s_first == s_last and ((lo <= t_first and t_last < hi) or t_last < lo or t_first >= hi):
-            # the common case: every chunk in one second, all inside or all outside the window
-            row = self.second(t_first)
-            row.chunks += rec.chunks
-            row.chars += rec.chars
-            if lo <= t_first < hi:
-                self.chunks += rec.chunks
-                self.chars += rec.chars
-                self.output_tokens_in_window += tokens
-                return rec.chunks, rec.chars, tokens
-            return 0, 0, 0
-        # A stream across a second (or window) boundary: arrival times and running character
-        # counts by C-level accumulate, then a bisection per boundary, not a Python step per
-        # chunk (a 200-chunk answer crossing a second cost ~0.3 µs a chunk the other way).
-        gaps = rec.gaps_ns[: rec.chunks - 1]
-        times = list(accumulate(gaps, initial=t_first))
-        sizes = [len(t) for t in rec.texts[: len(times)]] if rec.texts else rec.chunk_chars[: len(times)]
-        sizes += [0] * (len(times) - len(sizes))
-        chars = list(accumulate(sizes, initial=0))
-        for s in range(max(0, s_first), s_last + 1):
-            i = bisect_left(times, t0 + s * _NS_PER_S)
-            j = bisect_left(times, t0 + (s + 1) * _NS_PER_S)
-            if j > i:
-                row = self.second(t0 + s * _NS_PER_S)
-                row.chunks += j - i
-                row.chars += chars[j] - chars[i]
-        i, j = bisect_left(times, lo), bisect_left(times, hi)
-        self.chunks += j - i
-        self.chars += chars[j] - chars[i]
-        in_tokens = 0
-        if rec.output_tokens >= 0 and j > i and rec.encoding is not None:
-            in_tokens = tokens_before(rec.encoding, chars[j]) - tokens_before(rec.encoding, chars[i])
-            self.output_tokens_in_window += in_tokens
-        return j - i, chars[j] - chars[i], in_tokens
 
     def _record_send(self, rec: RequestRecord) -> None:
         """The generator's own timing of a sent request of the cohort (any outcome)."""
@@ -436,9 +414,11 @@ class Collector:
     def _figures(self, intervals: list[IntervalSnapshot], seconds: dict[int, SecondRow],
                  tags: dict[str, TagFigures]) -> Figures:
         return Figures(
-            counts={name: getattr(self, name) for name in COUNTS},
+            counts={name: getattr(self, name) for name in COUNTS if not name.startswith("conv_")}
+            | self.conversations.counts(),
             errors=dict(self.errors), drain=dict(self.drain), failed_samples=dict(self.failed_samples),
             chunks_per_answer=dict(self.chunks_per_answer),
+            turns_per_conversation=dict(self.conversations.turns),
             error_samples={k: list(v) for k, v in self.error_samples.items()},
             intervals=intervals, seconds=seconds, tags=tags, tags_folded=dict(self.tags.folded),
             warmup_s=self.warmup_ns / _NS_PER_S,

@@ -28,7 +28,8 @@ COUNTS: tuple[str, ...] = (
     "started", "completed", "failed", "dropped", "cancelled", "offered", "sent_after_window", "early_sends",
     "unknown_events", "reconnects", "sent_in_window", "ok_in_window", "chunks", "chars", "steps",
     "steps_failed", "good", "good_in_window", "answers_tokenized", "output_tokens", "output_tokens_in_window", "prompt_tokens",
-    "tokenized_chunks",
+    "tokenized_chunks", "abandoned", "conv_started", "conv_completed", "conv_abandoned", "conv_failed",
+    "conv_unfinished", "conv_dropped", "conv_completed_in_window", "conv_turns",
 )
 
 
@@ -49,6 +50,8 @@ class Figures:
     drain: dict[str, int] = field(default_factory=dict)
     failed_samples: dict[str, int] = field(default_factory=dict)
     chunks_per_answer: dict[int, int] = field(default_factory=dict)
+    #: conversations of the cohort by the turns they ran: {turns: conversations}
+    turns_per_conversation: dict[int, int] = field(default_factory=dict)
     error_samples: dict[str, list[str]] = field(default_factory=dict)
     intervals: list[IntervalSnapshot] = field(default_factory=list)
     seconds: dict[int, SecondRow] = field(default_factory=dict)
@@ -100,7 +103,8 @@ class Figures:
         for p in parts:
             for target, source in ((out.counts, p.counts), (out.errors, p.errors), (out.drain, p.drain),
                                    (out.failed_samples, p.failed_samples),
-                                   (out.chunks_per_answer, p.chunks_per_answer)):
+                                   (out.chunks_per_answer, p.chunks_per_answer),
+                                   (out.turns_per_conversation, p.turns_per_conversation)):
                 _add_counts(target, source)
             for cat, msgs in p.error_samples.items():
                 pooled = out.error_samples.setdefault(cat, [])
@@ -124,6 +128,7 @@ class Figures:
             "counts": self.counts, "errors": self.errors, "drain": self.drain,
             "failed_samples": self.failed_samples,
             "chunks_per_answer": {str(k): v for k, v in self.chunks_per_answer.items()},
+            "turns_per_conversation": {str(k): v for k, v in self.turns_per_conversation.items()},
             "error_samples": self.error_samples,
             "intervals": [i.to_plain() for i in self.intervals],
             "seconds": {str(s): row.to_plain() for s, row in self.seconds.items()},
@@ -137,6 +142,7 @@ class Figures:
             counts=dict(data["counts"]), errors=dict(data["errors"]), drain=dict(data["drain"]),
             failed_samples=dict(data["failed_samples"]),
             chunks_per_answer={int(k): v for k, v in data["chunks_per_answer"].items()},
+            turns_per_conversation={int(k): v for k, v in data.get("turns_per_conversation", {}).items()},
             error_samples={k: list(v) for k, v in data["error_samples"].items()},
             intervals=[IntervalSnapshot(**i) for i in data["intervals"]],
             seconds={int(s): SecondRow.from_plain(row) for s, row in data["seconds"].items()},

@@ -43,10 +43,14 @@ class RequestRecord:
     texts: list[str] = field(default_factory=list)
     #: characters of each chunk, when ``texts`` was not kept (tests, replays); else from ``texts``
     chunk_chars: list[int] = field(default_factory=list)
-    outcome: str = ""  # ok | failed | dropped | cancelled
+    outcome: str = ""  # ok | failed | dropped | cancelled | abandoned (the user stopped reading)
     error_category: str = ""
     error_message: str = ""
     conversation_id: str = ""
+    #: in a conversation (issue 20): the turn (1, 2, …) and the harness's own key of the
+    #: conversation (unique in the run), whatever ids the server gave
+    turn: int = 0
+    conversation: str = ""
     message_id: str = ""
     prompt_chars: int = 0
     prompt: str = ""

@@ -55,6 +55,7 @@ METRICS: tuple[str, ...] = (
     "schedule_lag",
     "send_lag",
     "loop_lag",
+    "conversation",
 )
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour

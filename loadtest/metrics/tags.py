@@ -39,7 +39,7 @@ MAX_VALUES_PER_KEY = 100
 TAG_METRICS: tuple[str, ...] = ("ttft", "ttft_uncorrected", "itl", "tpot", "tpot_token", "e2e", "e2e_uncorrected")
 #: the counters kept per tag (each as the run's counter of the same name counts, restricted to the tag)
 TAG_COUNTS: tuple[str, ...] = (
-    "completed", "failed", "dropped", "cancelled", "ok_in_window", "good_in_window", "chunks", "chars", "good",
+    "completed", "failed", "dropped", "cancelled", "abandoned", "ok_in_window", "good_in_window", "chunks", "chars", "good",
     "answers_tokenized", "output_tokens", "output_tokens_in_window", "prompt_tokens", "tokenized_chunks",
 )  # fmt: skip
 
@@ -82,7 +82,7 @@ class TagFigures:
     @property
     def offered(self) -> int:
         c = self.counts
-        return c.get("completed", 0) + c.get("failed", 0) + c.get("dropped", 0) + c.get("cancelled", 0)
+        return sum(c.get(k, 0) for k in ("completed", "failed", "dropped", "cancelled", "abandoned"))
 
     def metrics(self) -> MetricSet:
         """Every interval snapshot added (the tag's histograms over the run)."""
@@ -215,6 +215,10 @@ class TagTable:
                     record_observed(rec, ms)
             elif outcome == "dropped":
                 c["dropped"] += 1
+            elif outcome == "abandoned":
+                c["abandoned"] += 1
+                if ms is not None:
+                    record_observed(rec, ms)
             else:
                 c["cancelled"] += 1
 

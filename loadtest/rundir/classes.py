@@ -17,7 +17,7 @@ from loadtest.metrics.goodput import GoodputRule
 from loadtest.metrics.tags import TagFigures
 from loadtest.slo import error_rate
 
-__all__ = ["by_tag", "classes_shown", "goodput", "offered_of", "tokens"]
+__all__ = ["by_tag", "classes_shown", "conversations", "goodput", "offered_of", "tokens"]
 
 
 def _rate(n: int, window_s: float) -> float:
@@ -54,7 +54,8 @@ def tokens(name: str | None, counts: Mapping[str, int], window_s: float) -> dict
 
 def _one(tf: TagFigures, window_s: float, rule: GoodputRule | None, tokenizer: str | None) -> dict[str, Any]:
     c = tf.counts
-    requests = {"offered": tf.offered, **{k: int(c.get(k, 0)) for k in ("completed", "failed", "dropped", "cancelled")}}
+    requests = {"offered": tf.offered,
+                **{k: int(c.get(k, 0)) for k in ("completed", "failed", "dropped", "cancelled", "abandoned")}}
     latency = {name: rec.summary_ms() for name, rec in tf.metrics().totals.items() if rec.count}
     return {
         "requests": requests,
@@ -81,7 +82,7 @@ def offered_of(requests: Mapping[str, Any]) -> int:
     offered = requests.get("offered")
     if isinstance(offered, int):
         return offered
-    return sum(v for k, v in requests.items() if k in ("completed", "failed", "dropped", "cancelled")
+    return sum(v for k, v in requests.items() if k in ("completed", "failed", "dropped", "cancelled", "abandoned")
                and isinstance(v, int))
 
 
@@ -106,3 +107,23 @@ def classes_shown(summary: Mapping[str, Any]) -> list[str]:
     slo = summary.get("slo_by_tag")
     named = {t for t, v in slo.items() if isinstance(v, dict)} if isinstance(slo, dict) else set()
     return sorted(own | named, key=lambda t: t.partition("=")[::2])
+
+
+def conversations(figures: Figures, window_s: float, configured: bool) -> dict[str, Any] | None:
+    """summary.json's ``conversations`` (issue 20; None without ``session.conversation``): the
+    cohort's conversations by outcome (loadtest.metrics.conversations), ``per_s`` completed
+    inside the window per second of it, the completed ones' durations, the turns run."""
+    if not configured:
+        return None
+    c = figures.counts
+    turns = figures.turns_per_conversation
+    n = sum(turns.values())
+    duration = figures.metrics.totals["conversation"].summary_ms()
+    return {
+        "started": int(c.get("conv_started", 0)),
+        **{k: int(c.get(f"conv_{k}", 0)) for k in ("completed", "abandoned", "failed", "unfinished", "dropped")},
+        "per_s": _rate(int(c.get("conv_completed_in_window", 0)), window_s),
+        "duration_ms": {k: duration[k] for k in ("count", "p50", "p90", "p99", "max")},
+        "turns": {"mean": round(sum(t * k for t, k in turns.items()) / n, 3) if n else None,
+                  "max": max(turns) if turns else None},
+    }

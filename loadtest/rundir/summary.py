@@ -76,6 +76,7 @@ class Summary(BaseModel):
     tokens: dict[str, Any] | None = None
     by_tag: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tags_folded: dict[str, Count] = Field(default_factory=dict)
+    conversations: dict[str, Any] | None = None  # null without session.conversation
     tls: dict[str, Any] = Field(default_factory=dict)
     interrupted: StrictBool = False
     error_rate: Number | None = None

@@ -112,8 +112,9 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
     window_s = result.measure_s
     lag = c.metrics.totals["loop_lag"].summary_ms()
     cpu = sorted(result.cpu_percents)
-    requests = {"offered": c.completed + c.failed + c.dropped + c.cancelled, "started": c.started,
-                "completed": c.completed, "failed": c.failed, "dropped": c.dropped, "cancelled": c.cancelled}
+    requests = {"offered": c.completed + c.failed + c.dropped + c.cancelled + c.abandoned, "started": c.started,
+                "completed": c.completed, "failed": c.failed, "dropped": c.dropped, "cancelled": c.cancelled,
+                "abandoned": c.abandoned}
     summary: dict[str, Any] = {
         "schema": SCHEMA,
         "scenario": sc.name,
@@ -161,6 +162,7 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
         "tokens": classes.tokens(sc.target.tokenizer, c.counts, window_s),
         "by_tag": classes.by_tag(c, window_s, sc.slo.goodput, sc.target.tokenizer),
         "tags_folded": dict(c.tags_folded),
+        "conversations": classes.conversations(c, window_s, sc.session.conversation is not None),
         "tls": {"insecure": result.insecure},
         "interrupted": result.interrupted,
     }

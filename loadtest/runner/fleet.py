@@ -98,6 +98,7 @@ class WorkerView:
         p.counts, p.errors, p.drain = figures.counts, figures.errors, figures.drain
         p.failed_samples, p.chunks_per_answer, p.error_samples = (figures.failed_samples, figures.chunks_per_answer,
                                                                   figures.error_samples)
+        p.turns_per_conversation = figures.turns_per_conversation
         p.warmup_s, p.window_end_s = figures.warmup_s, figures.window_end_s
         p.intervals.extend(figures.intervals)
         p.tags_folded = figures.tags_folded

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from loadtest.scenario.conversation import ConversationConfig
 from loadtest.scenario.fields import format_duration, parse_duration
 from loadtest.scenario.load import Overrides, load_scenario, resolve_api_key
 from loadtest.scenario.sections import (
@@ -43,6 +44,7 @@ from loadtest.scenario.steps import GenStep, PingStep, SessionConfig, SetModelSt
 
 __all__ = [
     "SLO_NAMES",
+    "ConversationConfig",
     "GenStep",
     "LoadConfig",
     "MockConfig",

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from loadtest.metrics.tags import AUTO_KEYS, render_value
+from loadtest.scenario.conversation import ConversationConfig
 from loadtest.scenario.fields import Duration, FieldProblem, Model, format_duration, json_value, short
 
 __all__ = [
@@ -313,13 +314,24 @@ def _default_steps() -> tuple[Step, ...]:
 
 
 class SessionConfig(Model):
+    #: None: independent gens (a closed-loop user repeats its steps with no memory)
+    conversation: ConversationConfig | None = None
     steps: tuple[_StepField, ...] = Field(default_factory=_default_steps)
 
     @model_validator(mode="after")
     def _has_traffic(self) -> SessionConfig:
         if not any(isinstance(s, (PingStep, GenStep)) for s in self.steps):
             raise FieldProblem(("steps",), "a session needs at least one gen or ping step")
+        if self.conversation is not None and not self.gen_steps:
+            raise FieldProblem(("conversation",), "a conversation needs a gen step in session.steps: "
+                               "each gen of a pass through the steps is a turn")
         return self
+
+    def max_turn(self) -> int:
+        """The highest turn number a request can carry (0: no conversation)."""
+        if self.conversation is None:
+            return 0
+        return self.conversation.turns.max * len(self.gen_steps)
 
     @property
     def gen_steps(self) -> tuple[GenStep, ...]:
@@ -335,6 +347,8 @@ class SessionConfig(Model):
         for g in self.gen_steps:
             for key, values in g.tag_values().items():
                 space.setdefault(key, set()).update(values)
+        if self.conversation is not None:
+            space["turn"] = {str(n) for n in range(1, self.max_turn() + 1)}
         return space
 
     def whole_run_tags(self) -> frozenset[str]:
@@ -342,7 +356,7 @@ class SessionConfig(Model):
         possible value (``tools=false`` when no step has tools). Their figures are the run's."""
         every: set[str] | None = None
         for g in self.gen_steps:
-            keys = {"step", "web_search", "tools", *g.tags}
+            keys = {"step", "web_search", "tools", "turn", *g.tags}
             every = keys if every is None else every & keys
         every = every or set()
         return frozenset(f"{k}={next(iter(v))}" for k, v in self.tag_space().items() if k in every and len(v) == 1)

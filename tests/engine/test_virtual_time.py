@@ -165,7 +165,7 @@ def test_a_stop_while_a_million_users_are_being_created_is_honoured_within_a_bat
 
     async def main(clock: VirtualClock) -> int:
         ctx = _ctx(clock, lambda n: answer(), duration_s=10)
-        sc = SimpleNamespace(session=SimpleNamespace(steps=[GEN]),
+        sc = SimpleNamespace(session=SimpleNamespace(steps=[GEN], conversation=None),
                              load=SimpleNamespace(concurrency=1_000_000, pace_s=None))
         tasks: list[asyncio.Task[None]] = []
         async with asyncio.TaskGroup() as tg:
