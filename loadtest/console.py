@@ -113,7 +113,9 @@ def print_summary(summary: dict[str, Any], run_dir: str, *, quiet: bool = False,
             f"{summary['scenario']} → {summary['target']}  ({summary['mode']} loop, "
             f"{summary['measure_s']:.1f} s measured{after})\n"
             f"requests: {req['completed']:,} ok, {req['failed']:,} failed, {req.get('dropped', 0):,} dropped, "
-            f"{req.get('cancelled', 0):,} cancelled  ·  in the window: "
+            f"{req.get('cancelled', 0):,} cancelled"
+            + (f", {req['abandoned']:,} abandoned" if req.get("abandoned") else "")
+            + "  ·  in the window: "
             f"{tp['requests_per_s']:.1f} answers/s  {tp['chunks_per_s']:.0f} chunks/s  {tp['chars_per_s']:.0f} chars/s"
         )
         _print_goodput_tokens(console, summary)
@@ -154,7 +156,17 @@ def _mark(v: dict[str, Any]) -> str:
 
 
 def _print_goodput_tokens(console: Console, summary: dict[str, Any]) -> None:
-    """Goodput (with slo.goodput) and tokens (with a tokenizer): nothing about tokens otherwise."""
+    """Conversations (with session.conversation), goodput (with slo.goodput) and tokens (with a
+    tokenizer): nothing about tokens otherwise."""
+    conv = summary.get("conversations")
+    if conv:
+        dur = conv["duration_ms"]
+        turns = conv["turns"]
+        console.print(f"conversations: {conv['started']:,} started, {conv['completed']:,} completed, "
+                      f"{conv['abandoned']:,} abandoned, {conv['failed']:,} failed, {conv['unfinished']:,} unfinished"
+                      + (f", {conv['dropped']:,} dropped" if conv.get("dropped") else "")
+                      + f"  ·  {conv['per_s']:.2f} completed/s, duration p50 {_fmt(dur.get('p50'))} ms, "
+                        f"turns mean {_fmt(turns.get('mean'))} max {turns.get('max') or '-'}")
     gp, tok = summary.get("goodput"), summary.get("tokens")
     if gp:
         share = "-" if gp["share"] is None else f"{100 * gp['share']:.1f} %"
