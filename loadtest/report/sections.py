@@ -154,6 +154,14 @@ def _goodput_tokens_tiles(s: dict[str, Any]) -> list[str]:
     """Goodput (with ``slo.goodput``) and output tokens (with a tokenizer): nothing otherwise,
     since a chunk is not a token."""
     tiles = []
+    conv = s.get("conversations")
+    if isinstance(conv, dict):  # issue 20: conversations, and how long the completed ones took
+        dur, turns = conv.get("duration_ms") or {}, conv.get("turns") or {}
+        tiles.append(_tile("Conversations", _num(conv.get("started")),
+                           f"{_num(conv.get('completed'))} completed · {_num(conv.get('abandoned'))} abandoned · "
+                           f"{_num(conv.get('failed'))} failed · {_num(conv.get('unfinished'))} unfinished<br>"
+                           f"duration p50 {_ms(dur.get('p50'))} · p99 {_ms(dur.get('p99'))} ms<br>"
+                           f"{_num(conv.get('per_s'), 2)} completed / s · turns mean {_num(turns.get('mean'), 1)}"))
     gp, tok = s.get("goodput"), s.get("tokens")
     if isinstance(gp, dict):
         share = gp.get("share")
@@ -187,7 +195,8 @@ def _headline(run: ReportRun) -> str:
         _tile("Requests started", _num(req.get("started")),
               f"{_num(req.get('completed'))} ok · {_num(req.get('failed'))} failed · "
               f"{_num(req.get('dropped'))} dropped"
-              + (f" · {_num(req.get('cancelled'))} cancelled" if req.get("cancelled") else "")),
+              + (f" · {_num(req.get('cancelled'))} cancelled" if req.get("cancelled") else "")
+              + (f" · {_num(req.get('abandoned'))} abandoned" if req.get("abandoned") else "")),
         _tile("Error rate", "—" if rate is None else f"{rate:.2%}", "not served (failed + dropped + cancelled) / offered"),
         _tile("Throughput", _num(tp.get("requests_per_s"), 1), "answers / s in the window"),
         _tile("Chunks / s", _num(tp.get("chunks_per_s"), 0), f"{_num(tp.get('chars_per_s'), 0)} chars / s"),
