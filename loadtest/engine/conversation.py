@@ -32,10 +32,16 @@ from loadtest.engine.connection import Connection
 from loadtest.errors import ConnectionFailure
 from loadtest.metrics.record import RequestRecord
 
-__all__ = ["ABANDON_MAX_CHUNKS", "Conversation"]
+__all__ = ["ABANDON_MAX_CHUNKS", "Conversation", "synthetic_prompt"]
 
 #: an abandoning user stops after 1..this many chunks (seeded, uniform)
 ABANDON_MAX_CHUNKS = 8
+
+
+def synthetic_prompt(chars: int) -> str:
+    """A prompt of ``chars`` characters (a trace gave only a length)."""
+    base = "Explain artificial intelligence in plain words. "
+    return (base * (chars // len(base) + 1))[:chars]
 
 
 def _with_turn(tags: tuple[str, ...], turn: int) -> tuple[str, ...]:
@@ -49,10 +55,13 @@ class Conversation:
     (open loop: the first turn is queued for a connection like any arrival)."""
 
     def __init__(self, ctx: Any, steps: list[Any], gens: dict[int, Any], config: Any, rng: random.Random, *,
-                 key: str, user: int) -> None:
+                 key: str, user: int, script: tuple[Any, ...] | None = None) -> None:
         self.ctx, self.steps, self.gens, self.config, self.rng = ctx, steps, gens, config, rng
         self.key, self.user = key, user
-        self.turns = config.draw_turns(rng)  # passes through the steps
+        #: a replayed trace conversation's later turns (loadtest.schedule.traceturns.TraceTurn):
+        #: their prompts and times replace the steps' (the first gen step gives the other fields)
+        self.script = script
+        self.turns = 1 + len(script) if script is not None else config.draw_turns(rng)  # passes
         self.turn = 0  # turns sent so far (gens)
         self.outcome = "completed"
         self.server_id = ""  # the id of the latest conv-message (history: server)
@@ -64,7 +73,7 @@ class Conversation:
 
     # ------------------------------------------------------------------ turns
 
-    def _next_turn(self, step: Any, intended_ns: int) -> tuple[RequestRecord, str] | None:
+    def _next_turn(self, step: Any, intended_ns: int, prompt: str | None = None) -> tuple[RequestRecord, str] | None:
         """The record and frame of the next turn at ``step`` (None: the request cap is reached)."""
         ctx = self.ctx
         rid = ctx.take_request()
@@ -74,7 +83,7 @@ class Conversation:
         history = self.config.history
         extra = {self.config.id_field: self.server_id} if history == "server" and self.server_id else None
         context = self.transcript if history == "client" else ""
-        frame, prompt, tags = self.gens[id(step)].build(self.rng, context=context, extra=extra)
+        frame, prompt, tags = self.gens[id(step)].build(self.rng, prompt, context=context, extra=extra)
         # a closed-loop conversation's first turn is sent when its user starts it (unscheduled,
         # as any closed-loop gen); a later turn's time comes from the one before
         first = self.turn == 1
@@ -84,14 +93,14 @@ class Conversation:
         rec.phase = ctx.collector.phase_of(intended_ns)
         return rec, frame
 
-    def first_frame(self) -> tuple[str, str, tuple[str, ...]]:
+    def first_frame(self, prompt: str | None = None) -> tuple[str, str, tuple[str, ...]]:
         """Open loop: the first turn's (frame, prompt, tags); the dispatcher makes its record and
         calls :meth:`begin`. The steps before the first gen of the first pass are not run: the
         arrival is the first question."""
         self.turn = 1
         first_gen = next(s for s in self.steps if id(s) in self.gens)
-        frame, prompt, tags = self.gens[id(first_gen)].build(self.rng)
-        return frame, prompt, _with_turn(tags, 1)
+        frame, sent, tags = self.gens[id(first_gen)].build(self.rng, prompt)
+        return frame, sent, _with_turn(tags, 1)
 
     def begin(self, rec: RequestRecord, intended_ns: int) -> None:
         """Open loop: ``rec`` is this conversation's first turn, intended at ``intended_ns``."""
@@ -124,6 +133,9 @@ class Conversation:
 
         ctx = self.ctx
         now = ctx.clock.now_ns
+        if self.script is not None:
+            await self._replay(conn, first)
+            return
         skipping = first is not None  # open loop: the first pass starts at its first gen
         for _ in range(self.turns):
             for step in self.steps:
@@ -146,15 +158,9 @@ class Conversation:
                             self.outcome = "unfinished"
                             return
                         rec, frame = made
-                    await ctx.gen(conn, frame, rec, abandon_after=self._abandon_after())
-                    self.end_ns = self.cursor_ns = rec.t_stop or now()
-                    if rec.outcome == "ok":
-                        self.server_id = rec.conversation_id or self.server_id
-                        if self.config.history == "client":
-                            self.transcript = f"{rec.prompt}\n\n{''.join(rec.texts)}\n\n"
-                        continue
-                    self.outcome = {"abandoned": "abandoned", "cancelled": "unfinished"}.get(rec.outcome, "failed")
-                    return
+                    if not await self._ask(conn, rec, frame):
+                        return
+                    continue
                 if skipping:
                     continue
                 if isinstance(step, ThinkStep):
@@ -165,6 +171,47 @@ class Conversation:
                     return
                 await self._session_step(step, conn)
                 self.cursor_ns = max(self.cursor_ns, now())
+
+    async def _ask(self, conn: Connection, rec: RequestRecord, frame: str) -> bool:
+        """One turn, sent and read (or abandoned); False when the conversation ends with it."""
+        await self.ctx.gen(conn, frame, rec, abandon_after=self._abandon_after())
+        self.end_ns = self.cursor_ns = rec.t_stop or self.ctx.clock.now_ns()
+        if rec.outcome == "ok":
+            self.server_id = rec.conversation_id or self.server_id
+            if self.config.history == "client":
+                self.transcript = f"{rec.prompt}\n\n{''.join(rec.texts)}\n\n"
+            return True
+        self.outcome = {"abandoned": "abandoned", "cancelled": "unfinished"}.get(rec.outcome, "failed")
+        return False
+
+    async def _replay(self, conn: Connection, first: tuple[RequestRecord, str] | None) -> None:
+        """A trace conversation: its first turn (the arrival), then each later turn at its own
+        offset, or ``think`` seconds after the previous answer ended."""
+        ctx = self.ctx
+        step = next(s for s in self.steps if id(s) in self.gens)
+        if first is not None and not await self._ask(conn, *first):
+            return
+        for turn in self.script or ():
+            if conn.broken:
+                self.outcome = "failed"
+                return
+            if turn.offset_s is not None:
+                self.cursor_ns = ctx.collector.t0_ns + round(turn.offset_s * 1e9)
+            else:
+                self.cursor_ns += round(turn.think_s * 1e9)
+            if self.cursor_ns > ctx.clock.now_ns():
+                await ctx.sleep_until_ns(self.cursor_ns)
+            if not ctx.running():
+                self.outcome = "unfinished"
+                return
+            prompt = turn.prompt if turn.prompt is not None else (
+                None if turn.prompt_chars is None else synthetic_prompt(turn.prompt_chars))
+            made = self._next_turn(step, self.cursor_ns, prompt)
+            if made is None:
+                self.outcome = "unfinished"
+                return
+            if not await self._ask(conn, *made):
+                return
 
     async def _session_step(self, step: Any, conn: Connection) -> None:
         """A ping or a set-model inside the conversation (a failure is a session error)."""

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from loadtest.clock import Clock
-from loadtest.engine.conversation import Conversation
+from loadtest.engine.conversation import Conversation, synthetic_prompt
 from loadtest.engine.pool import Pool
 from loadtest.errors import BadInput
 from loadtest.metrics.collector import Collector, RequestRecord
@@ -113,9 +113,14 @@ def frame_maker(factories: list[Any], *, seed: int) -> FrameMaker:
     return make
 
 
-def _synthetic_prompt(chars: int) -> str:
-    base = "Explain artificial intelligence in plain words. "
-    return (base * (chars // len(base) + 1))[:chars]
+_synthetic_prompt = synthetic_prompt
+
+
+def _prompt_of(a: Arrival) -> str | None:
+    """A trace arrival's prompt (given, or of the length given); None: the steps' own."""
+    if a.prompt is not None:
+        return a.prompt
+    return None if a.prompt_chars is None else synthetic_prompt(a.prompt_chars)
 
 
 class Cursor:
@@ -137,7 +142,7 @@ class Cursor:
 
 async def dispatch(
     ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival], make_frame: FrameMaker, *, t0_ns: int,
-    conversations: Callable[[Arrival], Conversation] | None = None,
+    conversations: Callable[[Arrival], Conversation | None] | None = None,
 ) -> str:
     """Offer every arrival at ``t0_ns + offset`` (with ``conversations``: each arrival starts a
     conversation, its first turn offered like any arrival, the rest on its connection).
@@ -162,7 +167,7 @@ async def dispatch(
             return "cap"
         conv = None if conversations is None else conversations(a)
         # prepared before the sleep: off the timed path
-        frame, prompt, tags = make_frame(a) if conv is None else conv.first_frame()
+        frame, prompt, tags = make_frame(a) if conv is None else conv.first_frame(_prompt_of(a))
         if deadline > now():
             late_run = 0
             if not await ctx.clock.sleep_until(deadline, stopping):
@@ -199,7 +204,7 @@ class OpenLoop:
     """
 
     def __init__(self, ctx: SchedulerContext, pool: Pool, arrivals: Iterable[Arrival],
-                 make_frame: FrameMaker, conversations: Callable[[Arrival], Conversation] | None = None) -> None:
+                 make_frame: FrameMaker, conversations: Callable[[Arrival], Conversation | None] | None = None) -> None:
         self.ctx, self.pool, self.arrivals, self.make_frame = ctx, pool, arrivals, make_frame
         self.conversations = conversations
 
@@ -240,7 +245,7 @@ class OpenLoop:
             if rid is None:
                 break
             conv = None if self.conversations is None else self.conversations(a)
-            _, prompt, tags = self.make_frame(a) if conv is None else conv.first_frame()  # its class, as sent
+            _, prompt, tags = self.make_frame(a) if conv is None else conv.first_frame(_prompt_of(a))  # as sent
             rec = RequestRecord(request_id=rid, user=-1, phase=c.phase_of(deadline), t_intended=deadline,
                                 scheduled=True, outcome="cancelled", prompt=prompt, tags=tags,
                                 error_message="never sent: the generator was still behind when the run ended")

@@ -37,6 +37,7 @@ from loadtest.errors import AuthFailed, AuthTimeout, ConnectionFailure, TargetUn
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.metrics.figures import Figures
 from loadtest.metrics.tokens import TokenCounter
+from loadtest.scenario.conversation import ConversationConfig
 from loadtest.schedule.arrivals import Arrival, RateProfile, Stage
 from loadtest.schedule.backoff import backoff
 
@@ -187,20 +188,25 @@ class Worker:
         if at is not None:
             await self.clock.sleep_until(self.clock.now_ns() + max(0, at - self.clock.wall_ns()))
 
-    def _conversations(self, ctx: RunContext) -> Callable[[Arrival], Conversation] | None:
+    def _conversations(self, ctx: RunContext) -> Callable[[Arrival], Conversation | None] | None:
         """Open loop with ``session.conversation``: each arrival starts a conversation (seeded by
-        its index: the same schedule and seed give the same conversations on any worker)."""
+        its index: the same schedule and seed give the same conversations on any worker). A
+        replayed trace's conversations (arrivals with later turns) are replayed as recorded."""
         session = self.spec.scenario.session
         config = session.conversation
-        if config is None:
+        if config is None and self.spec.scenario.load.trace is None:
             return None
         steps = list(session.steps)
         gens = gen_factories(steps)
         seed = self.spec.scenario.load.seed
+        replayed = config or ConversationConfig.model_validate({})
 
-        def start(a: Arrival) -> Conversation:
+        def start(a: Arrival) -> Conversation | None:
+            if config is None and not a.followups:
+                return None  # a lone gen, as ever
             rng = random.Random((seed * 1_000_003 + a.index) * 2_654_435_761 % 2**61)
-            return Conversation(ctx, steps, gens, config, rng, key=f"a{a.index}", user=-1)
+            return Conversation(ctx, steps, gens, replayed, rng, key=f"a{a.index}", user=-1,
+                                script=a.followups if a.followups else None)
 
         return start
 

@@ -42,6 +42,10 @@ One arrival per line, in time order::
 - ``prompt_chars`` (optional): an integer >= 0, the prompt length to synthesize when no
   ``prompt`` is given; if both are given they must agree.
 - ``null`` counts as absent for ``prompt`` and ``prompt_chars``; any other key is an error.
+- Conversations (issue 20): ``conversation`` (a name) and ``turn`` (1, 2, … in order) make a
+  line a turn of a conversation. Turn 1 is an arrival (it needs ``t``); a later turn gives
+  either ``t`` (sent at that offset) or ``think`` (seconds after the previous answer ended),
+  the same for every later turn of one conversation, and comes after its previous turn.
 - Limits (issue 10: a huge ``prompt_chars`` ended in MemoryError): a prompt, given or
   synthesized, holds at most ``MAX_PROMPT_CHARS`` characters, and a trace at most
   ``MAX_TRACE_ARRIVALS`` arrivals.
@@ -62,6 +66,7 @@ from typing import Any, Literal, get_args
 
 from loadtest.errors import BadInput
 from loadtest.schedule.profile import RateProfile, Stage
+from loadtest.schedule.traceturns import TraceConversations, TraceTurn
 
 __all__ = [
     "ARRIVAL_KINDS",
@@ -82,7 +87,7 @@ __all__ = [
 ArrivalKind = Literal["constant", "poisson", "gamma"]
 ARRIVAL_KINDS: tuple[str, ...] = get_args(ArrivalKind)
 
-_TRACE_KEYS = ("t", "t_ms", "prompt", "prompt_chars")
+_TRACE_KEYS = ("t", "t_ms", "prompt", "prompt_chars", "conversation", "turn", "think")
 #: the longest prompt a trace line may give or ask for (about 250k tokens)
 MAX_PROMPT_CHARS = 1_000_000
 #: the most arrivals one trace may hold (an hour at ~1,400/s); each is kept in memory
@@ -97,6 +102,8 @@ class Arrival:
     offset_s: float
     prompt: str | None = None
     prompt_chars: int | None = None
+    #: a trace conversation's later turns (loadtest.schedule.traceturns), in order
+    followups: tuple[TraceTurn, ...] = ()
 
 
 
@@ -156,6 +163,7 @@ def parse_trace(lines: Iterable[str], *, source: str = "trace") -> list[Arrival]
     arrivals: list[Arrival] = []
     prev_t = 0.0
     prev_line = 0
+    conversations = TraceConversations()
     for line_no, raw in enumerate(lines, 1):
         line = raw.strip().lstrip("\ufeff")
         if not line or line.startswith("#"):
@@ -172,39 +180,56 @@ def parse_trace(lines: Iterable[str], *, source: str = "trace") -> list[Arrival]
         for key in obj:
             if key not in _TRACE_KEYS:
                 raise BadInput(f"{where}: unknown key {key!r} (allowed: {', '.join(_TRACE_KEYS)})")
+        if conversations.is_later_turn(obj, where):
+            conversations.add_later_turn(obj, where, *_prompt_of(obj, where), offset=_later_offset(obj, where))
+            continue
         t = _trace_offset(obj, where)
         if t < prev_t:
             raise BadInput(
                 f"{where}: t={t:g}s is before t={prev_t:g}s on line {prev_line}; "
                 "a trace must be in time order"
             )
-        prompt = obj.get("prompt")
-        if prompt is not None and not isinstance(prompt, str):
-            raise BadInput(f"{where}: prompt must be a string, got {type(prompt).__name__}")
-        if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
-            raise BadInput(f"{where}: the prompt has {len(prompt):,} characters; at most "
-                           f"{MAX_PROMPT_CHARS:,} are supported")
-        chars = obj.get("prompt_chars")
-        if chars is not None:
-            if isinstance(chars, bool) or not isinstance(chars, int) or chars < 0:
-                raise BadInput(f"{where}: prompt_chars must be an integer >= 0, got {str(chars)[:40]}")
-            if chars > MAX_PROMPT_CHARS:
-                shown = f"{chars:,}" if chars < 10**15 else f"a {len(str(chars))}-digit number"
-                raise BadInput(f"{where}: prompt_chars={shown} is too large; at most "
-                               f"{MAX_PROMPT_CHARS:,} characters are supported")
-            if prompt is not None and chars != len(prompt):
-                raise BadInput(
-                    f"{where}: prompt_chars={chars} but the prompt has {len(prompt)} characters; "
-                    "give one of them, or make them agree"
-                )
+        prompt, chars = _prompt_of(obj, where)
         if len(arrivals) >= MAX_TRACE_ARRIVALS:
             raise BadInput(f"{where}: the trace holds more than {MAX_TRACE_ARRIVALS:,} arrivals; "
                            "split it into several runs")
+        conversations.first_turn(obj, where, len(arrivals), t)
         arrivals.append(Arrival(len(arrivals), t, prompt, chars))
         prev_t, prev_line = t, line_no
     if not arrivals:
         raise BadInput(f"{source}: the trace holds no arrivals")
-    return arrivals
+    return conversations.attach(arrivals)
+
+
+def _prompt_of(obj: dict[str, Any], where: str) -> tuple[str | None, int | None]:
+    """A trace line's ``prompt`` and ``prompt_chars``, checked."""
+    prompt = obj.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise BadInput(f"{where}: prompt must be a string, got {type(prompt).__name__}")
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise BadInput(f"{where}: the prompt has {len(prompt):,} characters; at most "
+                       f"{MAX_PROMPT_CHARS:,} are supported")
+    chars = obj.get("prompt_chars")
+    if chars is not None:
+        if isinstance(chars, bool) or not isinstance(chars, int) or chars < 0:
+            raise BadInput(f"{where}: prompt_chars must be an integer >= 0, got {str(chars)[:40]}")
+        if chars > MAX_PROMPT_CHARS:
+            shown = f"{chars:,}" if chars < 10**15 else f"a {len(str(chars))}-digit number"
+            raise BadInput(f"{where}: prompt_chars={shown} is too large; at most "
+                           f"{MAX_PROMPT_CHARS:,} characters are supported")
+        if prompt is not None and chars != len(prompt):
+            raise BadInput(
+                f"{where}: prompt_chars={chars} but the prompt has {len(prompt)} characters; "
+                "give one of them, or make them agree"
+            )
+    return prompt, chars
+
+
+def _later_offset(obj: dict[str, Any], where: str) -> float | None:
+    """A later turn's ``t``/``t_ms`` (None: it gives ``think`` instead)."""
+    if "t" not in obj and "t_ms" not in obj:
+        return None
+    return _trace_offset(obj, where)
 
 
 def _trace_offset(obj: dict[str, Any], where: str) -> float:
@@ -236,7 +261,10 @@ def trace_schedule(arrivals: list[Arrival], *, speed: float = 1.0) -> Iterator[A
         if not (math.isfinite(a.offset_s) and a.offset_s >= prev):
             raise BadInput(f"trace arrival {a.index}: offset {a.offset_s!r} is negative or out of order")
         prev = a.offset_s
-    return (dataclasses.replace(a, offset_s=a.offset_s / speed) for a in arrivals)
+    return (dataclasses.replace(a, offset_s=a.offset_s / speed, followups=tuple(
+        dataclasses.replace(f, offset_s=None if f.offset_s is None else f.offset_s / speed,
+                            think_s=None if f.think_s is None else f.think_s / speed) for f in a.followups))
+        for a in arrivals)
 
 
 def paced_starts(pace_s: float, n: int, *, phase_s: float = 0.0) -> float:

@@ -312,7 +312,7 @@ def test_parse_valid_trace() -> None:
     [
         ("{not json", "not valid JSON"),
         ("[1, 2]", 'expected a JSON object like {"t": 0.5}, got list'),
-        ('{"t": 1, "ts": 2}', "unknown key 'ts' (allowed: t, t_ms, prompt, prompt_chars)"),
+        ('{"t": 1, "ts": 2}', "unknown key 'ts' (allowed: t, t_ms, prompt, prompt_chars, conversation, turn, think)"),
         ('{"prompt": "x"}', 'missing "t" (seconds) or "t_ms" (milliseconds)'),
         ('{"t": 1, "t_ms": 1000}', "not both"),
         ('{"t": -0.5}', "t must be >= 0"),
