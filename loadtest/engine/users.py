@@ -238,11 +238,9 @@ class _User:
         ctx.active_sessions += 1
         try:
             while self.still_mine():
-                conn = self.conn
-                if conn is None or conn.broken:
-                    conn = await self._connect()
-                    if conn is None:
-                        continue
+                conn = await self._usable()
+                if conn is None:
+                    continue
                 for step in self.steps:
                     if not self.still_mine() or conn.broken:
                         break
@@ -264,11 +262,9 @@ class _User:
         n = 0
         try:
             while self.still_mine():
-                conn = self.conn
-                if conn is None or conn.broken:
-                    conn = await self._connect()
-                    if conn is None:
-                        continue
+                conn = await self._usable()
+                if conn is None:
+                    continue
                 n += 1
                 conv = Conversation(ctx, self.steps, self.gens, config, self.rng,
                                     key=f"u{self.uid}-{n}", user=self.uid)
@@ -281,6 +277,13 @@ class _User:
             ctx.active_sessions -= 1
             if self.conn is not None:
                 await self.conn.close()
+
+    async def _usable(self) -> Connection | None:
+        """The user's connection, replaced first when it is missing or broken (None: failed)."""
+        conn = self.conn
+        if conn is None or conn.broken:
+            return await self._connect()
+        return conn
 
     async def _connect(self) -> Connection | None:
         """Replace a broken connection (a reconnect) or open the first; None after a failure."""

@@ -230,29 +230,30 @@ def write_run_dir(
             failures.append(str(exc))
 
     put("timeseries.csv", _csv_text(TIMESERIES_COLUMNS, c.timeseries()))
-    for name in c.metrics.totals:
-        intervals = [(s.start_s, s.end_s, s.histograms[name]) for s in c.intervals if name in s.histograms]
+    def hlog_text(snaps: list[Any], name: str, what: str) -> str | None:
+        """The interval log of metric ``name`` over ``snaps`` (None: no samples)."""
+        intervals = [(s.start_s, s.end_s, s.histograms[name]) for s in snaps if name in s.histograms]
         if not intervals:
-            continue
+            return None
         buf = io.StringIO()
         write_hlog(buf, intervals, start_time_s=_epoch(result.started_at),
-                   comment=f"loadtest {summary['scenario']} {name} (microseconds)")
-        put(f"{name}.hlog", buf.getvalue())
+                   comment=f"loadtest {summary['scenario']} {what} (microseconds)")
+        return buf.getvalue()
+
+    for name in c.metrics.totals:
+        if (text := hlog_text(c.intervals, name, name)) is not None:
+            put(f"{name}.hlog", text)
     for tag, tf in sorted(c.tags.items()):
         for name in TAG_METRICS:
-            intervals = [(s.start_s, s.end_s, s.histograms[name]) for s in tf.intervals if name in s.histograms]
-            if not intervals:
+            if (text := hlog_text(tf.intervals, name, f"{name} {tag}")) is None:
                 continue
-            buf = io.StringIO()
-            write_hlog(buf, intervals, start_time_s=_epoch(result.started_at),
-                       comment=f"loadtest {summary['scenario']} {name} {tag} (microseconds)")
             folder = run_dir / "by_tag" / tag_dir_name(tag)
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 failures.append(f"cannot create {folder}: {exc.strerror or exc}")
                 continue
-            put(f"by_tag/{tag_dir_name(tag)}/{name}.hlog", buf.getvalue())
+            put(f"by_tag/{tag_dir_name(tag)}/{name}.hlog", text)
     put("scenario.yaml", redact(scenario_yaml))
     put("summary.json", redact(summary_text(summary)))
     if failures:
