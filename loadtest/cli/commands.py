@@ -35,6 +35,8 @@ MOCK_KEYS_ENV = "LOADTEST_MOCK_API_KEYS"
               help="Extra TTFT per 1,000 prompt characters (prefill).")
 @click.option("--words-per-chunk", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Words in each chunk (a chunk is not a token).")
+@click.option("--turn-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Extra TTFT per earlier turn of the conversation a gen continues.")
 @click.option("--api-key", "api_keys", multiple=True,
               help="Accepted key (repeatable; visible in `ps`: prefer --api-keys-file or "
                    f"${MOCK_KEYS_ENV}). None of the three = accept any.")
@@ -47,12 +49,13 @@ MOCK_KEYS_ENV = "LOADTEST_MOCK_API_KEYS"
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate: serve wss://.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key of --tls-cert.")
 def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capacity: int | None,
-         gap_slowdown: float | None, prefill_ms_per_kchar: float, words_per_chunk: int, api_keys: tuple[str, ...],
-         api_keys_file: str | None, exit_with_parent: bool, faults: Any, seed: int,
+         gap_slowdown: float | None, prefill_ms_per_kchar: float, words_per_chunk: int, turn_ms: float,
+         api_keys: tuple[str, ...], api_keys_file: str | None, exit_with_parent: bool, faults: Any, seed: int,
          tls_cert: str | None, tls_key: str | None) -> None:
     """Serve the embedded mock proxy at ws://HOST:PORT/v2/chat (wss:// with --tls-cert)
-    and print that URL. Accepted keys: --api-key, --api-keys-file and the comma-separated
-    variable LOADTEST_MOCK_API_KEYS, together; none = any key is accepted."""
+    and print that URL; when it stops (Ctrl-C, SIGTERM), print how many streams completed and
+    how many their client abandoned. Accepted keys: --api-key, --api-keys-file and the
+    comma-separated variable LOADTEST_MOCK_API_KEYS, together; none = any key is accepted."""
     import os
 
     from loadtest.engine.loop import run_loop
@@ -70,7 +73,7 @@ def mock(host: str, port: int, ttft_ms: Dist, gap_ms: Dist, chunks: Dist, capaci
         config = MockConfig(
             model=MockModel(ttft_ms=ttft_ms, gap_ms=gap_ms, chunks=chunks, capacity=capacity,
                             gap_slowdown=gap_slowdown, prefill_ms_per_kchar=prefill_ms_per_kchar,
-                            words_per_chunk=words_per_chunk),
+                            words_per_chunk=words_per_chunk, turn_ms=turn_ms),
             faults=parse_faults(faults),
             api_keys=frozenset(keys),
             seed=seed,

@@ -3,8 +3,10 @@
 A stream's life in the mock (:mod:`loadtest.mock.server` only executes this plan):
 
 1. It waits for one of ``capacity`` generation slots (FIFO). Unlimited if ``None``.
-2. ``ttft + prefill_ms_per_kchar * prompt_chars / 1000`` after taking the slot, the first
-   chunk is sent (prefill: a longer prompt takes longer to read before the first token).
+2. ``ttft + prefill_ms_per_kchar * prompt_chars / 1000 + turn_ms * earlier_turns`` after
+   taking the slot, the first chunk is sent (prefill: a longer prompt, and a conversation with
+   more turns before this one, take longer to read before the first token; turn k of a
+   conversation has k - 1 earlier turns, :mod:`loadtest.mock.conversations`).
 3. Each later chunk follows after ``gap * (1 + gap_slowdown * (active - 1))``, where
    ``active`` is the number of streams holding a slot at that moment. This is the
    continuous-batching effect: every extra stream in the batch slows each step a little.
@@ -145,6 +147,9 @@ class MockModel:
     prefill_ms_per_kchar: float = 0.0
     #: words in each chunk (a chunk is not a token: with more than one word it holds several)
     words_per_chunk: int = 1
+    #: extra TTFT per earlier turn of the conversation (turn k pays (k - 1) * turn_ms): the
+    #: context a server prefills grows turn by turn (issue 20); 0 = turns do not matter
+    turn_ms: float = 0.0
 
     @property
     def slowdown(self) -> float:
@@ -156,16 +161,20 @@ class MockModel:
         """Multiplier of the base gap when ``active`` streams hold slots."""
         return 1.0 + self.slowdown * max(0, active - 1)
 
-    def plan(self, rng: random.Random, prompt_chars: int = 0) -> tuple[float, int, float]:
-        """Draw one stream's (ttft_ms, chunks, base_gap_ms). ``chunks`` >= 1."""
-        ttft = self.ttft_ms.sample(rng) + self.prefill_ms_per_kchar * prompt_chars / 1000
+    def plan(self, rng: random.Random, prompt_chars: int = 0, earlier_turns: int = 0) -> tuple[float, int, float]:
+        """Draw one stream's (ttft_ms, chunks, base_gap_ms). ``chunks`` >= 1. ``earlier_turns``:
+        turns of its conversation before this one (0 for a new conversation or a lone gen)."""
+        ttft = (self.ttft_ms.sample(rng) + self.prefill_ms_per_kchar * prompt_chars / 1000
+                + self.turn_ms * earlier_turns)
         n = max(1, round(self.chunks.sample(rng)))
         gap = self.gap_ms.sample(rng)
         return ttft, n, gap
 
-    def service_ms(self, active: int) -> float:
-        """Mean time a stream holds its slot when ``active`` streams generate."""
-        return self.ttft_ms.mean + (max(1.0, round(self.chunks.mean)) - 1) * (
+    def service_ms(self, active: int, *, earlier_turns: float = 0.0) -> float:
+        """Mean time a stream holds its slot when ``active`` streams generate; a turn after
+        ``earlier_turns`` turns of its conversation (a mean, for a mix) holds it longer by
+        their prefill. The prompt's own prefill is not in it."""
+        return self.ttft_ms.mean + self.turn_ms * earlier_turns + (max(1.0, round(self.chunks.mean)) - 1) * (
             self.gap_ms.mean * self.gap_factor(active)
         )
 

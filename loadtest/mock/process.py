@@ -24,7 +24,7 @@ from loadtest.errors import BadInput, TargetUnreachable
 from loadtest.mock.latency import MockModel
 from loadtest.mock.server import MockConfig, MockServer
 
-__all__ = ["MockProcess", "model_args", "read_key_file", "serve_forever"]
+__all__ = ["MockProcess", "model_args", "read_key_file", "serve_forever", "stop_line"]
 
 
 def _raise_nofile() -> None:
@@ -82,15 +82,22 @@ def _die_with_parent(stop: asyncio.Event) -> None:
 
 async def serve_forever(config: MockConfig, host: str, port: int, *, announce: bool = True,
                         ssl_context: ssl.SSLContext | None = None, exit_with_parent: bool = False) -> None:
-    """Serve until cancelled; prints the URL on one line of stdout when ``announce``.
+    """Serve until cancelled or SIGTERM; prints the URL on one line of stdout when ``announce``,
+    and when it stops, one more line with the streams completed and abandoned (:func:`stop_line`).
 
     ``exit_with_parent``: also stop when stdin reaches EOF, and (Linux) when the parent
-    process dies (see :func:`_die_with_parent`).
+    process dies (see :func:`_die_with_parent`). SIGTERM stops it as cleanly as Ctrl-C does
+    (the default action would kill it before it could count); call this on the main thread.
     """
     _raise_nofile()
     stop = asyncio.Event()
     if exit_with_parent:
         _die_with_parent(stop)
+    loop = asyncio.get_running_loop()
+    on_term = False
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        on_term = True
     server = MockServer(config)
     url = await server.start(host, port, ssl_context=ssl_context)
     if announce:
@@ -98,7 +105,18 @@ async def serve_forever(config: MockConfig, host: str, port: int, *, announce: b
     try:
         await stop.wait()
     finally:
+        if on_term:
+            loop.remove_signal_handler(signal.SIGTERM)
         await server.stop()
+        if announce:
+            with contextlib.suppress(OSError):  # the parent, and our stdout, may be gone
+                print(stop_line(server), flush=True)
+
+
+def stop_line(server: MockServer) -> str:
+    """What ``loadtest mock`` prints when it stops: how its streams ended."""
+    return (f"mock stopped: {server.streams_completed} streams completed, {server.streams_abandoned} abandoned "
+            f"by their client, {server.streams_started} started")
 
 
 class MockProcess:
@@ -173,6 +191,8 @@ def model_args(model: MockModel, *, seed: int = 0, api_keys: Iterable[str] = (),
         args += ["--prefill-ms-per-kchar", str(model.prefill_ms_per_kchar)]
     if model.words_per_chunk != 1:
         args += ["--words-per-chunk", str(model.words_per_chunk)]
+    if model.turn_ms:
+        args += ["--turn-ms", str(model.turn_ms)]
     for key in api_keys:
         args += ["--api-key", key]
     if faults:

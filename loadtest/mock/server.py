@@ -1,7 +1,8 @@
 """The embedded mock proxy: an aiohttp.web server speaking protocol v2 at ``/v2/chat``.
 
-It executes the pure plans of :mod:`loadtest.mock.latency` (latency, capacity) and
-:mod:`loadtest.mock.faults` (misbehaviour) over the protocol's sans-I/O server side
+It executes the pure plans of :mod:`loadtest.mock.latency` (latency, capacity),
+:mod:`loadtest.mock.conversations` (the conversations it keeps, one store for all connections)
+and :mod:`loadtest.mock.faults` (misbehaviour) over the protocol's sans-I/O server side
 (:class:`~loadtest.protocol.ServerConnection`, one per client): that decodes every frame and
 encodes every answer, and refuses a step the protocol forbids, so this module holds no JSON.
 It is the default target of ``loadtest run``, the fixture of the test suite, and the peer of
@@ -17,14 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import random
 import ssl
 from dataclasses import dataclass, field
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from loadtest.clock import Clock, RealClock
+from loadtest.mock.conversations import CONVERSATION_FIELD, Conversations, UnknownConversation
 from loadtest.mock.faults import FaultModel, FaultPlan, StreamFault
 from loadtest.mock.latency import MockModel
 from loadtest.protocol import (
@@ -60,6 +61,8 @@ _TOOL_CALL = UnknownEvent("tool-call", {"name": "get_weather", "arguments": {"ci
 CLOSE_BAD_KEY = 4401
 _NS = 1_000_000_000
 _NS_PER_MS = 1_000_000
+#: stop(): how long the clients get to answer the close (then aiohttp's cleanup cancels what is left)
+_STOP_GRACE_S = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,7 +91,10 @@ class MockServer:
         self._chunks = tuple(Message(t, False) for t in chunk_texts(self.config.model.words_per_chunk))
         self._slots = asyncio.Semaphore(self.config.model.capacity) if self.config.model.capacity else None
         self._active = 0
-        self._ids = itertools.count(1)
+        #: every conversation this mock started, for all its connections (issue 20)
+        self.conversations = Conversations()
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._stopping = False
         self._runner: web.AppRunner | None = None
         self._t0_ns = 0
         self.url = ""
@@ -96,6 +102,11 @@ class MockServer:
         self.connections = 0
         self.streams_started = 0
         self.streams_completed = 0
+        #: streams the client left before their stop (it closed or dropped the socket: the only
+        #: way to stop a stream in this protocol); their slot is freed at once
+        self.streams_abandoned = 0
+        #: gens refused because they named a conversation this mock does not know
+        self.unknown_conversations = 0
         self.bad_frames = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -109,7 +120,9 @@ class MockServer:
                     ssl_context: ssl.SSLContext | None = None) -> str:
         """Listen on ``host:port`` (0 = a free port); TLS (``wss://``) when ``ssl_context``."""
         self._t0_ns = self._clock.now_ns()
-        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        self._stopping = False
+        self._runner = web.AppRunner(self.app(), handle_signals=False, access_log=None,
+                                     shutdown_timeout=_STOP_GRACE_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=4096, reuse_address=True, ssl_context=ssl_context)
         await site.start()
@@ -119,9 +132,21 @@ class MockServer:
         return self.url
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        """Close every client's socket (1001 going away), then stop listening. Streams in
+        flight end without stop and are not counted as abandoned (the server left, not the
+        client)."""
+        if self._runner is None:
+            return
+        self._stopping = True
+        # A WebSocket handler returns only when its client leaves, and aiohttp's cleanup waits
+        # for every handler (up to its shutdown timeout): close the sockets first.
+        if self._sockets:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_GRACE_S):
+                    await asyncio.gather(*(ws.close(code=WSCloseCode.GOING_AWAY, message=b"mock stopping")
+                                           for ws in list(self._sockets)))
+        await self._runner.cleanup()
+        self._runner = None
 
     async def __aenter__(self) -> MockServer:
         await self.start()
@@ -150,7 +175,11 @@ class MockServer:
             return ws
         await ws.send_str(conn.send(AuthComplete(_OK)))
         streams: set[asyncio.Task[None]] = set()  # one in flight; the last may still be finishing
+        self._sockets.add(ws)
         try:
+            # This loop reads while a stream task writes, so a client that closes its socket
+            # mid-stream ends the loop at once, and the stream is cancelled below: its slot is
+            # freed now, not at its next chunk deadline or its planned end (issue 20).
             async for msg in ws:
                 if conn.state is ServerState.CLOSED:  # a fault closed it: read nothing more
                     break
@@ -165,6 +194,7 @@ class MockServer:
                 elif isinstance(event, SetModel):
                     await ws.send_str(conn.send(SetModelComplete({"model": event.model})))
                 elif isinstance(event, GenRequest):
+                    self.streams_started += 1  # here: a stream abandoned before its task ran counts too
                     task = asyncio.create_task(self._stream(ws, request, conn, event))
                     streams.add(task)
                     task.add_done_callback(streams.discard)
@@ -172,7 +202,8 @@ class MockServer:
                     self.bad_frames += 1
                     await ws.send_str(conn.refuse(event))
         finally:
-            conn.close()
+            self._sockets.discard(ws)
+            self._leave(conn)
             for task in list(streams):
                 task.cancel()
             for task in list(streams):
@@ -184,20 +215,29 @@ class MockServer:
                       gen: GenRequest) -> None:
         """Serve the gen ``conn`` has in flight: to stop, an error, a fault, or the client's
         departure (then ``conn`` is closed and nothing more is sent)."""
-        self.streams_started += 1
-        n = next(self._ids)
-        ttft_ms, chunks, gap_ms = self.config.model.plan(self._rng, len(gen.prompt))
-        fault = self._faults.stream_fault(chunks)
+        requested = gen.extra.get(CONVERSATION_FIELD)
         clock = self._clock
         try:
+            try:
+                earlier = self.conversations.earlier_turns(requested)
+            except UnknownConversation as exc:
+                self.unknown_conversations += 1
+                await ws.send_str(conn.send(ErrorEvent(str(exc))))
+                return
+            ttft_ms, chunks, gap_ms = self.config.model.plan(self._rng, len(gen.prompt), earlier)
+            fault = self._faults.stream_fault(chunks)
             if fault.kind == "error_instead":
                 await ws.send_str(conn.send(ErrorEvent("mock: generation failed")))
                 return
+            # accepted: the turn counts from now (no await since earlier_turns, so no other
+            # turn of this conversation came between), even if it waits for a slot
+            turn = self.conversations.add_turn(requested)
             if self._slots is not None:
                 await self._slots.acquire()
             self._active += 1
             try:
-                await ws.send_str(conn.send(ConvMessage(conversation_id=f"c-{n}", message_id=f"m-{n}")))
+                await ws.send_str(conn.send(ConvMessage(conversation_id=turn.conversation_id,
+                                                        message_id=turn.message_id)))
                 deadline = clock.now_ns() + round(ttft_ms * _NS_PER_MS)
                 model = self.config.model
                 for i in range(chunks):
@@ -221,9 +261,16 @@ class MockServer:
                 if self._slots is not None:
                     self._slots.release()
         except (ConnectionResetError, RuntimeError):
-            # the client went away mid-stream: nothing to send to
-            conn.close()
+            # the client went away mid-stream (a write failed before the reader saw it go)
+            self._leave(conn)
             return
+
+    def _leave(self, conn: ServerConnection) -> None:
+        """The client's socket is closed or lost: a stream still in flight was abandoned
+        (unless the mock is stopping, or a fault closed it: then ``conn`` is closed already)."""
+        if conn.in_flight and not self._stopping:
+            self.streams_abandoned += 1
+        conn.close()
 
 
 async def _inject(fault: StreamFault, ws: web.WebSocketResponse, request: web.Request,

@@ -133,6 +133,8 @@ class MockConfig(Model):
     prefill_ms_per_kchar: StrictFloat = Field(0.0, ge=0)
     #: words in each chunk of an answer (a chunk is not a token: with N > 1 chunks hold several)
     words_per_chunk: StrictInt = Field(1, ge=1, le=64)
+    #: extra TTFT per earlier turn of the conversation a gen continues (issue 20)
+    turn_ms: StrictFloat = Field(0.0, ge=0)
     faults: FaultsField = FaultModel()
     #: None: a fresh random seed per run, recorded in summary.json as ``mock_seed`` (issue 13:
     #: repeated runs must draw independent latencies, or A/A runs measure one sample N times)
@@ -148,6 +150,7 @@ class MockConfig(Model):
             gap_slowdown=self.gap_slowdown,
             prefill_ms_per_kchar=self.prefill_ms_per_kchar,
             words_per_chunk=self.words_per_chunk,
+            turn_ms=self.turn_ms,
         )
 
 
