@@ -265,6 +265,8 @@ class _User:
                 conn = await self._usable()
                 if conn is None:
                     continue
+                if not self.still_mine():  # the run ended while the connection was being opened
+                    break
                 n += 1
                 conv = Conversation(ctx, self.steps, self.gens, config, self.rng,
                                     key=f"u{self.uid}-{n}", user=self.uid)

@@ -240,7 +240,9 @@ class Collector:
     def on_conversation(self, outcome: str, *, start_ns: int, end_ns: int, turns: int) -> None:
         """A conversation ended (:class:`~loadtest.metrics.conversations.ConversationTally`)."""
         self._at(end_ns)
-        measured = self.phase_of(start_ns) == "measure"
+        # the cohort: conversations started inside the window (none can start in the drain,
+        # but a user reconnecting at the window's end may reach the collector just after it)
+        measured = self.window_start_ns <= start_ns < self.window_end_ns
         if self.conversations.count(outcome, measured=measured, in_window=self.in_window(end_ns), turns=turns) \
                 and measured:
             self.metrics.record("conversation", max(_NS_PER_US, end_ns - start_ns) / _NS_PER_US)

@@ -48,6 +48,17 @@ Behaviours (``--behaviour``; options in one JSON object ``--options``, defaults 
   boundary after the second chunk is moved 2 characters into the next word, so a word spans two
   chunks (tokenizing chunk by chunk miscounts, inference-perf #566) while the first chunk holds
   exactly ``words_per_chunk`` words and every later chunk starts ``words_per_chunk`` of them.
+- ``conversations`` (issue 20: conversations kept server-side): the gen field ``id_field``
+  (default ``conversationId``) continues a conversation. A gen without it starts a new one (a
+  fresh ``conversationId``, global across connections, turn 1); a gen naming a known id is that
+  conversation's next turn (the server counts turns per conversation); a gen naming an unknown
+  id is refused with an ``error`` ("unknown conversation ID"). ``conv-message`` names the
+  conversation's id and a ``messageId`` unique per gen (``m<gen_n>``). The first chunk is sent
+  ``ttft_ms + (turn - 1) * turn_delay_ms`` after the gen was read, then one every ``gap_ms``,
+  ``chunks`` chunks whose texts are ``"a<gen_n>b<i> "``. A stall (``stall_at_s`` seconds after
+  the first gen the server read, for ``stall_ms``; ``stall_at_s`` null: none) holds every
+  stream's next frame and every new gen until it ends; a stream held by it keeps its spacing
+  (its later deadlines move by the time held).
 
 Log lines (``--log``), each with ``t_wall_ns`` (time.time_ns) and ``t_mono_ns``
 (time.monotonic_ns) and, where it applies, ``conn`` (connection id, 1-based) and ``gen``
@@ -71,6 +82,19 @@ Log lines (``--log``), each with ``t_wall_ns`` (time.time_ns) and ``t_mono_ns``
   delays), "web_search_delay_ms", "tools_delay_ms", "gap_ms", "chunks", "t_read_mono_ns",
   "t_first_mono_ns", "t_stop_mono_ns" (null when not sent), "texts" (every chunk sent, in order)}``
   per gen when its answer ended or its connection went away.
+- ``conversations`` also (its ``gen_received`` carries ``carried_id`` (the id the gen named,
+  null when none), ``conversation_id`` (null when refused), ``turn``, ``message_id``,
+  ``prompt_chars`` and ``overlap`` (true when the conversation's previous turn was still
+  streaming)): ``{"ev": "stall", "start_mono_ns", "end_mono_ns"}`` when the stall is placed;
+  ``{"ev": "refused", "conn", "gen_n", "carried_id", "prompt_chars"}`` for an unknown id; one
+  ``{"ev": "turn", "conn", "gen", "gen_n", "conversation_id", "message_id", "turn",
+  "carried_id", "prompt_chars", "ttft_ms" (intended), "chunks" (intended), "chunks_sent",
+  "answer" (the text sent), "held_ms" (by the stall), "t_read_mono_ns", "t_read_wall_ns",
+  "t_start_mono_ns" (after a stall's hold), "t_first_mono_ns", "t_stop_mono_ns" (null when not
+  sent), "ended" (``stop``, or ``gone``: the connection went away first)}`` per answered gen when
+  it ended; and ``{"ev": "abandoned", "conn", "conversation_id", "message_id", "turn",
+  "chunks_sent", "reason"}`` when a stream's connection went away before its stop (``reason``
+  as in ``closed``: ``client_close`` when the client closed it).
 """
 
 from __future__ import annotations
@@ -107,6 +131,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                           "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa",
                           "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey",
                           "xray", "yankee", "zulu"]},
+    "conversations": {"ttft_ms": 40, "gap_ms": 5, "chunks": 10, "turn_delay_ms": 40, "stall_at_s": None,
+                      "stall_ms": 0, "id_field": "conversationId"},
 }
 
 OP_CONT, OP_TEXT, OP_BIN, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -249,6 +275,7 @@ class Conn:
         self.tasks: set[asyncio.Task[None]] = set()
         self.gone = False
         self.close_reason: str | None = None
+        self.ended_by: str | None = None  # why the connection ended (as ``closed`` logs it)
 
 
 class RawServer:
@@ -271,6 +298,9 @@ class RawServer:
         self.server: asyncio.Server | None = None
         self.t_start_ns = time.monotonic_ns()
         self._huge: bytes | None = None
+        # conversations: id -> {"turns": turns so far, "streaming": a turn's answer not ended}
+        self.convs: dict[str, dict[str, Any]] = {}
+        self.stall: tuple[int, int] | None = None  # (start, end) monotonic ns, once placed
 
     async def start(self, port: int) -> int:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", port)
@@ -338,6 +368,7 @@ class RawServer:
             reason = "shutdown"
         finally:
             conn.gone = True
+            conn.ended_by = conn.close_reason or reason
             for task in conn.tasks:
                 task.cancel()
             self.conns.pop(conn.cid, None)
@@ -389,6 +420,8 @@ class RawServer:
         elif name == "set-model":
             self.log("recv", conn=conn.cid, kind="set-model")
             self.send(conn, "set-model", OP_TEXT, event("set-model-complete", {}))
+        elif name == "gen" and self.behaviour == "conversations":
+            self.on_conversation_gen(conn, msg.get("data"), at)
         elif name == "gen":
             conn.gens += 1
             self.gen_n += 1
@@ -499,6 +532,112 @@ class RawServer:
                      ttft_ms=ttft_ms, web_search_delay_ms=web_ms, tools_delay_ms=tools_ms,
                      gap_ms=float(o["gap_ms"]), chunks=len(texts), t_read_mono_ns=t0,
                      t_first_mono_ns=t_first, t_stop_mono_ns=t_stop, texts=sent)
+
+    # --- conversations
+
+    def on_conversation_gen(self, conn: Conn, raw: Any, at: tuple[int, int]) -> None:
+        """A gen of the ``conversations`` behaviour: a new conversation, the next turn of a known
+        one, or refused (an unknown id)."""
+        o = self.opt
+        conn.gens += 1
+        self.gen_n += 1
+        fields: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        carried = fields.get(str(o["id_field"]))
+        prompt = fields.get("prompt")
+        prompt_chars = len(prompt) if isinstance(prompt, str) else None
+        if self.stall is None and o["stall_at_s"] is not None:
+            start = at[1] + round(float(o["stall_at_s"]) * 1e9)
+            self.stall = (start, start + round(float(o["stall_ms"]) * 1e6))
+            self.log("stall", start_mono_ns=self.stall[0], end_mono_ns=self.stall[1])
+        ids: dict[str, Any] = {"gen": conn.gens, "gen_n": self.gen_n}
+        if carried is not None and (not isinstance(carried, str) or carried not in self.convs):
+            self.log("gen_received", at=at, conn=conn.cid, **ids, carried_id=carried, conversation_id=None,
+                     turn=None, message_id=None, prompt=prompt, prompt_chars=prompt_chars, overlap=False)
+            self.log("refused", conn=conn.cid, gen_n=self.gen_n, carried_id=carried, prompt_chars=prompt_chars)
+            self.send(conn, "error", OP_TEXT, event("error", {"error": f"unknown conversation {carried}"}), **ids)
+            return
+        if carried is None:
+            conv_id = f"conv{len(self.convs) + 1}-{uuid.uuid4().hex[:8]}"
+            conv = self.convs[conv_id] = {"turns": 0, "streaming": False}
+        else:
+            conv_id, conv = carried, self.convs[carried]
+        conv["turns"] += 1
+        overlap = bool(conv["streaming"])
+        conv["streaming"] = True
+        turn = conv["turns"]
+        message_id = f"m{self.gen_n}"
+        self.log("gen_received", at=at, conn=conn.cid, **ids, carried_id=carried, conversation_id=conv_id,
+                 turn=turn, message_id=message_id, prompt=prompt, prompt_chars=prompt_chars, overlap=overlap)
+        task = asyncio.get_running_loop().create_task(
+            self.generate_turn(conn, {**ids, "conversation_id": conv_id, "message_id": message_id, "turn": turn},
+                               conv, carried=carried, prompt_chars=prompt_chars, at=at))
+        conn.tasks.add(task)
+        task.add_done_callback(conn.tasks.discard)
+
+    async def hold(self) -> int:
+        """Inside the stall: wait for its end. Returns the ns held (0 outside it)."""
+        if self.stall is None:
+            return 0
+        t = time.monotonic_ns()
+        if not self.stall[0] <= t < self.stall[1]:
+            return 0
+        await sleep_until(self.stall[1])
+        return time.monotonic_ns() - t
+
+    async def generate_turn(self, conn: Conn, ids: dict[str, Any], conv: dict[str, Any], *, carried: Any,
+                            prompt_chars: int | None, at: tuple[int, int]) -> None:
+        """One turn's answer: each frame at its absolute deadline from the read (moved on by what a
+        stall held); ``turn`` says what was really sent and when, ``abandoned`` when the client
+        went away mid-stream."""
+        o = self.opt
+        turn, gen_n = ids["turn"], ids["gen_n"]
+        ttft_ms = float(o["ttft_ms"]) + (turn - 1) * float(o["turn_delay_ms"])
+        chunks = int(o["chunks"])
+        ttft_ns, gap_ns = round(ttft_ms * 1e6), round(float(o["gap_ms"]) * 1e6)
+        t0 = t_start = at[1]
+        held = 0
+        sent: list[str] = []
+        t_first: int | None = None
+        t_stop: int | None = None
+        ended = "gone"
+        try:
+            h = await self.hold()  # a gen read during the stall is taken up when it ends
+            held += h
+            t0 += h
+            t_start = t0
+            if not self.send(conn, "conv", OP_TEXT,
+                             event("conv-message", {"conversationId": ids["conversation_id"],
+                                                    "messageId": ids["message_id"]}), **ids):
+                return
+            for i in range(1, chunks + 1):
+                await sleep_until(t0 + ttft_ns + (i - 1) * gap_ns)
+                h = await self.hold()
+                held += h
+                t0 += h
+                text = f"a{gen_n}b{i} "
+                sent_at = self.send(conn, "chunk", OP_TEXT, event("message", {"output": text, "stop": False}),
+                                    chunk=i, **ids)
+                if sent_at is None:
+                    return
+                sent.append(text)
+                t_first = sent_at[1] if t_first is None else t_first
+            await sleep_until(t0 + ttft_ns + chunks * gap_ns)
+            h = await self.hold()
+            held += h
+            sent_at = self.send(conn, "stop", OP_TEXT, event("message", {"output": "", "stop": True}),
+                                chunks=chunks, **ids)
+            if sent_at is not None:
+                t_stop, ended = sent_at[1], "stop"
+        finally:
+            conv["streaming"] = False
+            self.log("turn", conn=conn.cid, **ids, carried_id=carried, prompt_chars=prompt_chars, ttft_ms=ttft_ms,
+                     chunks=chunks, chunks_sent=len(sent), answer="".join(sent), held_ms=held / 1e6,
+                     t_read_mono_ns=at[1], t_read_wall_ns=at[0], t_start_mono_ns=t_start,
+                     t_first_mono_ns=t_first, t_stop_mono_ns=t_stop, ended=ended)
+            if ended == "gone":
+                self.log("abandoned", conn=conn.cid, conversation_id=ids["conversation_id"],
+                         message_id=ids["message_id"], turn=turn, chunks_sent=len(sent),
+                         reason=conn.ended_by or "closing")
 
     async def shutdown(self) -> None:
         if self.server is not None:
