@@ -14,34 +14,29 @@ __all__ = ["record_observed", "record_success"]
 _NS_PER_US = 1_000
 
 
-def record_observed(rec: RequestRecord, m: MetricSet, *, uncorrected: bool = True) -> dict[str, int]:
+def record_observed(rec: RequestRecord, m: MetricSet) -> dict[str, int]:
     """A request that failed after its first token: its TTFT and gaps were real. Returns the
-    samples taken (``{"ttft": 1, "itl": n}``; empty when it never saw a token). A tag's set
-    keeps no ``*_uncorrected`` (``uncorrected=False``)."""
+    samples taken (``{"ttft": 1, "itl": n}``; empty when it never saw a token)."""
     if not rec.t_first:
         return {}
     start = rec.t_intended or rec.t_send
     m.record("ttft", (rec.t_first - start) / _NS_PER_US)
-    if uncorrected:
-        m.record("ttft_uncorrected", (rec.t_first - rec.t_send) / _NS_PER_US)
+    m.record("ttft_uncorrected", (rec.t_first - rec.t_send) / _NS_PER_US)
     if rec.gaps_ns:
         m.interval("itl").record_ns_many(rec.gaps_ns)
         return {"ttft": 1, "itl": len(rec.gaps_ns)}
     return {"ttft": 1}
 
 
-def record_success(rec: RequestRecord, m: MetricSet, *, uncorrected: bool = True) -> None:
-    """A completed answer: TTFT and e2e (from the intended send time, and, unless
-    ``uncorrected=False``, from the send), every gap, TPOT per chunk and, when its tokens were
-    counted, per token."""
+def record_success(rec: RequestRecord, m: MetricSet) -> None:
+    """A completed answer: TTFT and e2e (from the intended send time, and uncorrected), every
+    gap, TPOT per chunk and, when its tokens were counted, per token."""
     start = rec.t_intended or rec.t_send
     if rec.t_first:
         m.record("ttft", (rec.t_first - start) / _NS_PER_US)
-        if uncorrected:
-            m.record("ttft_uncorrected", (rec.t_first - rec.t_send) / _NS_PER_US)
+        m.record("ttft_uncorrected", (rec.t_first - rec.t_send) / _NS_PER_US)
     m.record("e2e", (rec.t_stop - start) / _NS_PER_US)
-    if uncorrected:
-        m.record("e2e_uncorrected", (rec.t_stop - rec.t_send) / _NS_PER_US)
+    m.record("e2e_uncorrected", (rec.t_stop - rec.t_send) / _NS_PER_US)
     # every gap, one value each, in one pass (same rounding and clamping as record_us)
     m.interval("itl").record_ns_many(rec.gaps_ns)
     tpot = tpot_ns(rec.chunks, rec.t_first, rec.t_last)

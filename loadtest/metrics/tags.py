@@ -36,9 +36,7 @@ __all__ = [
 AUTO_KEYS: tuple[str, ...] = ("step", "web_search", "tools")
 MAX_VALUES_PER_KEY = 100
 #: the latency metrics kept per tag (the request's own; connection and generator figures have no tag)
-#: (not the ``*_uncorrected`` ones: each metric kept per tag costs every request of the tag a
-#: recording, and the coordinated-omission comparison is the run's to make)
-TAG_METRICS: tuple[str, ...] = ("ttft", "itl", "tpot", "tpot_token", "e2e")
+TAG_METRICS: tuple[str, ...] = ("ttft", "ttft_uncorrected", "itl", "tpot", "tpot_token", "e2e", "e2e_uncorrected")
 #: the counters kept per tag (each as the run's counter of the same name counts, restricted to the tag)
 TAG_COUNTS: tuple[str, ...] = (
     "completed", "failed", "dropped", "cancelled", "abandoned", "ok_in_window", "good_in_window", "chunks", "chars", "good",
@@ -204,7 +202,7 @@ class TagTable:
                 c["completed"] += 1
                 c["good"] += good  # the cohort's: goodput.share
                 if ms is not None:
-                    record_success(rec, ms, uncorrected=False)
+                    record_success(rec, ms)
                 if rec.output_tokens >= 0:
                     c["answers_tokenized"] += 1
                     c["output_tokens"] += rec.output_tokens
@@ -214,13 +212,13 @@ class TagTable:
                 c["failed"] += 1
                 tf.errors[rec.error_category] = tf.errors.get(rec.error_category, 0) + 1
                 if ms is not None:
-                    record_observed(rec, ms, uncorrected=False)
+                    record_observed(rec, ms)
             elif outcome == "dropped":
                 c["dropped"] += 1
             elif outcome == "abandoned":
                 c["abandoned"] += 1
                 if ms is not None:
-                    record_observed(rec, ms, uncorrected=False)
+                    record_observed(rec, ms)
             else:
                 c["cancelled"] += 1
 
