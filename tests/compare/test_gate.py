@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import math
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from scipy import stats as sps
-from support.helpers import run_cli
+from support.helpers import run_cli, run_concurrently
 from support.rundir_factory import make_run_dir
 
 from loadtest.compare.gate import GateRules, InvalidComparison, gate
@@ -134,17 +135,23 @@ def test_invalid_comparisons_exit_2(tmp_path: Path) -> None:
     ok = make_run_dir(tmp_path / "ok", seed=1, rate_per_s=80).path
     sat = make_run_dir(tmp_path / "sat", seed=2, rate_per_s=80, saturated=True).path
     few = make_run_dir(tmp_path / "few", seed=3, rate_per_s=20).path
-    proc = run_cli("compare", str(ok), str(sat))
-    assert proc.returncode == 2 and "saturated" in proc.stderr, proc.stderr
-    proc = run_cli("compare", str(ok), str(few), "--metric", "ttft.p99")
-    assert proc.returncode == 2 and "ttft p99 needs at least 1000 per run" in proc.stderr, proc.stderr
-    assert run_cli("compare", str(ok), str(few), "--metric", "ttft.p50").returncode == 0
     short = tmp_path / "short"
     make_run_dir(short, seed=4, rate_per_s=80)
     summary = json.loads((short / "summary.json").read_text(encoding="utf-8"))
     summary["schedule"]["achieved_rate"] = summary["schedule"]["offered_rate"] * 0.95
     (short / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
-    proc = run_cli("compare", "--baseline", str(ok), "--candidate", str(short), "--metric", "ttft.p50")
+    procs = run_concurrently({  # the four compares at once: each reads its directories, none writes
+        "sat": partial(run_cli, "compare", str(ok), str(sat)),
+        "few p99": partial(run_cli, "compare", str(ok), str(few), "--metric", "ttft.p99"),
+        "few p50": partial(run_cli, "compare", str(ok), str(few), "--metric", "ttft.p50"),
+        "short": partial(run_cli, "compare", "--baseline", str(ok), "--candidate", str(short), "--metric", "ttft.p50"),
+    })
+    proc = procs["sat"]
+    assert proc.returncode == 2 and "saturated" in proc.stderr, proc.stderr
+    proc = procs["few p99"]
+    assert proc.returncode == 2 and "ttft p99 needs at least 1000 per run" in proc.stderr, proc.stderr
+    assert procs["few p50"].returncode == 0
+    proc = procs["short"]
     assert proc.returncode == 2 and "the generator fell behind" in proc.stderr, proc.stderr
 
 
@@ -289,8 +296,19 @@ def test_ab_end_to_end(tmp_path: Path) -> None:
     # handful of samples; the gate's refusal of saturated runs is tested on synthetic runs
     flags = ["--rounds", "2", "--metric", "ttft.p50", "--metric", "e2e.p50", "--metric", "throughput",
              "--allow-saturated"]
-    out = tmp_path / "aa"
-    proc = run_cli("ab", str(scenario), "--baseline", "mock", "--candidate", "mock", "--out", str(out), *flags)
+    # The two ab commands at once (each its own embedded mocks and directory): they cannot time
+    # one another. A run is 4 closed-loop users, under 10 % of a core for its generator
+    # (generator.cpu_percent) and less for its mock: two such pairs leave a core idle, and a late
+    # wake-up costs about a millisecond, against the +40 ms (20 vs 60 ms) judged below and the
+    # wide margin of the A/A pass; ab judges each round's two sides, which run at the same moment.
+    aa, slow = tmp_path / "aa", tmp_path / "slow"
+    procs = run_concurrently({
+        aa: partial(run_cli, "ab", str(scenario), "--baseline", "mock", "--candidate", "mock", "--out", str(aa),
+                    *flags),
+        slow: partial(run_cli, "ab", str(scenario), "--baseline", "mock", "--candidate", "mock", "--candidate-mock",
+                      '{"ttft_ms": 60}', "--out", str(slow), *flags),
+    })  # fmt: skip
+    out, proc = aa, procs[aa]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["compare.json", "compare.md", "junit.xml", "round-1-baseline",
                                                      "round-1-candidate", "round-2-baseline", "round-2-candidate"]
@@ -301,9 +319,7 @@ def test_ab_end_to_end(tmp_path: Path) -> None:
     assert len({m for _, m in seeds}) == 4  # every run its own mock draw
     assert (out / "compare.md").read_text(encoding="utf-8").startswith("## ✅ PASS")
 
-    out = tmp_path / "slow"
-    proc = run_cli("ab", str(scenario), "--baseline", "mock", "--candidate", "mock", "--candidate-mock",
-                   '{"ttft_ms": 60}', "--out", str(out), *flags)  # fmt: skip
+    out, proc = slow, procs[slow]
     assert proc.returncode == 1, proc.stdout + proc.stderr
     rows = {r["name"]: r for r in json.loads((out / "compare.json").read_text(encoding="utf-8"))["rows"]}
     assert rows["ttft p50"]["verdict"] == "REGRESSION" and 1.5 < rows["ttft p50"]["change"] < 2.5, rows

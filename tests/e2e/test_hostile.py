@@ -14,12 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-from support.helpers import ROOT, read_csv_rows, run_cli
+from support.helpers import ROOT, read_csv_rows, run_cli, run_concurrently
 from support.rundir_factory import make_run_dir
 
 from loadtest.errors import EXIT_OUTPUT, BadInput, OutputError
@@ -184,9 +185,9 @@ def test_bad_trace_same_exit_2_and_message_in_validate_and_run(
         session: {steps: [{gen: {prompt: hi}}]}
         """)
     lines = {}
-    for command in ("validate", "run"):
-        extra = ["--out", str(tmp_path / "r"), "--no-html"] if command == "run" else []
-        proc = run_cli(command, str(path), *extra)
+    procs = run_concurrently({command: partial(run_cli, command, str(path), *extra) for command, extra in (
+        ("validate", []), ("run", ["--out", str(tmp_path / "r"), "--no-html"]))})  # both at once: no timing
+    for command, proc in procs.items():
         assert proc.returncode == 2, (command, proc.stderr)
         lines[command] = _one_error_line(proc.stderr)
         assert needle in lines[command], lines[command]
@@ -211,13 +212,15 @@ def test_unwritable_or_reused_out_exit_2_before_connecting(write_scenario: Calla
         "/proc/loadtest-cannot-be-here": "cannot write the run directory here",
         str(used): "the output directory is not empty",
     }
+    procs = run_concurrently({out: partial(run_cli, "run", str(path), "--out", out, "--no-html")
+                              for out in [*cases, str(a_file)]})  # all at once: each refused before it runs
     for out, needle in cases.items():
-        proc = run_cli("run", str(path), "--out", out, "--no-html")
+        proc = procs[out]
         assert proc.returncode == 2, (out, proc.stderr)
         line = _one_error_line(proc.stderr)
         assert needle in line and out in line, line
     assert sorted(p.name for p in used.iterdir()) == ["summary.json"]  # nothing mixed in
-    proc = run_cli("run", str(path), "--out", str(a_file), "--no-html")  # click's own check
+    proc = procs[str(a_file)]  # click's own check
     assert proc.returncode == 2 and "is a file" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -332,8 +335,8 @@ def test_compare_corrupted_hlog_exit_2(tmp_path: Path) -> None:
     bad = make_run_dir(tmp_path / "bad", seed=1).path
     hlog = bad / "ttft.hlog"
     hlog.write_text(hlog.read_text().replace("HIST", "HIsT", 3))  # a broken cookie (HdrCookieException)
-    for command in (["compare", str(good), str(bad)], ["report", str(bad), "--out", str(tmp_path / "r.html")]):
-        proc = run_cli(*command)
+    commands = (["compare", str(good), str(bad)], ["report", str(bad), "--out", str(tmp_path / "r.html")])
+    for proc in run_concurrently({i: partial(run_cli, *command) for i, command in enumerate(commands)}).values():
         assert proc.returncode == 2, proc.stderr
         assert str(hlog) in _one_error_line(proc.stderr)
 
@@ -348,8 +351,8 @@ def test_report_refuses_a_newer_summary_schema(tmp_path: Path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     summary["schema"] = SCHEMA + 1
     (run / "summary.json").write_text(json.dumps(summary))
-    for command in (["report", str(run)], ["compare", str(run), str(run)]):
-        proc = run_cli(*command)
+    commands = (["report", str(run)], ["compare", str(run), str(run)])
+    for proc in run_concurrently({i: partial(run_cli, *command) for i, command in enumerate(commands)}).values():
         assert proc.returncode == 2
         assert f"schema {SCHEMA + 1}, newer than this loadtest knows ({SCHEMA})" in _one_error_line(proc.stderr)
 

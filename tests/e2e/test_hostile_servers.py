@@ -10,7 +10,9 @@ Written to the schema-2 summary contract (issues 9 and 10): ``measure_s``, ``dra
 ``verdict``, a connection retired after an ``error``, a frame-size cap.
 
 Runs are sequential (function-scoped, each a few seconds) so that the timing comparisons are
-not disturbed by other runs on a small machine.
+not disturbed by other runs on a small machine; only the runs that compare no timings (a target
+that dies mid-run, never_auth, error_ends, invalid UTF-8) overlap one another (the
+``overlapped`` fixture).
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import json
 import os
 import statistics
 import sys
+import time
 from collections import defaultdict
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
+from support.helpers import run_concurrently
 from support.rawruns import (
     API_KEY,
     NORMAL,
     RAWSERVER,
+    Served,
     _start_server,
     _stop_server,
     failed_rows,
@@ -134,12 +141,10 @@ def test_error_then_late_never_reuses_the_connection(tmp_path: Path) -> None:
     assert s["latency_from_failed"]["ttft"] == len(failed) > 0
 
 
-def test_error_ends_fails_the_default_error_rate_slo(tmp_path: Path) -> None:
+def test_error_ends_fails_the_default_error_rate_slo(overlapped: dict[str, Served]) -> None:
     """Every gen answered by an error only: each is one failed row, each connection retired, and
     the default error_rate SLO (0.01) fails the run although the scenario set only a TTFT SLO."""
-    opts = {"ttft_ms": 20, "gap_ms": 5, "chunks": 5, "error_after": 0}
-    run = serve_and_run(tmp_path, "error_ends", opts,
-                        scenario("error-ends", users=3, duration="2s", slo="{ttft_p99_ms: 5000}"))
+    run = overlapped["error_ends"]
     assert run.rc == 1, run.diag()
     s = run.summary
     errors = run.sent("error")
@@ -153,12 +158,10 @@ def test_error_ends_fails_the_default_error_rate_slo(tmp_path: Path) -> None:
     assert s["latency_from_failed"]["ttft"] == 0
 
 
-@pytest.mark.parametrize("how", ["die_at_s", "sigkill", "die_in_think"])
-def test_a_target_that_dies_mid_run_fails_the_run(tmp_path: Path, how: str) -> None:
-    """At 3 s of a 9 s run the target dies (connections aborted, no more listening; or the
-    process is SIGKILLed). The run must fail, with -q, by default SLOs. ``die_in_think``: short
-    answers and 1 s think times, so the target dies with no gen in flight; only the failed
-    reconnects and pings show it (today's harness passes that run with exit 0)."""
+DIES = ["die_at_s", "sigkill", "die_in_think"]
+
+
+def _die_mid_run(tmp: Path, how: str) -> Served:
     opts = {"ttft_ms": 50, "gap_ms": 20, "chunks": 10}
     scen = scenario("dies", users=5, duration="9s", ping=True, slo=None,
                     timeouts="{connect: 1s, first_token: 2s, stream: 5s}")
@@ -167,11 +170,54 @@ def test_a_target_that_dies_mid_run_fails_the_run(tmp_path: Path, how: str) -> N
         scen = scenario("dies-think", users=5, duration="9s", ping=True, think="1s", slo=None,
                         timeouts="{connect: 1s, first_token: 2s, stream: 5s}")
     if how in ("die_at_s", "die_in_think"):
-        run = serve_and_run(tmp_path, "die_at_s", {**opts, "die_at_s": 3}, scen)
+        return serve_and_run(tmp, "die_at_s", {**opts, "die_at_s": 3}, scen)
+    # the server starts ~0.1 s before the harness, which needs ~0.5 s to start itself
+    return serve_and_run(tmp, "normal", opts, scen, kill_server_at_s=3.5)
+
+
+#: the runs of the ``overlapped`` fixture: (when it starts, s; how it runs)
+OVERLAPPED: dict[str, tuple[float, Callable[[Path], Served]]] = {
+    **{how: (1.5 * i, partial(_die_mid_run, how=how)) for i, how in enumerate(DIES)},
+    "never_auth": (4.5, lambda tmp: serve_and_run(
+        tmp, "never_auth", {}, scenario("never-auth", users=2, duration="3s",
+                                        timeouts="{connect: 1s, first_token: 2s, stream: 5s}"), timeout=45)),
+    "error_ends": (5.5, lambda tmp: serve_and_run(
+        tmp, "error_ends", {"ttft_ms": 20, "gap_ms": 5, "chunks": 5, "error_after": 0},
+        scenario("error-ends", users=3, duration="2s", slo="{ttft_p99_ms: 5000}"))),
+    "invalid_utf8": (6.5, lambda tmp: serve_and_run(
+        tmp, "invalid_utf8", {"ttft_ms": 20, "gap_ms": 10, "chunks": 5, "at_chunk": 2},
+        scenario("utf8", users=2, duration="2s"))),
+}
+
+
+@pytest.fixture(scope="module")
+def overlapped(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Served]:
+    """The runs that judge a verdict, error categories and the server's log, never a timing,
+    overlapping (and no other test runs meanwhile): the three 9 s runs against a target that
+    dies, then never_auth, error_ends and invalid UTF-8, each in the shadow of the 9 s ones.
+    Each starts 1-1.5 s after the one before, once that one's harness is up and only streaming
+    (2-5 users, a few % of a core), so every harness starts as if alone, well before its target
+    dies (at 3 s, or 3.5 s): the first request reaches the server at 0.6-0.9 s, as alone."""
+    tmp = tmp_path_factory.mktemp("overlapped")
+
+    def start(name: str) -> Served:
+        at_s, run = OVERLAPPED[name]
+        time.sleep(at_s)
+        (tmp / name).mkdir()
+        return run(tmp / name)
+
+    return run_concurrently({name: partial(start, name) for name in OVERLAPPED})
+
+
+@pytest.mark.parametrize("how", DIES)
+def test_a_target_that_dies_mid_run_fails_the_run(overlapped: dict[str, Served], how: str) -> None:
+    """At 3 s of a 9 s run the target dies (connections aborted, no more listening; or the
+    process is SIGKILLed). The run must fail, with -q, by default SLOs. ``die_in_think``: short
+    answers and 1 s think times, so the target dies with no gen in flight; only the failed
+    reconnects and pings show it (today's harness passes that run with exit 0)."""
+    run = overlapped[how]
+    if how in ("die_at_s", "die_in_think"):
         assert any(e["ev"] == "died" for e in run.log)
-    else:
-        # the server starts ~0.1 s before the harness, which needs ~0.5 s to start itself
-        run = serve_and_run(tmp_path, "normal", opts, scen, kill_server_at_s=3.5)
     s = run.summary
     assert s["errors"]["connect"] + s["errors"]["disconnect"] > 0, s["errors"]
     # every gen the server received but never finished is one failed (not ok) request
@@ -222,9 +268,8 @@ def test_huge_frame_is_a_protocol_error_and_memory_stays_bounded(tmp_path: Path)
     assert run.peak_rss < 300 * 1024 * 1024, f"peak RSS {run.peak_rss / 2**20:.0f} MiB"
 
 
-def test_invalid_utf8_is_a_protocol_error(tmp_path: Path) -> None:
-    opts = {"ttft_ms": 20, "gap_ms": 10, "chunks": 5, "at_chunk": 2}
-    run = serve_and_run(tmp_path, "invalid_utf8", opts, scenario("utf8", users=2, duration="2s"))
+def test_invalid_utf8_is_a_protocol_error(overlapped: dict[str, Served]) -> None:
+    run = overlapped["invalid_utf8"]
     assert run.rc == 0, run.diag()
     s = run.summary
     bad = run.sent("invalid_utf8")
@@ -234,10 +279,8 @@ def test_invalid_utf8_is_a_protocol_error(tmp_path: Path) -> None:
     assert s["requests"]["completed"] == 0
 
 
-def test_never_auth_is_an_auth_timeout_with_a_run_directory(tmp_path: Path) -> None:
-    run = serve_and_run(tmp_path, "never_auth", {},
-                        scenario("never-auth", users=2, duration="3s",
-                                 timeouts="{connect: 1s, first_token: 2s, stream: 5s}"), timeout=45)
+def test_never_auth_is_an_auth_timeout_with_a_run_directory(overlapped: dict[str, Served]) -> None:
+    run = overlapped["never_auth"]
     assert run.rc == 3, run.diag()
     assert run.stderr.startswith("error: "), run.stderr
     assert "auth-connect-complete" in run.stderr and "within" in run.stderr, run.stderr

@@ -8,11 +8,14 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
-from support.helpers import ROOT, run_cli
+from support.helpers import ROOT, run_cli, run_concurrently
 
 from loadtest.mock.faults import FaultPlan, parse_faults
 
@@ -46,7 +49,7 @@ def scenario(write_scenario: Callable[..., Path]) -> Path:
     return write_scenario(f"""
         name: secrets
         target: {{url: mock, api_key_env: LEAKCHECK_KEY}}
-        mock: {{ttft_ms: 10, gap_ms: 1, chunks: 6, faults: {json.dumps(FAULTS)}}}
+        mock: {{ttft_ms: 10, gap_ms: 1, chunks: 6, faults: {json.dumps(FAULTS)}, seed: {_seed()}}}
         load: {{concurrency: 4, duration: 2s, warmup: 0s, seed: {_seed()}}}
         session:
           steps:
@@ -116,29 +119,54 @@ def test_key_not_in_wrong_key_error(tmp_path: Path, write_scenario: Callable[...
     assert _hits(tmp_path, proc.stdout, proc.stderr) == []
 
 
-@pytest.mark.parametrize("key", ["k", "key", "test"])
-def test_short_key_does_not_corrupt_the_run_directory(tmp_path: Path, write_scenario: Callable[..., Path],
-                                                      key: str) -> None:
-    """Issue 10: with key ``k``, summary.json gained ``chun***s_per_s``. Redaction touches free
-    text only (whole tokens, ``apikey=`` values); structured files are written as built."""
+SHORT_KEYS = ["k", "key", "test"]
+
+
+@dataclass
+class ShortKeyRun:
+    url: str
+    out: Path
+    proc: subprocess.CompletedProcess[str]
+    again: subprocess.CompletedProcess[str]
+
+
+def _short_key_run(path: Path, out: Path, key: str) -> ShortKeyRun:
     from loadtest.mock.process import MockProcess
 
-    path = write_scenario("""
+    with MockProcess(["--ttft-ms", "2", "--gap-ms", "1", "--chunks", "3", "--api-key", key]) as url:
+        proc = run_cli("run", str(path), "--target", url, "--api-key", key, "--out", str(out), timeout=60)
+    again = run_cli("validate", str(out / "scenario.yaml"), env={"LOADTEST_API_KEY": key})
+    return ShortKeyRun(url, out, proc, again)
+
+
+@pytest.fixture(scope="module")
+def short_key_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ShortKeyRun]:
+    """One run per short key, all at once (each its own mock process and directory): what is
+    checked is what the run directory holds, not a timing."""
+    tmp = tmp_path_factory.mktemp("short")
+    path = tmp / "short.yaml"
+    path.write_text(textwrap.dedent("""
         name: short-key
         load: {concurrency: 2, duration: 1s}
         session: {steps: [ping, {gen: {prompt: "Explain keys and tests"}}]}
         timeouts: {connect: 2s}
-        """, name="short.yaml")
-    out = tmp_path / "r"
-    with MockProcess(["--ttft-ms", "2", "--gap-ms", "1", "--chunks", "3", "--api-key", key]) as url:
-        proc = run_cli("run", str(path), "--target", url, "--api-key", key, "--out", str(out), timeout=60)
+        """), encoding="utf-8")
+    return run_concurrently({key: partial(_short_key_run, path, tmp / key / "r", key) for key in SHORT_KEYS})
+
+
+@pytest.mark.parametrize("key", SHORT_KEYS)
+def test_short_key_does_not_corrupt_the_run_directory(short_key_runs: dict[str, ShortKeyRun], key: str) -> None:
+    """Issue 10: with key ``k``, summary.json gained ``chun***s_per_s``. Redaction touches free
+    text only (whole tokens, ``apikey=`` values); structured files are written as built."""
+    run = short_key_runs[key]
+    url, out, proc = run.url, run.out, run.proc
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert {"requests", "latency_ms", "throughput", "generator", "slo", "passed"} <= set(summary)
     assert set(summary["throughput"]) == {"requests_per_s", "chunks_per_s", "chars_per_s"}
     assert summary["requests"]["completed"] > 0 and summary["errors"]["auth"] == 0
     assert summary["target"] == f"{url}?apikey=***"
-    again = run_cli("validate", str(out / "scenario.yaml"), env={"LOADTEST_API_KEY": key})
+    again = run.again
     assert again.returncode == 0, again.stderr
     for f in out.rglob("*"):
         if f.is_file():

@@ -11,10 +11,12 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support.helpers import run_cli
+from support.helpers import run_cli, run_concurrently
 
 from loadtest.errors import BadInput, OutputError
 from loadtest.rundir import (
@@ -132,36 +134,56 @@ def test_a_schema_1_summary_still_loads(run: Path) -> None:
     assert read_summary(path).schema_version == 1
 
 
+DAMAGES = [
+    ("0.0,1.0,2.0,HISTFAAAnotbase64!!\n", "is not an HdrHistogram interval"),
+    ("-1.0,1.0,2.0,HISTFAAAA\n", "is not an HdrHistogram interval"),  # hdrh's reader skips this one
+    ("0.0,1.0\n", "expected 4 fields, found 2"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(real_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[Path, Any]]:
+    """``report`` and ``compare`` on the damaged copies of the two tests below, all at once, each
+    copy its own: each is refused (exit 2) reading its file; what is checked is the message."""
+    runs: dict[tuple[str, str], Path] = {}
+    args: dict[tuple[str, str], list[str]] = {}
+    for what in ["newer", *(damage for damage, _ in DAMAGES)]:
+        for command in ("report", "compare"):
+            run = tmp_path_factory.mktemp("damaged") / "run"
+            shutil.copytree(real_run, run)
+            if what == "newer":
+                raw = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+                (run / "summary.json").write_text(json.dumps(raw | {"schema": SCHEMA + 1}), encoding="utf-8")
+                args[what, command] = [str(run)] if command == "report" else [str(run), str(run)]
+            else:
+                hlog = run / "ttft.hlog"
+                hlog.write_text(hlog.read_text(encoding="utf-8") + what, encoding="utf-8")
+                args[what, command] = ([str(run), "--out", str(run.parent / "r.html")] if command == "report"
+                                       else [str(run), str(run)])
+            runs[what, command] = run
+    procs = run_concurrently({key: partial(run_cli, key[1], *args[key]) for key in runs}, max_workers=4)
+    return {key: (runs[key], procs[key]) for key in runs}
+
+
 @pytest.mark.realtime
 @pytest.mark.parametrize("command", ["report", "compare"])
-def test_a_newer_schema_is_refused_with_exit_2(run: Path, command: str) -> None:
+def test_a_newer_schema_is_refused_with_exit_2(refused: dict[tuple[str, str], tuple[Path, Any]], command: str) -> None:
+    run, proc = refused["newer", command]
     path = run / "summary.json"
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    path.write_text(json.dumps(raw | {"schema": SCHEMA + 1}), encoding="utf-8")
-    args = [str(run)] if command == "report" else [str(run), str(run)]
-    proc = run_cli(command, *args)
     assert proc.returncode == 2
     line = _error_line(proc.stderr)
     assert str(path) in line and f"summary schema {SCHEMA + 1}, newer than this loadtest knows ({SCHEMA})" in line
 
 
 @pytest.mark.parametrize("command", ["report", "compare"])
-@pytest.mark.parametrize(
-    ("damage", "message"),
-    [
-        ("0.0,1.0,2.0,HISTFAAAnotbase64!!\n", "is not an HdrHistogram interval"),
-        ("-1.0,1.0,2.0,HISTFAAAA\n", "is not an HdrHistogram interval"),  # hdrh's reader skips this one
-        ("0.0,1.0\n", "expected 4 fields, found 2"),
-    ],
-)
+@pytest.mark.parametrize(("damage", "message"), DAMAGES)
 @pytest.mark.realtime
-def test_a_corrupted_hlog_is_exit_2_in_report_and_compare(run: Path, command: str, damage: str,
-                                                          message: str) -> None:
+def test_a_corrupted_hlog_is_exit_2_in_report_and_compare(real_run: Path,
+                                                          refused: dict[tuple[str, str], tuple[Path, Any]],
+                                                          command: str, damage: str, message: str) -> None:
+    run, proc = refused[damage, command]
     hlog = run / "ttft.hlog"
-    lines = hlog.read_text(encoding="utf-8").splitlines(keepends=True)
-    hlog.write_text("".join(lines) + damage, encoding="utf-8")
-    args = [str(run), "--out", str(run.parent / "r.html")] if command == "report" else [str(run), str(run)]
-    proc = run_cli(command, *args)
+    lines = (real_run / "ttft.hlog").read_text(encoding="utf-8").splitlines(keepends=True)  # before the damage
     assert proc.returncode == 2, proc.stderr
     line = _error_line(proc.stderr)
     assert f"{hlog}: line {len(lines) + 1} " in line and message in line, line

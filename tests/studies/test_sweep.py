@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.helpers import run_cli
+from support.helpers import run_cli, run_concurrently
 
 from loadtest.errors import BadInput
 from loadtest.runner.options import RunOptions
@@ -343,14 +344,19 @@ def test_sweep_end_to_end_against_the_mock(write_scenario: Callable[..., Path], 
 @pytest.mark.realtime
 def test_sweep_cli_bad_input_and_unreachable(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     path = write_scenario(E2E)
-    proc = run_cli("sweep", str(path), "--rates", "1,2")
-    assert proc.returncode == 2 and "mode: closed" in proc.stderr and "Traceback" not in proc.stderr
     no_slo = write_scenario(E2E.replace("slo: {ttft_p99_ms: 40, error_rate: 0.01}", "slo: {}"), "n.yaml")
-    proc = run_cli("sweep", str(no_slo), "--levels", "1,2")
-    assert proc.returncode == 2 and "needs a criterion" in proc.stderr, proc.stderr
     out = tmp_path / "down"
-    proc = run_cli("sweep", str(path), "--levels", "1,2", "--target", "ws://127.0.0.1:9/v2/chat",
-                   "--api-key", "k", "--out", str(out), "-q")
+    procs = run_concurrently({  # the three at once: none reaches a target that answers
+        "rates": partial(run_cli, "sweep", str(path), "--rates", "1,2"),
+        "no slo": partial(run_cli, "sweep", str(no_slo), "--levels", "1,2"),
+        "down": partial(run_cli, "sweep", str(path), "--levels", "1,2", "--target", "ws://127.0.0.1:9/v2/chat",
+                        "--api-key", "k", "--out", str(out), "-q"),
+    })
+    proc = procs["rates"]
+    assert proc.returncode == 2 and "mode: closed" in proc.stderr and "Traceback" not in proc.stderr
+    proc = procs["no slo"]
+    assert proc.returncode == 2 and "needs a criterion" in proc.stderr, proc.stderr
+    proc = procs["down"]
     assert proc.returncode == 3 and "cannot reach" in proc.stderr, proc.stderr
     doc = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
     assert doc["stopped"] == "unreachable" and doc["steps"] == [] and doc["max_passing_load"] is None

@@ -6,9 +6,15 @@ import csv
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[2]
+
+K = TypeVar("K")
+T = TypeVar("T")
 
 
 def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
@@ -19,6 +25,14 @@ def run_cli(*args: str, timeout: float = 120, env: dict[str, str] | None = None,
                           timeout=timeout, env=full_env, cwd=cwd or ROOT)
 
 
+def run_concurrently(jobs: Mapping[K, Callable[[], T]], *, max_workers: int | None = None) -> dict[K, T]:
+    """Every job (e.g. a ``run_cli`` call, or a mock process and a run against it) in its own
+    thread, at most ``max_workers`` at a time (default: all at once); their results by key.
+    For independent runs that are not timing one another: a run waits on its subprocesses, so
+    the runs overlap. The first job's exception (a timeout, an assertion) is raised here."""
+    with ThreadPoolExecutor(max_workers=max_workers or max(1, len(jobs))) as pool:
+        futures = {key: pool.submit(job) for key, job in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
