@@ -270,8 +270,9 @@ class Connection:
     async def stream(self, frame: str, rec: RequestRecord, *, first_token_s: float, stream_s: float,
                      abandon_after: int = 0) -> bool:
         """Send one ``gen`` and read its answer to the end, filling ``rec``; True when the user
-        stopped reading: ``abandon_after`` > 0 non-empty chunks arrived first, and the socket
-        was closed (the only way to stop a stream in this protocol; the connection is done).
+        stopped reading: the answer went on past ``abandon_after`` > 0 non-empty chunks (chunk
+        k+1 arrived before the stop), and the socket was closed (the only way to stop a stream
+        in this protocol; the connection is done).
 
         What each frame means is :class:`~loadtest.protocol.ClientStream`'s to say; this
         method only reads frames, stamps their arrival time (before decoding) and keeps the
@@ -306,12 +307,12 @@ class Connection:
                         self._not_text(msg, "stream")
                     code = feed(msg.data, t)
                     if code <= CHUNK:
-                        if abandon_after and answer.chunks >= abandon_after:
+                        # the user stops reading when an answer goes on past its k-th chunk:
+                        # one that ends at k chunks was read to the end (its stop is next)
+                        if abandon_after and answer.chunks > abandon_after:
                             break
                         continue
                     if code == FIRST_TOKEN:
-                        if abandon_after and answer.chunks >= abandon_after:
-                            break
                         cm.reschedule(stream_deadline)
                     elif code == DONE:
                         return False

@@ -17,8 +17,8 @@ answer plus the think times between, and the turn is sent when that time comes. 
 late (the generator, or a queue, held it up) is late in ``ttft``, not in ``ttft_uncorrected``.
 
 **Ends**: ``completed`` (every turn answered), ``abandoned`` (with probability ``abandon`` per
-answer the user stops reading after a seeded 1..8 chunks: the socket is closed; an answer
-shorter than that is read to the end), ``failed`` (a turn failed: the connection is lost or
+answer the user stops reading after a seeded 1..8 chunks, when the next chunk shows the answer
+goes on: the socket is closed; an answer no longer than that is read to the end), ``failed`` (a turn failed: the connection is lost or
 retired, the next conversation takes a new one), ``unfinished`` (the run ended first) or
 ``dropped`` (open loop: its start found the queue full).
 """
