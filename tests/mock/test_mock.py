@@ -8,17 +8,15 @@ a fixed time.
 from __future__ import annotations
 
 import asyncio
-import functools
 import statistics
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ParamSpec
+from typing import Any
 
 import aiohttp
 import pytest
-import uvloop
 from aiohttp import WSMsgType
+from support.aio import uvloop_test
 from support.tolerances import GAP_SLACK_MS, MEDIAN_SLACK_MS, MODEL_REL
 
 from loadtest.errors import RemoteProtocolError, TargetUnreachable
@@ -45,20 +43,8 @@ from loadtest.testing import running_mock
 #: real sockets, processes or wall-clock time: the full tier only (scripts/test.sh)
 pytestmark = pytest.mark.realtime
 
-P = ParamSpec("P")
 
 MS = 1_000_000  # ns per ms
-
-
-def uvloop_test(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async test on a fresh uvloop loop (there is no pytest-asyncio here)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
 # --------------------------------------------------------------------------- a tiny client

@@ -9,22 +9,21 @@ small aiohttp client (``time.perf_counter_ns()`` as each frame arrives, before d
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any
 
 import aiohttp
 import pytest
 import uvloop
 from aiohttp import WSMsgType
 from click.testing import CliRunner
+from support.aio import uvloop_test
 
 from loadtest.errors import RemoteProtocolError, ScenarioError
 from loadtest.mock.conversations import MAX_CONVERSATIONS, Conversations, UnknownConversation
@@ -46,22 +45,10 @@ from loadtest.protocol import (
 )
 from loadtest.scenario import load_scenario
 
-P = ParamSpec("P")
 MS = 1_000_000  # ns per ms
 ROOT = Path(__file__).resolve().parents[2]
 #: a single TTFT (not a median) measured over loopback may exceed the model by this much
 TTFT_SLACK_MS = 5.0
-
-
-def uvloop_test(fn: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async test on a fresh uvloop loop (there is no pytest-asyncio here)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
 def mock(**model: Any) -> MockServer:
