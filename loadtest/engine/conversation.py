@@ -31,17 +31,12 @@ from typing import Any
 from loadtest.engine.connection import Connection
 from loadtest.errors import ConnectionFailure
 from loadtest.metrics.record import RequestRecord
+from loadtest.schedule.arrivals import trace_prompt
 
-__all__ = ["ABANDON_MAX_CHUNKS", "Conversation", "synthetic_prompt"]
+__all__ = ["ABANDON_MAX_CHUNKS", "Conversation"]
 
 #: an abandoning user stops after 1..this many chunks (seeded, uniform)
 ABANDON_MAX_CHUNKS = 8
-
-
-def synthetic_prompt(chars: int) -> str:
-    """A prompt of ``chars`` characters (a trace gave only a length)."""
-    base = "Explain artificial intelligence in plain words. "
-    return (base * (chars // len(base) + 1))[:chars]
 
 
 def _with_turn(tags: tuple[str, ...], turn: int) -> tuple[str, ...]:
@@ -204,9 +199,7 @@ class Conversation:
             if not ctx.running():
                 self.outcome = "unfinished"
                 return
-            prompt = turn.prompt if turn.prompt is not None else (
-                None if turn.prompt_chars is None else synthetic_prompt(turn.prompt_chars))
-            made = self._next_turn(step, self.cursor_ns, prompt)
+            made = self._next_turn(step, self.cursor_ns, trace_prompt(turn.prompt, turn.prompt_chars))
             if made is None:
                 self.outcome = "unfinished"
                 return

@@ -42,11 +42,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from loadtest.clock import Clock
-from loadtest.engine.conversation import Conversation, synthetic_prompt
+from loadtest.engine.conversation import Conversation
 from loadtest.engine.pool import Pool
 from loadtest.errors import BadInput
 from loadtest.metrics.collector import Collector, RequestRecord
-from loadtest.schedule.arrivals import Arrival, RateProfile, Stage, parse_trace, schedule, trace_schedule
+from loadtest.schedule.arrivals import (
+    Arrival,
+    RateProfile,
+    Stage,
+    parse_trace,
+    schedule,
+    trace_prompt,
+    trace_schedule,
+)
 
 __all__ = ["FrameMaker", "OpenLoop", "SchedulerContext", "arrivals_for", "dispatch", "frame_maker"]
 
@@ -105,22 +113,9 @@ def frame_maker(factories: list[Any], *, seed: int) -> FrameMaker:
     k = len(builds)
 
     def make(a: Arrival) -> tuple[str, str, tuple[str, ...]]:
-        prompt = a.prompt
-        if prompt is None and a.prompt_chars is not None:
-            prompt = _synthetic_prompt(a.prompt_chars)
-        return builds[a.index % k](rng, prompt)  # type: ignore[no-any-return]
+        return builds[a.index % k](rng, trace_prompt(a.prompt, a.prompt_chars))  # type: ignore[no-any-return]
 
     return make
-
-
-_synthetic_prompt = synthetic_prompt
-
-
-def _prompt_of(a: Arrival) -> str | None:
-    """A trace arrival's prompt (given, or of the length given); None: the steps' own."""
-    if a.prompt is not None:
-        return a.prompt
-    return None if a.prompt_chars is None else synthetic_prompt(a.prompt_chars)
 
 
 class Cursor:
@@ -167,7 +162,8 @@ async def dispatch(
             return "cap"
         conv = None if conversations is None else conversations(a)
         # prepared before the sleep: off the timed path
-        frame, prompt, tags = make_frame(a) if conv is None else conv.first_frame(_prompt_of(a))
+        frame, prompt, tags = (make_frame(a) if conv is None
+                               else conv.first_frame(trace_prompt(a.prompt, a.prompt_chars)))
         if deadline > now():
             late_run = 0
             if not await ctx.clock.sleep_until(deadline, stopping):
@@ -245,7 +241,9 @@ class OpenLoop:
             if rid is None:
                 break
             conv = None if self.conversations is None else self.conversations(a)
-            _, prompt, tags = self.make_frame(a) if conv is None else conv.first_frame(_prompt_of(a))  # as sent
+            # its class, as it would have been sent
+            _, prompt, tags = (self.make_frame(a) if conv is None
+                               else conv.first_frame(trace_prompt(a.prompt, a.prompt_chars)))
             rec = RequestRecord(request_id=rid, user=-1, phase=c.phase_of(deadline), t_intended=deadline,
                                 scheduled=True, outcome="cancelled", prompt=prompt, tags=tags,
                                 error_message="never sent: the generator was still behind when the run ended")

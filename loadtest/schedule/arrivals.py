@@ -79,6 +79,7 @@ __all__ = [
     "paced_starts",
     "parse_trace",
     "schedule",
+    "trace_prompt",
     "trace_schedule",
 ]
 
@@ -199,6 +200,15 @@ def parse_trace(lines: Iterable[str], *, source: str = "trace") -> list[Arrival]
     if not arrivals:
         raise BadInput(f"{source}: the trace holds no arrivals")
     return conversations.attach(arrivals)
+
+
+def trace_prompt(prompt: str | None, prompt_chars: int | None) -> str | None:
+    """What a trace line asks to send: its ``prompt``, else a synthesized prompt of
+    ``prompt_chars`` characters, else None (the scenario's gen step picks one)."""
+    if prompt is not None or prompt_chars is None:
+        return prompt
+    base = "Explain artificial intelligence in plain words. "
+    return (base * (prompt_chars // len(base) + 1))[:prompt_chars]
 
 
 def _prompt_of(obj: dict[str, Any], where: str) -> tuple[str | None, int | None]:
