@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RequestRecord", "tpot_ns"]
+__all__ = ["OFFERED_OUTCOMES", "RequestRecord", "tpot_ns"]
+
+#: the outcomes of a request that was offered (its counters add up to ``requests.offered``)
+OFFERED_OUTCOMES: tuple[str, ...] = ("completed", "failed", "dropped", "cancelled", "abandoned")
 
 
 def tpot_ns(chunks: int, t_first: int, t_last: int) -> float | None:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from loadtest.metrics.metricset import IntervalSnapshot, MetricSet, merge_intervals
-from loadtest.metrics.record import RequestRecord
+from loadtest.metrics.record import OFFERED_OUTCOMES, RequestRecord
 from loadtest.metrics.samples import record_observed, record_success
 
 __all__ = [
@@ -82,7 +82,7 @@ class TagFigures:
     @property
     def offered(self) -> int:
         c = self.counts
-        return sum(c.get(k, 0) for k in ("completed", "failed", "dropped", "cancelled", "abandoned"))
+        return sum(c.get(k, 0) for k in OFFERED_OUTCOMES)
 
     def metrics(self) -> MetricSet:
         """Every interval snapshot added (the tag's histograms over the run)."""

@@ -14,6 +14,7 @@ from typing import Any
 from loadtest.errors import ERROR_CATEGORIES
 from loadtest.metrics.figures import Figures
 from loadtest.metrics.goodput import GoodputRule
+from loadtest.metrics.record import OFFERED_OUTCOMES
 from loadtest.metrics.tags import TagFigures
 from loadtest.slo import error_rate
 
@@ -55,7 +56,7 @@ def tokens(name: str | None, counts: Mapping[str, int], window_s: float) -> dict
 def _one(tf: TagFigures, window_s: float, rule: GoodputRule | None, tokenizer: str | None) -> dict[str, Any]:
     c = tf.counts
     requests = {"offered": tf.offered,
-                **{k: int(c.get(k, 0)) for k in ("completed", "failed", "dropped", "cancelled", "abandoned")}}
+                **{k: int(c.get(k, 0)) for k in OFFERED_OUTCOMES}}
     latency = {name: rec.summary_ms() for name, rec in tf.metrics().totals.items() if rec.count}
     return {
         "requests": requests,
@@ -82,8 +83,7 @@ def offered_of(requests: Mapping[str, Any]) -> int:
     offered = requests.get("offered")
     if isinstance(offered, int):
         return offered
-    return sum(v for k, v in requests.items() if k in ("completed", "failed", "dropped", "cancelled", "abandoned")
-               and isinstance(v, int))
+    return sum(v for k, v in requests.items() if k in OFFERED_OUTCOMES and isinstance(v, int))
 
 
 def classes_shown(summary: Mapping[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from loadtest.engine.result import RunResult
 from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError, redact
+from loadtest.metrics.record import OFFERED_OUTCOMES
 from loadtest.metrics.tags import TAG_METRICS, tag_dir_name
 from loadtest.rundir import SCHEMA, Summary, classes, summary_text, write_atomic
 from loadtest.rundir.hlog import write_hlog
@@ -112,7 +113,7 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
     window_s = result.measure_s
     lag = c.metrics.totals["loop_lag"].summary_ms()
     cpu = sorted(result.cpu_percents)
-    requests = {"offered": c.completed + c.failed + c.dropped + c.cancelled + c.abandoned, "started": c.started,
+    requests = {"offered": sum(getattr(c, k) for k in OFFERED_OUTCOMES), "started": c.started,
                 "completed": c.completed, "failed": c.failed, "dropped": c.dropped, "cancelled": c.cancelled,
                 "abandoned": c.abandoned}
     summary: dict[str, Any] = {
