@@ -29,7 +29,6 @@ import random
 from typing import Any
 
 from loadtest.engine.connection import Connection
-from loadtest.errors import ConnectionFailure
 from loadtest.metrics.record import RequestRecord
 from loadtest.schedule.arrivals import trace_prompt
 
@@ -142,18 +141,9 @@ class Conversation:
                         skipping = False
                         assert first is not None
                         rec, frame = first
-                    else:
-                        if self.cursor_ns > now():
-                            await ctx.sleep_until_ns(self.cursor_ns)
-                        if not ctx.running():
-                            self.outcome = "unfinished"
+                        if not await self._ask(conn, rec, frame):
                             return
-                        made = self._next_turn(step, self.cursor_ns)
-                        if made is None:
-                            self.outcome = "unfinished"
-                            return
-                        rec, frame = made
-                    if not await self._ask(conn, rec, frame):
+                    elif not await self._turn_at(conn, step):
                         return
                     continue
                 if skipping:
@@ -164,7 +154,7 @@ class Conversation:
                 if not ctx.running():
                     self.outcome = "unfinished"
                     return
-                await self._session_step(step, conn)
+                await ctx.session_step(step, conn)
                 self.cursor_ns = max(self.cursor_ns, now())
 
     async def _ask(self, conn: Connection, rec: RequestRecord, frame: str) -> bool:
@@ -194,32 +184,23 @@ class Conversation:
                 self.cursor_ns = ctx.collector.t0_ns + round(turn.offset_s * 1e9)
             else:
                 self.cursor_ns += round(turn.think_s * 1e9)
-            if self.cursor_ns > ctx.clock.now_ns():
-                await ctx.sleep_until_ns(self.cursor_ns)
-            if not ctx.running():
-                self.outcome = "unfinished"
-                return
-            made = self._next_turn(step, self.cursor_ns, trace_prompt(turn.prompt, turn.prompt_chars))
-            if made is None:
-                self.outcome = "unfinished"
-                return
-            if not await self._ask(conn, *made):
+            if not await self._turn_at(conn, step, trace_prompt(turn.prompt, turn.prompt_chars)):
                 return
 
-    async def _session_step(self, step: Any, conn: Connection) -> None:
-        """A ping or a set-model inside the conversation (a failure is a session error)."""
-        from loadtest.scenario import PingStep
-
+    async def _turn_at(self, conn: Connection, step: Any, prompt: str | None = None) -> bool:
+        """The next turn at ``step``, sent when its intended time (the cursor) comes; False when
+        the conversation ends (the run did, the request cap was reached, or the turn ended it)."""
         ctx = self.ctx
-        now = ctx.clock.now_ns
-        try:
-            if isinstance(step, PingStep):
-                ctx.collector.on_ping(await conn.ping(ctx.first_token_s), now())
-            else:
-                await conn.set_model(step.model, ctx.connect_s)
-                ctx.collector.on_step(now())
-        except ConnectionFailure as exc:
-            ctx.collector.on_failure(exc.category, str(exc), now())
+        if self.cursor_ns > ctx.clock.now_ns():
+            await ctx.sleep_until_ns(self.cursor_ns)
+        if not ctx.running():
+            self.outcome = "unfinished"
+            return False
+        made = self._next_turn(step, self.cursor_ns, prompt)
+        if made is None:
+            self.outcome = "unfinished"
+            return False
+        return await self._ask(conn, *made)
 
     def report(self, end_ns: int, outcome: str | None = None) -> None:
         """Tell the collector how this conversation ended (once)."""

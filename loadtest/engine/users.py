@@ -178,6 +178,20 @@ class RunContext:
                                 set_model_ns=timings.set_model_ns, at_ns=self.clock.now_ns())
         return conn
 
+    async def session_step(self, step: Any, conn: Connection) -> None:
+        """A ``ping`` or a ``set_model`` step on ``conn``, timed; a failure is a session error."""
+        from loadtest.scenario import PingStep
+
+        now = self.clock.now_ns
+        try:
+            if isinstance(step, PingStep):
+                self.collector.on_ping(await conn.ping(self.first_token_s), now())
+            else:
+                await conn.set_model(step.model, self.connect_s)
+                self.collector.on_step(now())
+        except ConnectionFailure as exc:
+            self.collector.on_failure(exc.category, str(exc), now())
+
     async def gen(self, conn: Connection, frame: str, rec: RequestRecord, *, abandon_after: int = 0) -> None:
         """Run one request on ``conn`` and report it, whatever happens (``abandon_after`` > 0:
         the user stops reading after that many chunks: outcome ``abandoned``)."""
@@ -217,7 +231,6 @@ class _User:
     """A virtual user's state: its connection, seeded randomness and pacing slot."""
 
     def __init__(self, ctx: RunContext, uid: int, steps: list[Any], *, pace_s: float | None, users: int) -> None:
-
         self.ctx, self.uid, self.steps, self.pace_s = ctx, uid, steps, pace_s
         self.rng = random.Random(ctx.seed * 1_000_003 + uid)
         self.gens = gen_factories(steps)
@@ -307,23 +320,13 @@ class _User:
         """Run one step; False when the user should stop going through its steps."""
         from loadtest.scenario import GenStep, PingStep, SetModelStep, ThinkStep
 
-        ctx, now = self.ctx, self.now
+        ctx = self.ctx
         if isinstance(step, GenStep):
             return await self._gen(step, conn)
-        if isinstance(step, PingStep):
-            try:
-                rtt = await conn.ping(ctx.first_token_s)
-                ctx.collector.on_ping(rtt, now())
-            except ConnectionFailure as exc:
-                ctx.collector.on_failure(exc.category, str(exc), now())
-        elif isinstance(step, ThinkStep):
+        if isinstance(step, ThinkStep):
             await ctx.sleep(step.sample_s(self.rng))
-        elif isinstance(step, SetModelStep):
-            try:
-                await conn.set_model(step.model, ctx.connect_s)
-                ctx.collector.on_step(now())
-            except ConnectionFailure as exc:
-                ctx.collector.on_failure(exc.category, str(exc), now())
+        elif isinstance(step, PingStep | SetModelStep):
+            await ctx.session_step(step, conn)
         return True
 
     async def _gen(self, step: Any, conn: Connection) -> bool:
