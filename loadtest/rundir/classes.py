@@ -18,10 +18,11 @@ from loadtest.metrics.record import OFFERED_OUTCOMES
 from loadtest.metrics.tags import TagFigures
 from loadtest.slo import error_rate
 
-__all__ = ["by_tag", "classes_shown", "conversations", "goodput", "offered_of", "tokens"]
+__all__ = ["by_tag", "classes_shown", "conversations", "goodput", "offered_of", "rate", "tokens"]
 
 
-def _rate(n: int, window_s: float) -> float:
+def rate(n: int, window_s: float) -> float:
+    """Events per second of the measured window (every rate of summary.json), 3 decimals."""
     return round(n / window_s, 3) if window_s > 0 else 0.0
 
 
@@ -34,7 +35,7 @@ def goodput(rule: GoodputRule | None, counts: Mapping[str, int], offered: int, w
         return None
     good = int(counts.get("good", 0))
     return {"good": good, "offered": offered, "share": round(good / offered, 6) if offered else None,
-            "per_s": _rate(int(counts.get("good_in_window", 0)), window_s), "rule": rule.to_dict()}
+            "per_s": rate(int(counts.get("good_in_window", 0)), window_s), "rule": rule.to_dict()}
 
 
 def tokens(name: str | None, counts: Mapping[str, int], window_s: float) -> dict[str, Any] | None:
@@ -46,7 +47,7 @@ def tokens(name: str | None, counts: Mapping[str, int], window_s: float) -> dict
     chunks = int(counts.get("tokenized_chunks", 0))
     output = int(counts.get("output_tokens", 0))
     return {"tokenizer": name, "output_total": output,
-            "output_per_s": _rate(int(counts.get("output_tokens_in_window", 0)), window_s),
+            "output_per_s": rate(int(counts.get("output_tokens_in_window", 0)), window_s),
             "prompt_total": int(counts.get("prompt_tokens", 0)),
             "per_chunk_mean": round(output / chunks, 4) if chunks else None,
             "answers": int(counts.get("answers_tokenized", 0)),
@@ -63,9 +64,9 @@ def _one(tf: TagFigures, window_s: float, rule: GoodputRule | None, tokenizer: s
         "errors": {k: int(tf.errors.get(k, 0)) for k in ERROR_CATEGORIES},
         "error_rate": round(error_rate(requests), 6),
         "latency_ms": latency,
-        "throughput": {"requests_per_s": _rate(int(c.get("ok_in_window", 0)), window_s),
-                       "chunks_per_s": _rate(int(c.get("chunks", 0)), window_s),
-                       "chars_per_s": _rate(int(c.get("chars", 0)), window_s)},
+        "throughput": {"requests_per_s": rate(int(c.get("ok_in_window", 0)), window_s),
+                       "chunks_per_s": rate(int(c.get("chunks", 0)), window_s),
+                       "chars_per_s": rate(int(c.get("chars", 0)), window_s)},
         "goodput": goodput(rule, c, tf.offered, window_s),
         "tokens": tokens(tokenizer, c, window_s),
     }
@@ -122,7 +123,7 @@ def conversations(figures: Figures, window_s: float, configured: bool) -> dict[s
     return {
         "started": int(c.get("conv_started", 0)),
         **{k: int(c.get(f"conv_{k}", 0)) for k in ("completed", "abandoned", "failed", "unfinished", "dropped")},
-        "per_s": _rate(int(c.get("conv_completed_in_window", 0)), window_s),
+        "per_s": rate(int(c.get("conv_completed_in_window", 0)), window_s),
         "duration_ms": {k: duration[k] for k in ("count", "p50", "p90", "p99", "max")},
         "turns": {"mean": round(sum(t * k for t, k in turns.items()) / n, 3) if n else None,
                   "max": max(turns) if turns else None},

@@ -100,10 +100,6 @@ def prepare_run_dir(run_dir: Path) -> None:
         raise BadInput(f"{run_dir}: cannot write the run directory here ({exc.strerror or exc})") from None
 
 
-def _rate(n: int, window_s: float) -> float:
-    return round(n / window_s, 3) if window_s > 0 else 0.0
-
-
 def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, float]) -> dict[str, Any]:
     """summary.json (docs/run-directory.md, schema 2). Every rate is events inside the
     measured window over its length; the drain after it is reported on its own."""
@@ -138,9 +134,9 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
         "latency_ms": latency,
         "latency_from_failed": {"ttft": c.failed_samples.get("ttft", 0), "itl": c.failed_samples.get("itl", 0)},
         "throughput": {
-            "requests_per_s": _rate(c.ok_in_window, window_s),
-            "chunks_per_s": _rate(c.chunks, window_s),
-            "chars_per_s": _rate(c.chars, window_s),
+            "requests_per_s": classes.rate(c.ok_in_window, window_s),
+            "chunks_per_s": classes.rate(c.chunks, window_s),
+            "chars_per_s": classes.rate(c.chars, window_s),
         },
         "schedule": {
             "offered_rate": None if result.offered_rate is None else round(result.offered_rate, 3),
