@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import click
 from loadtest.cli.types import WorkersType
 from loadtest.engine.tls import Tls
 from loadtest.errors import BadInput
-from loadtest.runner.options import BACKENDS, RunOptions
+from loadtest.runner.options import BACKENDS, RunOptions, ScenarioFlags
 
 __all__ = ["RunFlags", "duration_flag", "load", "run_flags", "warn"]
 
@@ -41,14 +41,14 @@ class RunFlags:
     workers: int | str | None = None
     backend: str = "process"
     ray_address: str | None = None
-    tokenizer: str | None = None
+    scenario_flags: ScenarioFlags = field(default_factory=ScenarioFlags)
 
     def overrides(self, **fields: Any) -> Any:
         """Scenario overrides of a command's own flags, with ``--api-key`` (the loader checks a
-        real target has a key before anything runs)."""
+        real target has a key before anything runs) and the shared flags that are scenario values."""
         from loadtest.scenario import Overrides
 
-        return Overrides(api_key=self.api_key, tokenizer=self.tokenizer, **fields)
+        return Overrides(api_key=self.api_key, **self.scenario_flags.fields(), **fields)
 
     def options(self, sc: Any, *, out: Path | None = None, html: bool = True, quiet: bool = False) -> RunOptions:
         """The run options of scenario ``sc`` under these flags (flags over the scenario)."""
@@ -59,7 +59,7 @@ class RunFlags:
             warn("WARNING: --insecure: TLS certificates are NOT verified.")
         return RunOptions(api_key=resolve_api_key(sc, Overrides(api_key=self.api_key), os.environ), tls=tls,
                           backend=self.backend, workers=self.workers, ray_address=self.ray_address, out=out,
-                          html=html, quiet=quiet, warn=warn, tokenizer=self.tokenizer)
+                          html=html, quiet=quiet, warn=warn, scenario_flags=self.scenario_flags)
 
 
 _FLAGS = (
@@ -78,6 +78,18 @@ _FLAGS = (
     click.option("--tokenizer", type=click.Path(dir_okay=False),
                  help="A Hugging Face tokenizer.json (a local file, never downloaded): count answers and "
                       "prompts in tokens. Default: target.tokenizer."),
+    click.option("--prometheus", metavar="HOST:PORT",
+                 help="Serve live metrics at http://HOST:PORT/metrics while the run lasts (Prometheus text "
+                      "format). Default: outputs.prometheus."),
+    click.option("--prometheus-linger", metavar="DURATION",
+                 help="Keep /metrics up this long after the run, for a last scrape (default: "
+                      "outputs.prometheus_linger, 5s)."),
+    click.option("--otlp", metavar="URL",
+                 help="Push live metrics over OTLP/HTTP to this collector URL (e.g. "
+                      "http://127.0.0.1:4318/v1/metrics). Default: outputs.otlp."),
+    click.option("--scrape", metavar="URL", multiple=True,
+                 help="Scrape the target's own Prometheus endpoint every second (repeatable): "
+                      "target_metrics.csv and the report. Default: outputs.scrape."),
 )
 
 
@@ -86,11 +98,14 @@ def run_flags(f: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(f)
     def command(*args: Any, api_key: str | None, ca_file: str | None, insecure: bool, workers: int | str | None,
-                backend: str, ray_address: str | None, tokenizer: str | None, **kwargs: Any) -> Any:
+                backend: str, ray_address: str | None, tokenizer: str | None, prometheus: str | None,
+                prometheus_linger: str | None, otlp: str | None, scrape: tuple[str, ...], **kwargs: Any) -> Any:
         if ray_address and backend != "ray":
             raise click.UsageError("--ray-address needs --backend ray")
+        scenario_flags = ScenarioFlags(tokenizer=tokenizer, prometheus=prometheus, otlp=otlp, scrape=tuple(scrape),
+                                       prometheus_linger_s=duration_flag(prometheus_linger, "--prometheus-linger"))
         flags = RunFlags(api_key=api_key, ca_file=ca_file, insecure=insecure, workers=workers, backend=backend,
-                         ray_address=ray_address, tokenizer=tokenizer)
+                         ray_address=ray_address, scenario_flags=scenario_flags)
         return f(*args, flags=flags, **kwargs)
 
     for option in reversed(_FLAGS):

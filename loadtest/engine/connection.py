@@ -12,6 +12,7 @@ loop iteration at 1 ms resolution).
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -47,7 +48,8 @@ from loadtest.protocol import (
     encode_set_model,
 )
 
-__all__ = ["DEFAULT_MAX_FRAME_BYTES", "ConnectTimings", "Connection", "RequestRecord", "make_session", "target_url"]
+__all__ = ["DEFAULT_MAX_FRAME_BYTES", "ConnectTimings", "Connection", "RequestRecord", "make_session", "target_url",
+           "traceparent"]
 
 # Close codes a server uses to say "your key is no good" (4401 is the mock's; 4403 is common).
 _AUTH_CLOSE_CODES = frozenset({4001, 4003, 4401, 4403, 1008})
@@ -84,6 +86,13 @@ def make_session(*, ssl_context: ssl.SSLContext | bool | None = None) -> aiohttp
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
 
 
+def traceparent() -> tuple[str, str]:
+    """A fresh W3C trace context for one connection: ``(trace_id, traceparent header)``, sampled,
+    so a proxy's traces of the upgrade can be joined with requests.csv's rows."""
+    trace_id = secrets.token_hex(16)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
 @dataclass(slots=True)
 class ConnectTimings:
     """Nanosecond durations of a connection's setup (0 = not applicable)."""
@@ -101,6 +110,8 @@ class Connection:
         self.ws = ws
         self._now = (clock or _REAL).now_ns
         self.id = conn_id
+        #: the W3C trace id sent in this connection's upgrade (``traceparent``): requests.csv's ``trace_id``
+        self.trace_id = ""
         self._secret = secret
         self.broken = False
         #: broken by our own choice (not a transport failure): replace it without a backoff
@@ -132,13 +143,14 @@ class Connection:
         ``except`` clause per failure, most specific first, and it reads best in one place.
         """
         full = target_url(url, api_key)
+        trace_id, parent = traceparent()
         now = (clock or _REAL).now_ns
         t0 = now()
         try:
             async with asyncio.timeout(timeout_s):
                 # max_msg_size: aiohttp refuses a larger frame as it arrives (before buffering
                 # it whole), so one hostile frame cannot take the generator's memory (issue 10)
-                ws = await session.ws_connect(full, autoping=True, autoclose=False,
+                ws = await session.ws_connect(full, autoping=True, autoclose=False, headers={"traceparent": parent},
                                               max_msg_size=max_frame_bytes, compress=0, heartbeat=None)
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
@@ -160,6 +172,7 @@ class Connection:
         t1 = now()
         timings.connect_ns = t1 - t0
         conn = cls(ws, conn_id, api_key, clock)
+        conn.trace_id = trace_id
         try:
             async with asyncio.timeout(timeout_s):
                 ev, _ = await conn._next_event(during="auth")
@@ -283,6 +296,7 @@ class Connection:
         """
         self.requests += 1
         rec.connection = self.id
+        rec.trace_id = self.trace_id
         now = self._now
         rec.t_send = now()
         loop = asyncio.get_running_loop()

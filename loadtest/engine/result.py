@@ -53,6 +53,7 @@ class RunResult:
     figures: Figures
     target: str  # redacted
     started_at: str  # t0's wall-clock time, ISO 8601 with ms
+    started_at_epoch_ns: int = 0  # t0's wall-clock time, ns since the epoch (0: unknown)
     duration_s: float  # t0 to the end of the drain
     measure_s: float  # the measured window's length
     drain_s: float = 0.0  # from the end of the window until the last request ended (or the grace ran out)
@@ -69,3 +70,5 @@ class RunResult:
     mock_seed: int | None = None
     #: CPU time stolen by the hypervisor on the coordinator's host during the run, % (None: unknown)
     host_steal_percent: float | None = None
+    #: summary.json's ``live``: the live outputs and how they went (None: none asked for)
+    live: dict[str, Any] | None = None

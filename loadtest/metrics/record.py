@@ -55,6 +55,8 @@ class RequestRecord:
     turn: int = 0
     conversation: str = ""
     message_id: str = ""
+    #: the W3C trace id of the connection's upgrade (``traceparent``)
+    trace_id: str = ""
     prompt_chars: int = 0
     prompt: str = ""
     #: ``key=value`` strings, sorted by key (loadtest.metrics.tags)

@@ -28,6 +28,7 @@ from loadtest.clock import Clock, RealClock
 from loadtest.mock.conversations import CONVERSATION_FIELD, Conversations, UnknownConversation
 from loadtest.mock.faults import FaultModel, FaultPlan, StreamFault
 from loadtest.mock.latency import MockModel
+from loadtest.mock.metrics import CONTENT_TYPE, MockMetric, render_metrics
 from loadtest.protocol import (
     AuthComplete,
     ConvMessage,
@@ -91,6 +92,8 @@ class MockServer:
         self._chunks = tuple(Message(t, False) for t in chunk_texts(self.config.model.words_per_chunk))
         self._slots = asyncio.Semaphore(self.config.model.capacity) if self.config.model.capacity else None
         self._active = 0
+        #: gens accepted and waiting for a slot of the capacity model (issue 21: ``mock_queue_depth``)
+        self._waiting = 0
         #: every conversation this mock started, for all its connections (issue 20)
         self.conversations = Conversations()
         self._sockets: set[web.WebSocketResponse] = set()
@@ -114,6 +117,7 @@ class MockServer:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v2/chat", self._handle)
+        app.router.add_get("/metrics", self._metrics)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0, *,
@@ -154,6 +158,31 @@ class MockServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    # ------------------------------------------------------------------ /metrics
+
+    def metrics(self) -> list[MockMetric]:
+        """The mock's own figures, as ``GET /metrics`` serves them (issue 21)."""
+        capacity = self.config.model.capacity
+        return [
+            MockMetric("mock_active_streams", "gauge", "Gens being served now (holding a slot).", self._active),
+            MockMetric("mock_queue_depth", "gauge", "Gens accepted and waiting for a slot of the capacity "
+                       "model (0 without one).", self._waiting),
+            *([MockMetric("mock_capacity", "gauge", "Gens served at once at most.", capacity)] if capacity else []),
+            MockMetric("mock_open_connections", "gauge", "Client WebSockets open now.", len(self._sockets)),
+            MockMetric("mock_conversations", "gauge", "Conversations the mock keeps.", len(self.conversations)),
+            MockMetric("mock_connections_total", "counter", "WebSocket upgrades asked for.", self.connections),
+            MockMetric("mock_streams_started_total", "counter", "Gens received.", self.streams_started),
+            MockMetric("mock_gens_served_total", "counter", "Streams finished with a stop.", self.streams_completed),
+            MockMetric("mock_streams_abandoned_total", "counter", "Streams the client left before their stop.",
+                       self.streams_abandoned),
+            MockMetric("mock_unknown_conversations_total", "counter", "Gens naming a conversation the mock "
+                       "does not know.", self.unknown_conversations),
+            MockMetric("mock_bad_frames_total", "counter", "Client frames refused.", self.bad_frames),
+        ]  # fmt: skip
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=render_metrics(self.metrics()).encode(), headers={"Content-Type": CONTENT_TYPE})
 
     # ------------------------------------------------------------------ protocol
 
@@ -233,7 +262,11 @@ class MockServer:
             # turn of this conversation came between), even if it waits for a slot
             turn = self.conversations.add_turn(requested)
             if self._slots is not None:
-                await self._slots.acquire()
+                self._waiting += 1
+                try:
+                    await self._slots.acquire()
+                finally:
+                    self._waiting -= 1
             self._active += 1
             try:
                 await ws.send_str(conn.send(ConvMessage(conversation_id=turn.conversation_id,

@@ -20,6 +20,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "e2e_uncorrected_ms", "tpot_ms", "queue_ms", "chunks", "chars", "unknown_events", "outcome",
     "error_category", "error_message", "conversation_id", "message_id", "prompt_chars", "worker",
     "tags", "output_tokens", "prompt_tokens", "first_chunk_tokens", "tpot_token_ms", "turn", "conversation",
+    "trace_id",
 )
 _NS = 1e9
 
@@ -48,7 +49,7 @@ def request_row(r: RequestRecord, t0: int, *, secret: str | None, worker: int) -
         redact(r.error_message, secret), r.conversation_id, r.message_id, r.prompt_chars,
         worker, ";".join(r.tags), r.output_tokens if counted else "", r.prompt_tokens if counted else "",
         r.first_chunk_tokens if counted else "", "" if tpot_token is None else f"{tpot_token / 1e6:.3f}",
-        r.turn or "", r.conversation,
+        r.turn or "", r.conversation, r.trace_id,
     )
 
 

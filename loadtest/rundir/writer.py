@@ -163,6 +163,8 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
         "tls": {"insecure": result.insecure},
         "interrupted": result.interrupted,
     }
+    if result.live is not None:
+        summary["live"] = result.live
     summary["error_rate"] = round(error_rate(requests), 6)
     summary["session_error_rate"] = round(step_error_rate(c.steps, c.steps_failed), 6)
     summary["slo"] = evaluate(slo_limits, summary)

@@ -27,14 +27,15 @@ from loadtest.engine.selfwatch import StealMeter
 from loadtest.engine.tokenizer import read_tokenizer
 from loadtest.engine.worker import WorkerReport, WorkerSpec, wall_ms
 from loadtest.errors import redact
+from loadtest.live.exports import LiveExports
 from loadtest.metrics.figures import Figures
 from loadtest.mock.process import MockProcess, model_args
 from loadtest.runner.fleet import Backend, Fleet, RowSink
 from loadtest.runner.options import RunOptions
 from loadtest.runner.signals import SignalRelay
 
-__all__ = ["BACKEND_MODULES", "STEAL_NOTE_PERCENT", "backend_for", "merge_reports", "run", "scenario_as_run",
-           "summarize"]
+__all__ = ["BACKEND_MODULES", "STEAL_NOTE_PERCENT", "backend_for", "live_exports", "merge_reports", "run",
+           "scenario_as_run", "summarize"]
 
 #: each backend's module and the object in it that makes its fleets (a new backend: one line here)
 BACKEND_MODULES = {
@@ -60,7 +61,8 @@ def scenario_as_run(sc: Any, options: RunOptions) -> Any:
     return sc.model_copy(update={"load": sc.load.model_copy(update={"workers": options.workers})})
 
 
-def run(sc: Any, options: RunOptions | None = None, *, sink: RowSink | None = None) -> RunResult:
+def run(sc: Any, options: RunOptions | None = None, *, sink: RowSink | None = None,
+        exports: LiveExports | None = None) -> RunResult:
     """Run ``sc`` (a validated Scenario) to completion, interruption, or an error.
 
     ``sink`` gets every request record (the run directory's ``requests.csv``: a ``RequestCsv``
@@ -68,12 +70,37 @@ def run(sc: Any, options: RunOptions | None = None, *, sink: RowSink | None = No
     connection could be made, WorkersUnavailable (exit 3) when the backend cannot place the
     workers; a signal ends the run early with ``interrupted`` set, never with an exception.
     ``host_steal_percent``: CPU time the hypervisor took from this host meanwhile.
+
+    ``exports``: the run's live outputs, opened by the caller (``run_to_dir``: they must bind
+    before the run directory is claimed) and closed by it after the directory is written;
+    None: the scenario's ``outputs``, opened and closed here.
     """
     options = options or RunOptions()
     sc = scenario_as_run(sc, options)
+    own = exports is None
+    if exports is None:
+        exports = live_exports(sc, options, run_id=secrets.token_hex(6))
+        exports.open()
+    try:
+        result = _run_measured(sc, options, sink, exports)
+    finally:
+        if own:
+            exports.close()
+    return result
+
+
+def live_exports(sc: Any, options: RunOptions, *, run_id: str) -> LiveExports:
+    """The live outputs of ``sc``'s ``outputs`` section (flags already applied), not yet open."""
+    return LiveExports(sc.outputs, run=sc.name, run_id=run_id, tokenized=sc.target.tokenizer is not None,
+                       warn=options.warn)
+
+
+def _run_measured(sc: Any, options: RunOptions, sink: RowSink | None, exports: LiveExports) -> RunResult:
     steal = StealMeter()
     with _target(sc) as (url, mock_seed):
-        result = _run_backend(sc, url, options, sink)
+        result = _run_backend(sc, url, options, sink, exports)
+    exports.finish(result)
+    result.live = exports.status()
     result.mock_seed = mock_seed
     result.host_steal_percent = steal.percent()
     if result.saturation and result.host_steal_percent is not None and result.host_steal_percent >= STEAL_NOTE_PERCENT:
@@ -96,14 +123,14 @@ def _target(sc: Any) -> Iterator[tuple[str, int | None]]:
         yield mock_url, mock_seed
 
 
-def _run_backend(sc: Any, url: str, options: RunOptions, sink: RowSink | None) -> RunResult:
+def _run_backend(sc: Any, url: str, options: RunOptions, sink: RowSink | None, exports: LiveExports) -> RunResult:
     backend = backend_for(options.backend)
     with backend.session(sc, options):
         n = backend.resolve_workers(sc, options.workers_for(sc))
         tokenizer = None if sc.target.tokenizer is None else read_tokenizer(sc.target.tokenizer)
         specs = [WorkerSpec(scenario=sc, url=url, api_key=options.api_key, tls=options.tls, index=i, workers=n,
                             tokenizer_json=tokenizer) for i in range(n)]
-        reports, lost, interrupted = run_loop(_coordinate(backend, specs, sink, options))
+        reports, lost, interrupted = run_loop(_coordinate(backend, specs, sink, options, exports))
     result = merge_reports(reports, scenario=sc, target=redact(target_url(url, options.api_key), options.api_key),
                            interrupted=interrupted, insecure=options.tls.unverified(url))
     result.lost = lost
@@ -111,16 +138,24 @@ def _run_backend(sc: Any, url: str, options: RunOptions, sink: RowSink | None) -
 
 
 async def _coordinate(backend: Backend, specs: list[WorkerSpec], sink: RowSink | None,
-                      options: RunOptions) -> tuple[list[WorkerReport], list[str], bool]:
-    """One fleet under the signal relay: launch, a common start, the live line, close, collect."""
+                      options: RunOptions, exports: LiveExports) -> tuple[list[WorkerReport], list[str], bool]:
+    """One fleet under the signal relay: launch, a common start, the live line and the live
+    outputs once a second, close, collect."""
     fleet: Fleet = backend.fleet(specs, sink=sink, options=options)
     relay = SignalRelay(fleet)
     progress = options.progress
+
+    def on_second() -> None:
+        line = fleet.progress()
+        if progress is not None:
+            progress(line)
+        exports.second([v.partial for v in fleet.views], line)
+
     try:
         with relay.installed():
             await fleet.launch()
             fleet.begin(time.time_ns() + round(fleet.start_delay_s * 1e9))
-            await fleet.wait((lambda: progress(fleet.progress())) if progress is not None else None)
+            await fleet.wait(on_second if progress is not None or exports.active else None)
     finally:
         await fleet.close()
     reports, lost = fleet.collect()
@@ -145,7 +180,7 @@ def merge_reports(reports: list[WorkerReport], *, scenario: Any, target: str, in
     started = [r.started_at_epoch_ns for r in reports if r.started_at_epoch_ns]  # a lost worker's is 0
     return RunResult(
         scenario=scenario, figures=figures, target=target,
-        started_at=wall_ms(min(started) if started else 0),
+        started_at=wall_ms(min(started) if started else 0), started_at_epoch_ns=min(started) if started else 0,
         duration_s=max(r.duration_s for r in reports), measure_s=window_s,
         drain_s=max(r.drain_s for r in reports), interrupted=interrupted,
         cpu_percents=[p for r in reports for p in r.cpu_percents], saturation=reasons,

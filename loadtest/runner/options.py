@@ -20,7 +20,7 @@ from loadtest.clock import Clock
 from loadtest.engine.result import Progress
 from loadtest.engine.tls import Tls
 
-__all__ = ["BACKENDS", "RunOptions"]
+__all__ = ["BACKENDS", "RunOptions", "ScenarioFlags"]
 
 #: the backends a run can use (``--backend``); each is one module of :mod:`loadtest.runner`
 BACKENDS = ("process", "ray")
@@ -28,6 +28,21 @@ BACKENDS = ("process", "ray")
 
 def _ignore(_text: str) -> None:
     return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScenarioFlags:
+    """The flags that set scenario values (None/empty: keep the file's). A study reloads its
+    scenario for each run through :meth:`RunOptions.overrides`, so they reach every run."""
+
+    tokenizer: str | None = None  # --tokenizer: target.tokenizer
+    prometheus: str | None = None  # --prometheus: outputs.prometheus
+    prometheus_linger_s: float | None = None  # --prometheus-linger
+    otlp: str | None = None  # --otlp: outputs.otlp
+    scrape: tuple[str, ...] = ()  # --scrape (repeatable): outputs.scrape
+
+    def fields(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,9 +69,8 @@ class RunOptions:
     progress: Callable[[Progress], None] | None = None
     warn: Callable[[str], None] = _ignore
     clock: Clock | None = None
-    #: ``--tokenizer`` (None: the scenario's target.tokenizer); a study reloads its scenario for
-    #: each run through :meth:`overrides`, so the flag reaches every run
-    tokenizer: str | None = None
+    #: ``--tokenizer``, ``--prometheus``, … (scenario values given as flags)
+    scenario_flags: ScenarioFlags = field(default_factory=ScenarioFlags)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -67,11 +81,11 @@ class RunOptions:
         return dataclasses.replace(self, **changes)
 
     def overrides(self, **fields: Any) -> Any:
-        """Scenario overrides for one run of a study: ``fields``, with the key and the tokenizer
-        of these options (the flags that are scenario values)."""
+        """Scenario overrides for one run of a study: ``fields``, with the key and the flags of
+        these options that are scenario values."""
         from loadtest.scenario import Overrides
 
-        return Overrides(api_key=self.api_key, tokenizer=self.tokenizer, **fields)
+        return Overrides(api_key=self.api_key, **self.scenario_flags.fields(), **fields)
 
     def workers_for(self, sc: Any) -> int | str:
         """The workers asked for: the flag, else the scenario's ``load.workers``."""

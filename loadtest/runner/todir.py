@@ -12,12 +12,14 @@ CI keeps a record. A disk that fills during the run ends in
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from loadtest.console import LiveProgress
 from loadtest.engine.openloop import arrivals_for
 from loadtest.engine.tokenizer import read_tokenizer
 from loadtest.errors import LoadtestError, TargetUnreachable, WorkersUnavailable, redact
+from loadtest.live.exports import LiveExports
 from loadtest.rundir.writer import (
     RequestCsv,
     default_run_dir,
@@ -26,7 +28,7 @@ from loadtest.rundir.writer import (
     write_run_dir,
     write_unreachable,
 )
-from loadtest.runner.coordinator import backend_for, run, scenario_as_run
+from loadtest.runner.coordinator import backend_for, live_exports, run, scenario_as_run
 from loadtest.runner.options import RunOptions
 from loadtest.scenario import dump_scenario, fingerprint
 
@@ -61,11 +63,23 @@ def run_to_dir(sc: Any, options: RunOptions) -> dict[str, Any]:
     run_dir = options.out if options.out is not None else default_run_dir(sc.name)
     for note in preflight(sc, options):
         options.warn(note)
+    exports = live_exports(sc, options, run_id=run_dir.name)
+    exports.open()  # /metrics cannot bind: exit 2 before the directory is claimed or anything connects
+    try:
+        summary = _run_into(run_dir, sc, options, exports)
+    except BaseException:
+        exports.close(linger=False)
+        raise
+    exports.close()  # /metrics stays up for the linger, so a scraper sees the final values
+    return summary
+
+
+def _run_into(run_dir: Path, sc: Any, options: RunOptions, exports: LiveExports) -> dict[str, Any]:
     prepare_run_dir(run_dir)
     sink = RequestCsv(run_dir, secret=options.api_key)
     try:
         with LiveProgress(quiet=options.quiet or options.progress is not None) as live:
-            result = run(sc, options.replace(progress=options.progress or live), sink=sink)
+            result = run(sc, options.replace(progress=options.progress or live), sink=sink, exports=exports)
     except WorkersUnavailable:
         sink.discard()  # nothing ran
         raise
@@ -83,6 +97,11 @@ def run_to_dir(sc: Any, options: RunOptions) -> dict[str, Any]:
     with signals_ignored():
         summary = write_run_dir(run_dir, result, requests_csv=sink, scenario_yaml=dump_scenario(sc),
                                 fingerprint=fingerprint(sc), slo_limits=dict(sc.slo), secret=options.api_key)
+        rows = exports.target_rows(result.started_at_epoch_ns)
+        if rows is not None:
+            from loadtest.rundir.targetmetrics import write_target_metrics
+
+            write_target_metrics(run_dir, rows)
         if options.html:
             try:
                 from loadtest.report.html import build_report  # pandas and plotly: only for a report

@@ -31,6 +31,7 @@ import yaml
 from loadtest.scenario.conversation import ConversationConfig
 from loadtest.scenario.fields import format_duration, parse_duration
 from loadtest.scenario.load import Overrides, load_scenario, resolve_api_key
+from loadtest.scenario.outputs import OutputsConfig
 from loadtest.scenario.sections import (
     SLO_NAMES,
     LoadConfig,
@@ -48,6 +49,7 @@ __all__ = [
     "GenStep",
     "LoadConfig",
     "MockConfig",
+    "OutputsConfig",
     "Overrides",
     "PingStep",
     "Scenario",

@@ -47,6 +47,10 @@ class Overrides:
     warmup_s: float | None = None
     mock_seed: int | None = None  # the embedded mock's seed (default: mock.seed, else a fresh one per run)
     tokenizer: str | Path | None = None  # target.tokenizer (a path relative to the working directory)
+    prometheus: str | None = None  # outputs.prometheus (HOST:PORT)
+    prometheus_linger_s: float | None = None
+    otlp: str | None = None
+    scrape: tuple[str, ...] = ()  # outputs.scrape: given, they replace the file's list
 
     def _items(self) -> list[tuple[tuple[str, ...], str, object]]:
         """(YAML path, flag, value) of each override that is set (not the key)."""
@@ -61,6 +65,10 @@ class Overrides:
             (("mock", "seed"), "--mock-seed", self.mock_seed),
             (("target", "tokenizer"), "--tokenizer", None if self.tokenizer is None else str(Path(self.tokenizer).resolve())),
             (("out",), "--out", None if self.out is None else str(self.out)),
+            (("outputs", "prometheus"), "--prometheus", self.prometheus),
+            (("outputs", "prometheus_linger"), "--prometheus-linger", self.prometheus_linger_s),
+            (("outputs", "otlp"), "--otlp", self.otlp),
+            (("outputs", "scrape"), "--scrape", list(self.scrape) or None),
         ]
         return [row for row in table if row[2] is not None]
 

@@ -38,6 +38,7 @@ from loadtest.scenario.fields import (
     short,
     to_seconds,
 )
+from loadtest.scenario.outputs import OutputsConfig
 from loadtest.scenario.slos import DEFAULT_SLO, Slo, parse_slo
 from loadtest.scenario.steps import SessionConfig
 from loadtest.schedule.arrivals import ArrivalKind
@@ -317,6 +318,8 @@ class Scenario(Model):
         default_factory=lambda: Slo(dict(DEFAULT_SLO)))
     #: the run directory (``--out``); None: ``reports/<name>-<UTC timestamp>/``
     out: StrictStr | None = Field(None, min_length=1)
+    #: live metrics while the run goes (Prometheus, OTLP) and the target's own metrics scraped
+    outputs: OutputsConfig = Field(default_factory=lambda: OutputsConfig.model_validate({}))
 
     @model_validator(mode="after")
     def _tags_can_occur(self) -> Scenario:

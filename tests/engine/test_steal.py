@@ -11,6 +11,7 @@ import pytest
 import loadtest.runner.coordinator as coordinator
 from loadtest.engine import selfwatch
 from loadtest.engine.selfwatch import StealMeter
+from loadtest.scenario import OutputsConfig
 
 
 def test_steal_meter_is_the_share_of_cpu_time_stolen(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -43,7 +44,8 @@ def test_a_saturated_run_names_a_large_steal(monkeypatch: pytest.MonkeyPatch, sa
 
     monkeypatch.setattr(coordinator, "_run_backend", lambda *_a, **_k: Result())
     monkeypatch.setattr(coordinator.StealMeter, "percent", lambda _self: steal)
-    sc: Any = SimpleNamespace(target=SimpleNamespace(url="ws://127.0.0.1:9/v2/chat"), load=SimpleNamespace(workers=1))
+    sc: Any = SimpleNamespace(name="steal", target=SimpleNamespace(url="ws://127.0.0.1:9/v2/chat", tokenizer=None),
+                              load=SimpleNamespace(workers=1), outputs=OutputsConfig())
     result: Any = coordinator.run(sc)
     assert result.host_steal_percent == steal
     assert any("hypervisor took" in r and f"{steal:g}%" in r for r in result.saturation) is named

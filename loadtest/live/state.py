@@ -1,0 +1,229 @@
+"""The run as the live exporters see it: one :class:`LiveSnapshot` a second, from the interval
+snapshots the workers already stream to the coordinator, and a final one from the merged result.
+
+Only what merges is exported: counters and histograms (Prometheus and OTLP add them up across
+scrapes, workers and runs), never percentiles (k6's p99 gauges were averaged by dashboards
+into numbers nobody measured). The final snapshot is built from the run's merged
+:class:`~loadtest.metrics.figures.Figures`, the same data summary.json is written from, so
+what a scraper stored last equals the run directory: ``loadtest_requests_total{outcome="ok"}``
+is ``requests.completed``, a histogram's ``_count`` is ``latency_ms.<metric>.count`` and
+``_sum / _count`` its ``mean``.
+
+Counters follow the collector's definitions: requests and latency samples of the measured
+cohort (nothing during warmup), chunks and output tokens counted inside the measured window.
+Tags are kept per ``key=value`` as in ``by_tag``; a key holds at most
+:data:`~loadtest.metrics.tags.MAX_VALUES_PER_KEY` values here too, later ones folded into
+``key=other``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from loadtest.engine.result import Progress, RunResult
+from loadtest.engine.selfwatch import LAG_LIMIT_MS
+from loadtest.metrics.figures import Figures
+from loadtest.metrics.metricset import IntervalSnapshot
+from loadtest.metrics.recorder import Recorder
+from loadtest.metrics.seconds import SecondRow
+from loadtest.metrics.tags import MAX_VALUES_PER_KEY, TagFigures, parse_tag
+
+__all__ = ["LIVE_METRICS", "OUTCOMES", "LiveHistogram", "LiveSeries", "LiveSnapshot", "LiveState"]
+
+#: the latency histograms exported (the request's own; µs inside, seconds outside)
+LIVE_METRICS: tuple[str, ...] = ("ttft", "itl", "tpot", "e2e")
+#: ``outcome`` label → the collector's counter of it (the cohort's requests, as summary.json's ``requests``)
+OUTCOMES: dict[str, str] = {"ok": "completed", "failed": "failed", "dropped": "dropped",
+                            "cancelled": "cancelled", "abandoned": "abandoned"}
+
+
+@dataclass(frozen=True)
+class LiveHistogram:
+    """One cumulative latency histogram, frozen: HdrHistogram's non-empty buckets as
+    ``(value_us, count)`` (:meth:`~loadtest.metrics.recorder.Recorder.bins`), which every exporter
+    re-buckets its own way. ``sum_us / count`` is summary.json's ``mean`` to the bit."""
+
+    bins: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(cls, rec: Recorder) -> LiveHistogram:
+        return cls(tuple(rec.bins()))
+
+    @property
+    def count(self) -> int:
+        return sum(n for _, n in self.bins)
+
+    @property
+    def sum_us(self) -> int:
+        return sum(v * n for v, n in self.bins)
+
+    @property
+    def min_us(self) -> int | None:
+        return self.bins[0][0] if self.bins else None
+
+    @property
+    def max_us(self) -> int | None:
+        return self.bins[-1][0] if self.bins else None
+
+
+@dataclass(frozen=True)
+class LiveSeries:
+    """The counters and cumulative histograms of the run, or of one tag."""
+
+    requests: Mapping[str, int]  # outcome → requests
+    errors: Mapping[str, int]  # category → failed requests
+    chunks: int
+    output_tokens: int
+    histograms: Mapping[str, LiveHistogram]  # LIVE_METRICS → cumulative, µs
+
+
+@dataclass(frozen=True)
+class LiveSnapshot:
+    """What every exporter publishes at one moment of the run."""
+
+    elapsed_s: float
+    phase: str  # warmup, measure, drain, or done (the final snapshot)
+    run: LiveSeries
+    tags: Mapping[str, LiveSeries] = field(default_factory=dict)
+    users: int = 0
+    in_flight: int = 0
+    #: requests offered / sent in the last settled second (the final snapshot: over the window)
+    offered_rate: float = 0.0
+    achieved_rate: float = 0.0
+    #: the worst loop lag of any worker in the last settled second, seconds
+    loop_lag_s: float = 0.0
+    saturated: bool = False
+    tokenized: bool = False  # output tokens are counted (a tokenizer is set)
+    final: bool = False
+
+
+def _series(counts: Mapping[str, int], errors: Mapping[str, int], histograms: Mapping[str, Recorder]) -> LiveSeries:
+    return LiveSeries(requests={label: counts.get(name, 0) for label, name in OUTCOMES.items()},
+                      errors=dict(errors), chunks=counts.get("chunks", 0),
+                      output_tokens=counts.get("output_tokens", 0),
+                      histograms={m: LiveHistogram.of(r) for m, r in histograms.items()})
+
+
+def _add_intervals(into: dict[str, Recorder], intervals: Sequence[IntervalSnapshot]) -> None:
+    for snap in intervals:
+        for name, rec in into.items():
+            text = snap.histograms.get(name)
+            if text is not None:
+                rec.add(Recorder.decode(text))
+
+
+def _fresh() -> dict[str, Recorder]:
+    return {m: Recorder() for m in LIVE_METRICS}
+
+
+class LiveState:
+    """Folds the workers' streamed figures into one :class:`LiveSnapshot` a second.
+
+    Each call reads only what is new (interval snapshots not yet added), so a second costs the
+    decoding of one interval per worker and metric, on the coordinator.
+    """
+
+    def __init__(self, *, tokenized: bool = False) -> None:
+        self._tokenized = tokenized
+        self._taken: dict[int, int] = {}  # worker position → run intervals added
+        self._tag_taken: dict[tuple[int, str], int] = {}
+        self._run = _fresh()
+        self._tags: dict[str, dict[str, Recorder]] = {}
+        self._values: dict[str, list[str]] = {}  # key → the values kept (at most MAX_VALUES_PER_KEY)
+
+    def label(self, tag: str) -> str:
+        """``tag`` as exported: itself, or ``key=other`` past the cap on values per key."""
+        key, value = parse_tag(tag)
+        kept = self._values.setdefault(key, [])
+        if value in kept or value == "other":
+            return tag
+        if len(kept) < MAX_VALUES_PER_KEY:
+            kept.append(value)
+            return tag
+        return f"{key}=other"
+
+    def update(self, parts: Sequence[Figures], progress: Progress) -> LiveSnapshot:
+        """The snapshot of the run so far: ``parts`` are the workers' streamed figures (each
+        worker at a fixed position), ``progress`` the merged live line."""
+        tag_counts: dict[str, dict[str, int]] = {}
+        tag_errors: dict[str, dict[str, int]] = {}
+        counts: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        for i, part in enumerate(parts):
+            n = self._taken.get(i, 0)
+            _add_intervals(self._run, part.intervals[n:])
+            self._taken[i] = len(part.intervals)
+            _sum(counts, part.counts)
+            _sum(errors, part.errors)
+            for tag, tf in part.tags.items():
+                label = self.label(tag)
+                hist = self._tags.setdefault(label, _fresh())
+                n = self._tag_taken.get((i, tag), 0)
+                _add_intervals(hist, tf.intervals[n:])
+                self._tag_taken[(i, tag)] = len(tf.intervals)
+                _sum(tag_counts.setdefault(label, {}), tf.counts)
+                _sum(tag_errors.setdefault(label, {}), tf.errors)
+        row = _last_second(parts)
+        lag = row.histogram("loop_lag") if row is not None else None
+        lag_max_us = lag.max_us if lag is not None and lag.count else 0
+        lag_p99_us = lag.percentile_us(99) if lag is not None and lag.count else 0
+        return LiveSnapshot(
+            elapsed_s=progress.elapsed_s, phase=progress.phase,
+            run=_series(counts, errors, self._run),
+            tags={t: _series(tag_counts[t], tag_errors[t], h) for t, h in self._tags.items()
+                  if t in tag_counts},
+            users=progress.active_sessions, in_flight=progress.in_flight,
+            offered_rate=float(row.offered) if row is not None else 0.0,
+            achieved_rate=float(row.achieved) if row is not None else 0.0,
+            loop_lag_s=(lag_max_us or 0) / 1e6, saturated=(lag_p99_us or 0) / 1000 > LAG_LIMIT_MS,
+            tokenized=self._tokenized,
+        )
+
+    def final(self, result: RunResult) -> LiveSnapshot:
+        """The snapshot of the finished run: from its merged figures, as summary.json is."""
+        f = result.figures
+        tags = {}
+        for tag, tf in f.tags.items():
+            tags[self.label(tag)] = _tag_series(tf)
+        window = f.window_s
+        lags = [w.loop_lag_p99_ms for w in result.workers if w.loop_lag_p99_ms is not None]
+        return LiveSnapshot(
+            elapsed_s=result.duration_s, phase="done",
+            run=_series(f.counts, f.errors, _totals(f.intervals)), tags=tags,
+            offered_rate=result.offered_rate if result.offered_rate is not None else (
+                sum(f.counts.get(OUTCOMES[o], 0) for o in OUTCOMES) / window if window else 0.0),
+            achieved_rate=result.achieved_rate if result.achieved_rate is not None else (
+                f.sent_in_window / window if window else 0.0),
+            loop_lag_s=max(lags, default=0.0) / 1000, saturated=bool(result.saturation),
+            tokenized=self._tokenized, final=True,
+        )
+
+
+def _tag_series(tf: TagFigures) -> LiveSeries:
+    return _series(tf.counts, tf.errors, _totals(tf.intervals))
+
+
+def _totals(intervals: Sequence[IntervalSnapshot]) -> dict[str, Recorder]:
+    out = _fresh()
+    _add_intervals(out, intervals)
+    return out
+
+
+def _sum(into: dict[str, int], other: Mapping[str, int]) -> None:
+    for k, v in other.items():
+        into[k] = into.get(k, 0) + v
+
+
+def _last_second(parts: Sequence[Figures]) -> SecondRow | None:
+    """The last second every worker has settled, its rows added up (None before the first)."""
+    lasts = [max(p.seconds) for p in parts if p.seconds]
+    if not lasts:
+        return None
+    s = min(lasts)
+    row = SecondRow()
+    for p in parts:
+        r = p.seconds.get(s)
+        if r is not None:
+            row.add(r)
+    return row
