@@ -14,10 +14,15 @@ scripts/bootstrap.sh
 if [ "$fast" = 1 ]; then
   echo "== pytest (fast tier)"; exec .venv/bin/pytest -W error -q -n auto -m "not realtime" "$@"
 fi
-# Headless Chromium for the report's browser tests (Debian's package; needs root or sudo).
-if [ ! -x /usr/bin/chromium ]; then
+# Headless Chromium for the report's browser tests, a real Prometheus server for the live-export
+# tests (Debian's packages; needs root or sudo). Their tests fail in CI (CI=true) without them.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/prometheus ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  APT="$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq"
+  $SUDO apt-get update -qq
+  [ -x /usr/bin/chromium ] || $APT chromium >/dev/null
+  # the server only: not its recommended node exporter (a system service on a machine with systemd)
+  [ -x /usr/bin/prometheus ] || $APT --no-install-recommends prometheus >/dev/null
 fi
 echo "== ruff";        .venv/bin/ruff check loadtest tests benchmarks
 echo "== mypy";        .venv/bin/mypy

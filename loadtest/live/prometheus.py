@@ -29,7 +29,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
 
-from loadtest.errors import BadInput
+from loadtest.errors import ERROR_CATEGORIES, BadInput
 from loadtest.live.state import LIVE_METRICS, LiveHistogram, LiveSeries, LiveSnapshot
 
 __all__ = ["BUCKETS_S", "PrometheusEndpoint", "render_families"]
@@ -63,8 +63,9 @@ def _bucket_counts(h: LiveHistogram) -> list[int]:
 def _add_series(fams: dict[str, Metric], s: LiveSeries, base: dict[str, str], tokenized: bool) -> None:
     for outcome, n in s.requests.items():
         fams["requests"].add_sample("loadtest_requests_total", {**base, "outcome": outcome}, n)
-    for category, n in sorted(s.errors.items()):
-        fams["errors"].add_sample("loadtest_errors_total", {**base, "category": category}, n)
+    # every category from the start (a series that appears from nowhere loses its first increase in rate())
+    for category in (*ERROR_CATEGORIES, *sorted(set(s.errors) - set(ERROR_CATEGORIES))):
+        fams["errors"].add_sample("loadtest_errors_total", {**base, "category": category}, s.errors.get(category, 0))
     fams["chunks"].add_sample("loadtest_chunks_total", base, s.chunks)
     if tokenized:
         fams["output_tokens"].add_sample("loadtest_output_tokens_total", base, s.output_tokens)

@@ -99,8 +99,11 @@ class LiveSnapshot:
 
 
 def _series(counts: Mapping[str, int], errors: Mapping[str, int], histograms: Mapping[str, Recorder]) -> LiveSeries:
+    errors = dict(errors)
+    if "unknown_events" in counts:  # as summary.json's ``errors``: unknown events beside the failures
+        errors["unknown_events"] = counts["unknown_events"]
     return LiveSeries(requests={label: counts.get(name, 0) for label, name in OUTCOMES.items()},
-                      errors=dict(errors), chunks=counts.get("chunks", 0),
+                      errors=errors, chunks=counts.get("chunks", 0),
                       output_tokens=counts.get("output_tokens", 0),
                       histograms={m: LiveHistogram.of(r) for m, r in histograms.items()})
 
