@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from support.helpers import run_cli
 from support.promserver import free_port, needs_prometheus, prometheus
 

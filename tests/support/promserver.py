@@ -70,10 +70,11 @@ def prometheus(tmp: Path, targets: list[str], *, interval_s: float = 1.0) -> Ite
     assert all(t.startswith("127.0.0.1:") for t in targets), "tests scrape loopback only"
     port = free_port()
     config = tmp / "prometheus.yml"
+    every, timeout = round(interval_s * 1000), round(interval_s * 900)
     config.write_text(
-        "global: {scrape_interval: %dms, scrape_timeout: %dms, evaluation_interval: 10s}\n"
-        "scrape_configs:\n  - job_name: loadtest\n    static_configs:\n      - targets: %s\n"
-        % (round(interval_s * 1000), round(interval_s * 900), json.dumps(targets)), encoding="utf-8")
+        f"global: {{scrape_interval: {every}ms, scrape_timeout: {timeout}ms, evaluation_interval: 10s}}\n"
+        f"scrape_configs:\n  - job_name: loadtest\n    static_configs:\n      - targets: {json.dumps(targets)}\n",
+        encoding="utf-8")
     (tmp / "tsdb").mkdir()
     log = (tmp / "prometheus.log").open("w")
     proc = subprocess.Popen([str(PROMETHEUS), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",

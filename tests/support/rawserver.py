@@ -65,7 +65,7 @@ Log lines (``--log``), each with ``t_wall_ns`` (time.time_ns) and ``t_mono_ns``
 (per-connection gen index, 1-based) and ``gen_n`` (server-wide gen number):
 
 - ``{"ev": "listening", "port"}``, ``{"ev": "accept", "conn", "peer"}``,
-  ``{"ev": "upgrade", "conn", "path"}``
+  ``{"ev": "upgrade", "conn", "path", "traceparent"}`` (the header, or null)
 - ``{"ev": "recv", "conn", "kind"}`` for every client frame other than ``gen``
   (kind: ``ping``, ``set-model``, ``ws-ping``, ``close``, ``other``)
 - ``{"ev": "gen_received", "conn", "gen", "gen_n", "conversation_id", "message_id", "web_search",
@@ -356,7 +356,7 @@ class RawServer:
             writer.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                           "Connection: Upgrade\r\n"
                           f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n").encode("ascii"))
-            self.log("upgrade", conn=conn.cid, path=path.split("?", 1)[0])
+            self.log("upgrade", conn=conn.cid, path=path.split("?", 1)[0], traceparent=headers.get("traceparent"))
             if self.behaviour != "never_auth":
                 self.send(conn, "auth", OP_TEXT, event("auth-connect-complete", {"status": "ok"}))
             reason, extra = await self.read_loop(conn)
