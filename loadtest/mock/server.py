@@ -1,4 +1,6 @@
-"""The embedded mock proxy: an aiohttp.web server speaking protocol v2 at ``/v2/chat``.
+"""The embedded mock proxy: an aiohttp.web server speaking protocol v2 at ``/v2/chat``, and
+serving its own figures (active streams, queue depth, gens served, …) as Prometheus text at
+``/metrics`` (:mod:`loadtest.mock.metrics`), for ``loadtest run --scrape``.
 
 It executes the pure plans of :mod:`loadtest.mock.latency` (latency, capacity),
 :mod:`loadtest.mock.conversations` (the conversations it keeps, one store for all connections)

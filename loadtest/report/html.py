@@ -14,7 +14,8 @@ scenario.yaml; a missing or unreadable one is :class:`~loadtest.errors.BadInput`
 file. requests.csv and the ``<metric>.hlog`` files are optional: without them a chart falls
 back to summary.json's figures, or says "no data". So are ``by_tag`` and the per-tag hlogs
 (``by_tag/<tag>/ttft.hlog``): a run without them has no request-classes section
-(:mod:`loadtest.report.classes`).
+(:mod:`loadtest.report.classes`). So is target_metrics.csv (the target's own metrics, scraped):
+a run without it has no target-metrics section (:mod:`loadtest.report.target`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import pandas as pd
 from loadtest import __version__
 from loadtest.errors import BadInput, OutputError
 from loadtest.metrics.recorder import METRICS
-from loadtest.report import charts, classes
+from loadtest.report import charts, classes, target
 from loadtest.report.sections import (
     RUN_COLOURS,
     ReportRun,
@@ -165,6 +166,7 @@ def render_report(run_dirs: Sequence[Path]) -> str:
             + charts.charts_section(
                 [(r.label, RUN_COLOURS[i % len(RUN_COLOURS)], r) for i, r in enumerate(runs)], figures
             )
+            + target.target_section(run, figures)
             + _details(run)
         )
         title = (
@@ -174,7 +176,7 @@ def render_report(run_dirs: Sequence[Path]) -> str:
     warns = [w for r in runs for w in _warnings(r, f"<code>{escape(r.label)}</code>: ")]
     details = "".join(
         f'<details class="run-details"><summary>{_run_head(i, r)} — details</summary>'
-        f"{classes.classes_section(r, None)}{_details(r)}</details>"
+        f"{classes.classes_section(r, None)}{target.target_section(r, None)}{_details(r)}</details>"
         for i, r in enumerate(runs)
     )
     body = f"""<header class="card headline">
