@@ -99,7 +99,7 @@ def _run_measured(sc: Any, options: RunOptions, sink: RowSink | None, exports: L
     steal = StealMeter()
     with _target(sc) as (url, mock_seed):
         result = _run_backend(sc, url, options, sink, exports)
-    exports.finish(result)
+        exports.finish(result)  # while the embedded mock still serves: the last scrape reaches it
     result.live = exports.status()
     result.mock_seed = mock_seed
     result.host_steal_percent = steal.percent()
