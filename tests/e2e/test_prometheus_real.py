@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from support.helpers import run_cli
-from support.promserver import free_port, needs_prometheus, prometheus
+from support.helpers import ROOT, run_cli
+from support.promserver import Prometheus, free_port, needs_prometheus, prometheus
 
 pytestmark = [pytest.mark.realtime, needs_prometheus]
 
@@ -78,3 +78,20 @@ def test_what_prometheus_stored_equals_summary_json(tmp_path: Path, workers: int
         grew = prom.value(f'changes(loadtest_requests_total{{{whole},outcome="ok"}}[5m])')
         assert grew >= 3
         assert s["live"]["prometheus"]["scrapes"] >= 5
+        if workers == 1:
+            dashboard_queries_answer(prom, out.name)
+
+
+def dashboard_queries_answer(prom: Prometheus, run_id: str) -> None:
+    """Every query of examples/grafana-dashboard.json parses and finds data of this run (its
+    metric names and labels are the ones served), evaluated over the window the run was scraped."""
+    board = json.loads((ROOT / "examples" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in board["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        if "output_tokens" in expr:
+            continue  # only with a tokenizer
+        q = expr.replace("$run_id", run_id).replace("$tag", ".+").replace("$__rate_interval", "3s")
+        # the run ended seconds ago: ask for the last value of the query over the last minute
+        result = prom.query(f"max_over_time(({q})[1m:1s])")
+        assert result, f"no data for the dashboard's {expr}"
