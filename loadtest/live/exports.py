@@ -7,6 +7,7 @@ Lifecycle (the order :func:`loadtest.runner.coordinator.run` and
                               connects), start the OTLP pusher, scrape the target once
     exports.second(parts, p)  about once a second on the coordinator's loop: one LiveSnapshot,
                               handed to each exporter (no I/O here)
+    exports.workers_done(ps)  the workers' final figures (what the last seconds did not bring)
     exports.finish(result)    the final snapshot, from the merged result (= summary.json);
                               the last OTLP push; the scraper's last scrape
     exports.close()           after the run directory is written: /metrics stays up until
@@ -48,6 +49,7 @@ class LiveExports:
         self._scraper: Any = None
         self._linger_until = 0.0
         self._last: LiveSnapshot | None = None
+        self._final_parts: list[Figures] = []
         self.final: LiveSnapshot | None = None
 
     @property
@@ -86,10 +88,14 @@ class LiveExports:
         if self._prometheus is not None or self._otlp is not None:
             self._publish(self._state.update(parts, progress))
 
+    def workers_done(self, parts: Sequence[Figures]) -> None:
+        """The workers' final figures, at the positions of :meth:`second`'s (kept for :meth:`finish`)."""
+        self._final_parts = list(parts)
+
     def finish(self, result: RunResult) -> None:
         """The finished run's figures, published; the last push and the last scrape."""
         if self._prometheus is not None or self._otlp is not None:
-            self.final = snap = self._state.final(result)
+            self.final = snap = self._state.final(result, self._final_parts)
             self._publish(snap)
             if self._otlp is not None:
                 self._otlp.finish(snap)

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 from prometheus_client import start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.registry import CollectorRegistry
@@ -47,17 +48,7 @@ _HELP = {
 }
 
 
-def _bucket_counts(h: LiveHistogram) -> list[int]:
-    """Cumulative counts at each bound of :data:`BUCKETS_S` (bins at their median-equivalent value)."""
-    out, i, seen = [], 0, 0
-    bins = h.bins
-    for bound in BUCKETS_S:
-        limit_us = bound * 1e6
-        while i < len(bins) and bins[i][0] <= limit_us:
-            seen += bins[i][1]
-            i += 1
-        out.append(seen)
-    return out
+_BOUNDS_US = np.array(BUCKETS_S) * 1e6
 
 
 def _add_series(fams: dict[str, Metric], s: LiveSeries, base: dict[str, str], tokenized: bool) -> None:
@@ -72,7 +63,7 @@ def _add_series(fams: dict[str, Metric], s: LiveSeries, base: dict[str, str], to
     for metric in LIVE_METRICS:
         h = s.histograms.get(metric, LiveHistogram())
         fam, name = fams[metric], f"loadtest_{metric}_seconds"
-        counts = _bucket_counts(h)
+        counts = h.cumulative(_BOUNDS_US)
         for bound, n in zip(BUCKETS_S, counts, strict=True):
             fam.add_sample(f"{name}_bucket", {**base, "le": repr(bound)}, n)
         fam.add_sample(f"{name}_bucket", {**base, "le": "+Inf"}, h.count)

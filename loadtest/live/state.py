@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
 
 from loadtest.engine.result import Progress, RunResult
 from loadtest.engine.selfwatch import LAG_LIMIT_MS
@@ -27,7 +31,7 @@ from loadtest.metrics.figures import Figures
 from loadtest.metrics.metricset import IntervalSnapshot
 from loadtest.metrics.recorder import Recorder
 from loadtest.metrics.seconds import SecondRow
-from loadtest.metrics.tags import MAX_VALUES_PER_KEY, TagFigures, parse_tag
+from loadtest.metrics.tags import MAX_VALUES_PER_KEY, parse_tag
 
 __all__ = ["LIVE_METRICS", "OUTCOMES", "LiveHistogram", "LiveSeries", "LiveSnapshot", "LiveState"]
 
@@ -38,33 +42,70 @@ OUTCOMES: dict[str, str] = {"ok": "completed", "failed": "failed", "dropped": "d
                             "cancelled": "cancelled", "abandoned": "abandoned"}
 
 
-@dataclass(frozen=True)
 class LiveHistogram:
-    """One cumulative latency histogram, frozen: HdrHistogram's non-empty buckets as
-    ``(value_us, count)`` (:meth:`~loadtest.metrics.recorder.Recorder.bins`), which every exporter
-    re-buckets its own way. ``sum_us / count`` is summary.json's ``mean`` to the bit."""
+    """One cumulative latency histogram, frozen: HdrHistogram's counts by index (a copy; their
+    values: :meth:`~loadtest.metrics.recorder.Recorder.values`), which every exporter
+    re-buckets its own way. Each sample counts at its bucket's median-equivalent value, so
+    ``sum_us / count`` is summary.json's ``mean`` to the bit. Derived figures are computed on
+    first use, on the exporter's thread, not on the coordinator's loop."""
 
-    bins: tuple[tuple[int, int], ...] = ()
+    __slots__ = ("__dict__", "counts")
+
+    def __init__(self, counts: npt.NDArray[np.int64] | None = None) -> None:
+        self.counts = counts if counts is not None else np.zeros(0, dtype=np.int64)
 
     @classmethod
     def of(cls, rec: Recorder) -> LiveHistogram:
-        return cls(tuple(rec.bins()))
+        return cls(rec.counts_array())
 
-    @property
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LiveHistogram) and self.bins == other.bins
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @cached_property
+    def _nonzero(self) -> npt.NDArray[np.int64]:
+        return np.flatnonzero(self.counts)
+
+    @cached_property
+    def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``(values_us, counts)`` of the non-empty buckets, in increasing order of value."""
+        idx = self._nonzero
+        return Recorder.values()[idx], self.counts[idx]
+
+    @cached_property
+    def bins(self) -> tuple[tuple[int, int], ...]:
+        values, counts = self.arrays
+        return tuple(zip(values.tolist(), counts.tolist(), strict=True))
+
+    @cached_property
     def count(self) -> int:
-        return sum(n for _, n in self.bins)
+        return int(self.counts.sum())
 
-    @property
+    @cached_property
     def sum_us(self) -> int:
-        return sum(v * n for v, n in self.bins)
+        values, counts = self.arrays
+        if not len(values) or int(values[-1]) * self.count < 2**63:  # int64 is exact below that
+            return int(np.dot(values, counts))
+        return sum(v * n for v, n in zip(values.tolist(), counts.tolist(), strict=True))
 
     @property
     def min_us(self) -> int | None:
-        return self.bins[0][0] if self.bins else None
+        values, _ = self.arrays
+        return int(values[0]) if len(values) else None
 
     @property
     def max_us(self) -> int | None:
-        return self.bins[-1][0] if self.bins else None
+        values, _ = self.arrays
+        return int(values[-1]) if len(values) else None
+
+    def cumulative(self, bounds_us: npt.NDArray[np.float64]) -> list[int]:
+        """Samples at or below each bound (a bucket counts at its value), as Prometheus buckets."""
+        if not len(self.counts):
+            return [0] * len(bounds_us)
+        upto = np.searchsorted(Recorder.values(), bounds_us, side="right") - 1
+        total = np.cumsum(self.counts)
+        return [int(total[i]) if i >= 0 else 0 for i in upto.tolist()]
 
 
 @dataclass(frozen=True)
@@ -108,12 +149,24 @@ def _series(counts: Mapping[str, int], errors: Mapping[str, int], histograms: Ma
                       histograms={m: LiveHistogram.of(r) for m, r in histograms.items()})
 
 
-def _add_intervals(into: dict[str, Recorder], intervals: Sequence[IntervalSnapshot]) -> None:
+def _add_intervals(into: dict[str, Recorder], intervals: Sequence[IntervalSnapshot], *,
+                   remember: dict[str, Recorder] | None = None, reuse: dict[str, Recorder] | None = None) -> None:
+    """Add each interval's histograms of ``into``'s metrics. The run's strings are decoded once
+    and ``remember``-ed; a tag every request carries (a mirror) hands out the same strings,
+    found in ``reuse`` and added without decoding them again."""
     for snap in intervals:
         for name, rec in into.items():
             text = snap.histograms.get(name)
-            if text is not None:
-                rec.add(Recorder.decode(text))
+            if text is None:
+                continue
+            hit = reuse.get(text) if reuse is not None else None
+            if hit is not None:
+                rec.add(hit)
+            elif remember is not None:
+                remember[text] = one = Recorder.decode(text)
+                rec.add(one)
+            else:
+                rec.add_encoded(text)
 
 
 def _fresh() -> dict[str, Recorder]:
@@ -146,16 +199,17 @@ class LiveState:
             return tag
         return f"{key}=other"
 
-    def update(self, parts: Sequence[Figures], progress: Progress) -> LiveSnapshot:
-        """The snapshot of the run so far: ``parts`` are the workers' streamed figures (each
-        worker at a fixed position), ``progress`` the merged live line."""
+    def _fold(self, parts: Sequence[Figures]) -> tuple[LiveSeries, dict[str, LiveSeries]]:
+        """The run's and each tag's series: the intervals of ``parts`` not added yet, added
+        (each worker at a fixed position; its intervals arrive in order, a prefix at a time)."""
         tag_counts: dict[str, dict[str, int]] = {}
         tag_errors: dict[str, dict[str, int]] = {}
         counts: dict[str, int] = {}
         errors: dict[str, int] = {}
+        decoded: dict[str, Recorder] = {}  # the run's new interval strings this second
         for i, part in enumerate(parts):
             n = self._taken.get(i, 0)
-            _add_intervals(self._run, part.intervals[n:])
+            _add_intervals(self._run, part.intervals[n:], remember=decoded)
             self._taken[i] = len(part.intervals)
             _sum(counts, part.counts)
             _sum(errors, part.errors)
@@ -163,37 +217,40 @@ class LiveState:
                 label = self.label(tag)
                 hist = self._tags.setdefault(label, _fresh())
                 n = self._tag_taken.get((i, tag), 0)
-                _add_intervals(hist, tf.intervals[n:])
+                _add_intervals(hist, tf.intervals[n:], reuse=decoded)
                 self._tag_taken[(i, tag)] = len(tf.intervals)
                 _sum(tag_counts.setdefault(label, {}), tf.counts)
                 _sum(tag_errors.setdefault(label, {}), tf.errors)
+        return (_series(counts, errors, self._run),
+                {t: _series(tag_counts[t], tag_errors[t], h) for t, h in self._tags.items() if t in tag_counts})
+
+    def update(self, parts: Sequence[Figures], progress: Progress) -> LiveSnapshot:
+        """The snapshot of the run so far: ``parts`` are the workers' streamed figures (each
+        worker at a fixed position), ``progress`` the merged live line."""
+        run, tags = self._fold(parts)
         row = _last_second(parts)
         lag = row.histogram("loop_lag") if row is not None else None
+        # 20 samples a second (selfwatch): the p99 the saturation rule reads is their maximum
         lag_max_us = lag.max_us if lag is not None and lag.count else 0
-        lag_p99_us = lag.percentile_us(99) if lag is not None and lag.count else 0
         return LiveSnapshot(
-            elapsed_s=progress.elapsed_s, phase=progress.phase,
-            run=_series(counts, errors, self._run),
-            tags={t: _series(tag_counts[t], tag_errors[t], h) for t, h in self._tags.items()
-                  if t in tag_counts},
+            elapsed_s=progress.elapsed_s, phase=progress.phase, run=run, tags=tags,
             users=progress.active_sessions, in_flight=progress.in_flight,
             offered_rate=float(row.offered) if row is not None else 0.0,
             achieved_rate=float(row.achieved) if row is not None else 0.0,
-            loop_lag_s=(lag_max_us or 0) / 1e6, saturated=(lag_p99_us or 0) / 1000 > LAG_LIMIT_MS,
+            loop_lag_s=(lag_max_us or 0) / 1e6, saturated=(lag_max_us or 0) / 1000 > LAG_LIMIT_MS,
             tokenized=self._tokenized,
         )
 
-    def final(self, result: RunResult) -> LiveSnapshot:
-        """The snapshot of the finished run: from its merged figures, as summary.json is."""
+    def final(self, result: RunResult, parts: Sequence[Figures]) -> LiveSnapshot:
+        """The snapshot of the finished run: ``parts`` are the workers' final figures, at the
+        positions of :meth:`update`'s (a lost worker's: what it streamed), whose exact sum is
+        ``result``'s and summary.json's; only what the last seconds did not bring is added."""
+        run, tags = self._fold(parts)
         f = result.figures
-        tags = {}
-        for tag, tf in f.tags.items():
-            tags[self.label(tag)] = _tag_series(tf)
         window = f.window_s
         lags = [w.loop_lag_p99_ms for w in result.workers if w.loop_lag_p99_ms is not None]
         return LiveSnapshot(
-            elapsed_s=result.duration_s, phase="done",
-            run=_series(f.counts, f.errors, _totals(f.intervals)), tags=tags,
+            elapsed_s=result.duration_s, phase="done", run=run, tags=tags,
             offered_rate=result.offered_rate if result.offered_rate is not None else (
                 sum(f.counts.get(OUTCOMES[o], 0) for o in OUTCOMES) / window if window else 0.0),
             achieved_rate=result.achieved_rate if result.achieved_rate is not None else (
@@ -201,16 +258,6 @@ class LiveState:
             loop_lag_s=max(lags, default=0.0) / 1000, saturated=bool(result.saturation),
             tokenized=self._tokenized, final=True,
         )
-
-
-def _tag_series(tf: TagFigures) -> LiveSeries:
-    return _series(tf.counts, tf.errors, _totals(tf.intervals))
-
-
-def _totals(intervals: Sequence[IntervalSnapshot]) -> dict[str, Recorder]:
-    out = _fresh()
-    _add_intervals(out, intervals)
-    return out
 
 
 def _sum(into: dict[str, int], other: Mapping[str, int]) -> None:

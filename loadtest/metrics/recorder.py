@@ -26,8 +26,11 @@ from collections.abc import Iterable
 from typing import TypedDict
 
 import numpy as np
+import numpy.typing as npt
 from hdrh.codec import HdrCookieException, HdrHistogramSettingsException, HdrLengthException
 from hdrh.histogram import HdrHistogram
+
+from loadtest.metrics.hdrbuckets import bucket_values
 
 __all__ = [
     "HIGHEST_US",
@@ -40,22 +43,8 @@ __all__ = [
 ]
 
 METRICS: tuple[str, ...] = (
-    "ttft",
-    "ttft_uncorrected",
-    "itl",
-    "tpot",
-    "tpot_token",
-    "e2e",
-    "e2e_uncorrected",
-    "connect",
-    "auth",
-    "set_model",
-    "ping_rtt",
-    "queue",
-    "schedule_lag",
-    "send_lag",
-    "loop_lag",
-    "conversation",
+    "ttft", "ttft_uncorrected", "itl", "tpot", "tpot_token", "e2e", "e2e_uncorrected", "connect", "auth",
+    "set_model", "ping_rtt", "queue", "schedule_lag", "send_lag", "loop_lag", "conversation",
 )
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour
@@ -66,28 +55,19 @@ SIGNIFICANT_FIGURES = 3
 _ABOVE_FLOAT = HIGHEST_US + 0.5
 _BELOW_FLOAT = LOWEST_US - 0.5
 # Percentiles in the summary, keyed as in summary.json (docs/run-directory.md).
-_SUMMARY_PERCENTILES: tuple[tuple[str, float], ...] = (
-    ("p50", 50.0),
-    ("p90", 90.0),
-    ("p95", 95.0),
-    ("p99", 99.0),
-    ("p999", 99.9),
-)
+_SUMMARY_PERCENTILES: tuple[tuple[str, float], ...] = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0),
+                                                       ("p99", 99.0), ("p999", 99.9))
 # Same resolution as HdrHistogram's .hgrm output (output_percentile_distribution default).
 _TICKS_PER_HALF_DISTANCE = 5
-_DECODE_ERRORS = (
-    binascii.Error,
-    ValueError,
-    TypeError,
-    zlib.error,
-    HdrCookieException,
-    HdrLengthException,
-    HdrHistogramSettingsException,
-)
+_DECODE_ERRORS = (binascii.Error, ValueError, TypeError, zlib.error, HdrCookieException, HdrLengthException,
+                  HdrHistogramSettingsException)
 
 
 def _new_hist() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
+
+
+_TEMPLATE = _new_hist()  # the layout every recorder shares (bucket_values reads it)
 
 
 def _free(h: HdrHistogram) -> None:
@@ -102,18 +82,32 @@ def _free(h: HdrHistogram) -> None:
 
 
 def _bins(h: HdrHistogram) -> list[tuple[int, int]]:
-    """``(value, count)`` of every non-empty bucket, the value at the median of its equivalent
-    range (the value hdrh's mean counts it at), in increasing order.
-
-    hdrh walks every one of the ~23,500 counts in Python (~30 ms a call); a latency
-    histogram fills a few hundred, found at C speed by numpy.
-    """
+    """``(value, count)`` of every non-empty bucket (:func:`~loadtest.metrics.hdrbuckets.bucket_values`), in increasing order;
+    the non-empty buckets found at C speed by numpy (hdrh walks all ~23,500 counts in Python)."""
     counts = np.ctypeslib.as_array(h.counts)
-    out = []
-    for i in np.flatnonzero(counts).tolist():
-        top = h.get_highest_equivalent_value(h.get_value_from_index(i))
-        out.append((int(h._hdr_median_equiv_value(top)), int(counts[i])))
-    return out
+    idx = np.flatnonzero(counts)
+    return list(zip(bucket_values(h)[idx].tolist(), counts[idx].tolist(), strict=True))
+
+
+def _decode_checked(encoded: str) -> HdrHistogram:
+    """hdrh's decode of ``encoded``; ValueError for a malformed string or a histogram with other
+    parameters (range/precision) than ours, which hdrh would otherwise merge lossily."""
+    try:
+        decoded = HdrHistogram.decode(encoded)
+    except _DECODE_ERRORS as exc:
+        raise ValueError(f"not an HdrHistogram encoding: {exc}") from exc
+    if (decoded.lowest_trackable_value, decoded.highest_trackable_value, decoded.significant_figures) != (
+        LOWEST_US,
+        HIGHEST_US,
+        SIGNIFICANT_FIGURES,
+    ):
+        raise ValueError(
+            "histogram parameters differ: got "
+            f"{decoded.lowest_trackable_value}..{decoded.highest_trackable_value} "
+            f"/{decoded.significant_figures} digits, expected "
+            f"{LOWEST_US}..{HIGHEST_US}/{SIGNIFICANT_FIGURES}"
+        )
+    return decoded
 
 
 def _mean(h: HdrHistogram) -> float:
@@ -328,6 +322,23 @@ class Recorder:
     def mean_us(self) -> float | None:
         return _mean(self._h) if self._h.get_total_count() else None
 
+    def counts_array(self) -> npt.NDArray[np.int64]:
+        """A copy of the bucket counts by index (their values: :func:`values`)."""
+        return np.array(np.ctypeslib.as_array(self._h.counts), dtype=np.int64)
+
+    @staticmethod
+    def values() -> npt.NDArray[np.int64]:
+        """The value each count index stands for (:func:`~loadtest.metrics.hdrbuckets.bucket_values`)."""
+        return bucket_values(_TEMPLATE)
+
+    def add_encoded(self, encoded: str) -> None:
+        """Add a :meth:`encode` string into this recorder (exact; as ``add(decode(encoded))``
+        with one histogram fewer allocated). ValueError as :meth:`decode`."""
+        decoded = _decode_checked(encoded)
+        if decoded.get_total_count():
+            self._h.add(decoded)
+        _free(decoded)
+
     def bins(self) -> list[tuple[int, int]]:
         """``(value_us, count)`` of every non-empty bucket in increasing order, each value the
         bucket's median-equivalent value: what an exporter re-buckets (Prometheus bounds, OTLP
@@ -391,21 +402,7 @@ class Recorder:
         Raises ValueError for a malformed string or a histogram with other parameters
         (range/precision) than ours, which hdrh would otherwise merge lossily.
         """
-        try:
-            decoded = HdrHistogram.decode(encoded)
-        except _DECODE_ERRORS as exc:
-            raise ValueError(f"not an HdrHistogram encoding: {exc}") from exc
-        if (decoded.lowest_trackable_value, decoded.highest_trackable_value, decoded.significant_figures) != (
-            LOWEST_US,
-            HIGHEST_US,
-            SIGNIFICANT_FIGURES,
-        ):
-            raise ValueError(
-                "histogram parameters differ: got "
-                f"{decoded.lowest_trackable_value}..{decoded.highest_trackable_value} "
-                f"/{decoded.significant_figures} digits, expected "
-                f"{LOWEST_US}..{HIGHEST_US}/{SIGNIFICANT_FIGURES}"
-            )
+        decoded = _decode_checked(encoded)
         rec = cls()
         if decoded.get_total_count():
             rec._h.add(decoded)  # into a fresh, non-decoded histogram: same layout, exact

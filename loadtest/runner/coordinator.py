@@ -158,6 +158,7 @@ async def _coordinate(backend: Backend, specs: list[WorkerSpec], sink: RowSink |
             await fleet.wait(on_second if progress is not None or exports.active else None)
     finally:
         await fleet.close()
+    exports.workers_done([v.final().figures for v in fleet.views])
     reports, lost = fleet.collect()
     return reports, lost, relay.seen > 0
 

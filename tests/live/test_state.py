@@ -54,9 +54,10 @@ requests = st.lists(
 )
 
 
-def _stream(draw: list, workers: int) -> tuple[LiveState, list, Figures]:
+def _stream(draw: list, workers: int) -> tuple[LiveState, list, Figures, list[Figures]]:
     """Workers' collectors fed request by request, ticked each second like a worker; the
-    coordinator's views take each tick, the live state folds the views after each second."""
+    coordinator's views take each tick, the live state folds the views after each second.
+    Also the merged run (what summary.json is written from) and each worker's final figures."""
     collectors = [Collector(t0_ns=T0, warmup_s=1, duration_s=4) for _ in range(workers)]
     views = [WorkerView(i) for i in range(workers)]
     recs = sorted((_request(i + 1, *row[:5]) for i, row in enumerate(draw)), key=lambda r: r.t_stop or r.t_last)
@@ -78,7 +79,7 @@ def _stream(draw: list, workers: int) -> tuple[LiveState, list, Figures]:
             v.on_tick(c.take_partial(now), PROGRESS)
         snaps.append(state.update([v.partial for v in views], PROGRESS))
     merged = Figures.merge([c.export() for c in collectors], warmup_s=1, window_end_s=4)
-    return state, snaps, merged
+    return state, snaps, merged, [c.export() for c in collectors]
 
 
 def _result(f: Figures) -> RunResult:
@@ -88,8 +89,8 @@ def _result(f: Figures) -> RunResult:
 @settings(max_examples=10, deadline=None)
 @given(requests, st.integers(1, 3))
 def test_the_live_view_adds_up_to_the_merged_run(draw: list, workers: int) -> None:
-    state, snaps, merged = _stream(draw, workers)
-    final = state.final(_result(merged))
+    state, snaps, merged, finals = _stream(draw, workers)
+    final = state.final(_result(merged), finals)
     totals = merged.metrics
     for m in LIVE_METRICS:
         rec = totals.totals[m]
@@ -127,8 +128,8 @@ def test_prometheus_text_holds_the_snapshot() -> None:
     values_us = [round(rng.lognormvariate(11, 1.5)) for _ in range(2_000)]  # ~60 ms median, 1 ms .. minutes
     for v in values_us:
         rec.record_us(v)
-    state, _, merged = _stream([(100 * i, 50, [10, 20], "ok", "kind=a", 0) for i in range(30)], 1)
-    snap = state.final(_result(merged))
+    state, _, merged, finals = _stream([(100 * i, 50, [10, 20], "ok", "kind=a", 0) for i in range(30)], 1)
+    snap = state.final(_result(merged), finals)
     snap = type(snap)(**{**snap.__dict__, "run": type(snap.run)(**{**snap.run.__dict__, "histograms": {
         **snap.run.histograms, "ttft": LiveHistogram.of(rec)}})})
     text = "".join(m for m in _exposition(render_families(snap, {"run": "r", "run_id": "id1"})))
