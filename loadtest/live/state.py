@@ -30,10 +30,9 @@ from loadtest.engine.selfwatch import LAG_LIMIT_MS
 from loadtest.metrics.figures import Figures
 from loadtest.metrics.metricset import IntervalSnapshot
 from loadtest.metrics.recorder import Recorder
-from loadtest.metrics.seconds import SecondRow
 from loadtest.metrics.tags import MAX_VALUES_PER_KEY, parse_tag
 
-__all__ = ["LIVE_METRICS", "OUTCOMES", "LiveHistogram", "LiveSeries", "LiveSnapshot", "LiveState"]
+__all__ = ["LIVE_METRICS", "OUTCOMES", "LiveHistogram", "LiveSeries", "LiveSnapshot", "LiveState", "bound_indices"]
 
 #: the latency histograms exported (the request's own; µs inside, seconds outside)
 LIVE_METRICS: tuple[str, ...] = ("ttft", "itl", "tpot", "e2e")
@@ -43,35 +42,32 @@ OUTCOMES: dict[str, str] = {"ok": "completed", "failed": "failed", "dropped": "d
 
 
 class LiveHistogram:
-    """One cumulative latency histogram, frozen: HdrHistogram's counts by index (a copy; their
-    values: :meth:`~loadtest.metrics.recorder.Recorder.values`), which every exporter
-    re-buckets its own way. Each sample counts at its bucket's median-equivalent value, so
-    ``sum_us / count`` is summary.json's ``mean`` to the bit. Derived figures are computed on
-    first use, on the exporter's thread, not on the coordinator's loop."""
+    """One cumulative latency histogram, frozen: HdrHistogram's non-empty buckets as count
+    indices and counts (the indices' values: :meth:`~loadtest.metrics.recorder.Recorder.values`),
+    which every exporter re-buckets its own way. Each sample counts at its bucket's
+    median-equivalent value, so ``sum_us / count`` is summary.json's ``mean`` to the bit.
+    Derived figures are computed on first use, on the exporter's thread, not on the loop."""
 
-    __slots__ = ("__dict__", "counts")
+    __slots__ = ("__dict__", "counts", "indices")
 
-    def __init__(self, counts: npt.NDArray[np.int64] | None = None) -> None:
+    def __init__(self, indices: npt.NDArray[np.int64] | None = None, counts: npt.NDArray[np.int64] | None = None) -> None:
+        self.indices = indices if indices is not None else np.zeros(0, dtype=np.int64)
         self.counts = counts if counts is not None else np.zeros(0, dtype=np.int64)
 
     @classmethod
     def of(cls, rec: Recorder) -> LiveHistogram:
-        return cls(rec.counts_array())
+        return cls(*rec.nonzero())
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, LiveHistogram) and self.bins == other.bins
+        return (isinstance(other, LiveHistogram) and np.array_equal(self.indices, other.indices)
+                and np.array_equal(self.counts, other.counts))
 
     __hash__ = None  # type: ignore[assignment]
 
     @cached_property
-    def _nonzero(self) -> npt.NDArray[np.int64]:
-        return np.flatnonzero(self.counts)
-
-    @cached_property
     def arrays(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """``(values_us, counts)`` of the non-empty buckets, in increasing order of value."""
-        idx = self._nonzero
-        return Recorder.values()[idx], self.counts[idx]
+        return Recorder.values()[self.indices], self.counts
 
     @cached_property
     def bins(self) -> tuple[tuple[int, int], ...]:
@@ -99,13 +95,23 @@ class LiveHistogram:
         values, _ = self.arrays
         return int(values[-1]) if len(values) else None
 
-    def cumulative(self, bounds_us: npt.NDArray[np.float64]) -> list[int]:
-        """Samples at or below each bound (a bucket counts at its value), as Prometheus buckets."""
-        if not len(self.counts):
-            return [0] * len(bounds_us)
-        upto = np.searchsorted(Recorder.values(), bounds_us, side="right") - 1
-        total = np.cumsum(self.counts)
-        return [int(total[i]) if i >= 0 else 0 for i in upto.tolist()]
+    def cumulative(self, upto: npt.NDArray[np.int64]) -> list[int]:
+        """Samples at or below each bound, as Prometheus buckets: ``upto`` holds, per bound, the
+        first count index whose value lies above it (:func:`bound_indices`)."""
+        below = np.searchsorted(self.indices, upto)  # non-empty buckets under each bound
+        total = np.concatenate(([0], np.cumsum(self.counts)))
+        cumulative: list[int] = total[below].tolist()
+        return cumulative
+
+
+def bound_indices(bounds_us: Sequence[float]) -> npt.NDArray[np.int64]:
+    """Per bound, the first HdrHistogram count index whose value lies above it (a bucket counts
+    at its value: :meth:`~loadtest.metrics.recorder.Recorder.values`)."""
+    values = Recorder.values()
+    upto = np.searchsorted(values, np.asarray(bounds_us, dtype=np.float64), side="right")
+    if not (upto[0] > 0 and np.all(np.diff(upto) > 0) and upto[-1] < len(values)):
+        raise ValueError("bounds must increase, each past the histogram's resolution and inside its range")
+    return upto
 
 
 @dataclass(frozen=True)
@@ -228,16 +234,13 @@ class LiveState:
         """The snapshot of the run so far: ``parts`` are the workers' streamed figures (each
         worker at a fixed position), ``progress`` the merged live line."""
         run, tags = self._fold(parts)
-        row = _last_second(parts)
-        lag = row.histogram("loop_lag") if row is not None else None
-        # 20 samples a second (selfwatch): the p99 the saturation rule reads is their maximum
-        lag_max_us = lag.max_us if lag is not None and lag.count else 0
+        offered, achieved, lag_max_us = _last_second(parts) or (0, 0, 0)
         return LiveSnapshot(
             elapsed_s=progress.elapsed_s, phase=progress.phase, run=run, tags=tags,
             users=progress.active_sessions, in_flight=progress.in_flight,
-            offered_rate=float(row.offered) if row is not None else 0.0,
-            achieved_rate=float(row.achieved) if row is not None else 0.0,
-            loop_lag_s=(lag_max_us or 0) / 1e6, saturated=(lag_max_us or 0) / 1000 > LAG_LIMIT_MS,
+            offered_rate=float(offered), achieved_rate=float(achieved),
+            # 20 lag samples a second (selfwatch): the p99 the saturation rule reads is their maximum
+            loop_lag_s=lag_max_us / 1e6, saturated=lag_max_us / 1000 > LAG_LIMIT_MS,
             tokenized=self._tokenized,
         )
 
@@ -265,15 +268,13 @@ def _sum(into: dict[str, int], other: Mapping[str, int]) -> None:
         into[k] = into.get(k, 0) + v
 
 
-def _last_second(parts: Sequence[Figures]) -> SecondRow | None:
-    """The last second every worker has settled, its rows added up (None before the first)."""
+def _last_second(parts: Sequence[Figures]) -> tuple[int, int, int] | None:
+    """The last second every worker has settled: requests offered and sent in it, and its worst
+    loop lag in µs (None before the first)."""
     lasts = [max(p.seconds) for p in parts if p.seconds]
     if not lasts:
         return None
     s = min(lasts)
-    row = SecondRow()
-    for p in parts:
-        r = p.seconds.get(s)
-        if r is not None:
-            row.add(r)
-    return row
+    rows = [r for r in (p.seconds.get(s) for p in parts) if r is not None]
+    lags = [h.max_us for h in (r.histogram("loop_lag") for r in rows) if h is not None and h.count]
+    return sum(r.offered for r in rows), sum(r.achieved for r in rows), max((v for v in lags if v), default=0)

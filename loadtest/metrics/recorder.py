@@ -322,9 +322,11 @@ class Recorder:
     def mean_us(self) -> float | None:
         return _mean(self._h) if self._h.get_total_count() else None
 
-    def counts_array(self) -> npt.NDArray[np.int64]:
-        """A copy of the bucket counts by index (their values: :func:`values`)."""
-        return np.array(np.ctypeslib.as_array(self._h.counts), dtype=np.int64)
+    def nonzero(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``(indices, counts)`` of the non-empty buckets, copies (the indices' values: :func:`values`)."""
+        counts = np.ctypeslib.as_array(self._h.counts)
+        idx = np.flatnonzero(counts)
+        return idx, counts[idx].astype(np.int64)
 
     @staticmethod
     def values() -> npt.NDArray[np.int64]:

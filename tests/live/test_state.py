@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.engine.result import Progress, RunResult
-from loadtest.live.prometheus import BUCKETS_S, render_families
+from loadtest.live.prometheus import BUCKETS_S, render_text
 from loadtest.live.state import LIVE_METRICS, LiveHistogram, LiveState
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.metrics.figures import Figures
@@ -132,10 +132,10 @@ def test_prometheus_text_holds_the_snapshot() -> None:
     snap = state.final(_result(merged), finals)
     snap = type(snap)(**{**snap.__dict__, "run": type(snap.run)(**{**snap.run.__dict__, "histograms": {
         **snap.run.histograms, "ttft": LiveHistogram.of(rec)}})})
-    text = "".join(m for m in _exposition(render_families(snap, {"run": "r", "run_id": "id1"})))
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    text = render_text(snap, {"run": "r", "run_id": 'id"1\\'}).decode()  # a label value that needs escaping
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # prometheus-client's own parser
     ttft = [s for s in families["loadtest_ttft_seconds"].samples if "tag" not in s.labels]
-    assert all(s.labels["run"] == "r" and s.labels["run_id"] == "id1" for s in ttft)
+    assert all(s.labels["run"] == "r" and s.labels["run_id"] == 'id"1\\' for s in ttft)
     buckets = [(s.labels["le"], s.value) for s in ttft if s.name.endswith("_bucket")]
     assert [le for le, _ in buckets] == [*(repr(b) for b in BUCKETS_S), "+Inf"]
     counts = [n for _, n in buckets]
@@ -151,16 +151,7 @@ def test_prometheus_text_holds_the_snapshot() -> None:
     ok = [s for s in families["loadtest_requests"].samples if s.labels["outcome"] == "ok"]
     assert {s.labels.get("tag", "") for s in ok} == {"", "kind=a", "step=gen1"}
     assert merged.completed == 20 and all(s.value == merged.completed for s in ok)  # those intended after warmup
-
-
-def _exposition(families: list) -> list[str]:
-    from prometheus_client.exposition import generate_latest
-    from prometheus_client.registry import CollectorRegistry
-
-    class One:
-        def collect(self) -> list:
-            return families
-
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(One())  # type: ignore[arg-type]
-    return [generate_latest(reg).decode()]
+    gauges = {name: families[name].samples[0].value for name in ("loadtest_users", "loadtest_saturated")}
+    assert gauges == {"loadtest_users": 0.0, "loadtest_saturated": 0.0}
+    errors = {s.labels["category"] for s in families["loadtest_errors"].samples if "tag" not in s.labels}
+    assert "server_error" in errors and "unknown_events" in errors
