@@ -12,7 +12,7 @@ import click
 
 from loadtest.cli.options import RunFlags, duration_flag, load, run_flags
 from loadtest.cli.types import DistType, JsonType
-from loadtest.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_SLO_FAILED, BadInput
+from loadtest.errors import BadInput
 from loadtest.mock.faults import parse_faults
 from loadtest.mock.latency import Dist, MockModel
 
@@ -148,11 +148,8 @@ def run(scenario_file: str, target: str | None, out: str | None, duration: str |
     run_dir = Path(out) if out else default_run_dir(sc.name)
     summary = run_to_dir(sc, flags.options(sc, out=run_dir, html=not no_html, quiet=quiet))
     print_summary(summary, str(run_dir), quiet=quiet)
-    if summary["interrupted"]:
-        return EXIT_INTERRUPTED
-    if summary.get("verdict") == "incomplete":
-        return EXIT_INCOMPLETE
-    return 0 if summary["passed"] else EXIT_SLO_FAILED
+    code: int = summary["exit_code"]  # one rule: summary.json says what the process returns
+    return code
 
 
 @click.command()
@@ -163,9 +160,12 @@ def report(run_dirs: tuple[str, ...], out: str | None) -> int:
     from pathlib import Path
 
     from loadtest.report.html import build_report
+    from loadtest.rundir.writer import prepare_output_file
 
     if len(run_dirs) > 1 and not out:
         raise click.UsageError("--out FILE is required when comparing several runs")
+    if out:
+        prepare_output_file(Path(out), what="report")
     path = build_report([Path(d) for d in run_dirs], Path(out) if out else None)
     click.echo(str(path))
     return 0
@@ -210,7 +210,7 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
     import os
 
     from loadtest.engine.limits import ensure_open_files
-    from loadtest.rundir.writer import default_run_dir
+    from loadtest.rundir.writer import default_run_dir, prepare_output_dir
     from loadtest.studies.sweep import answer_line, parse_level_list, prepare_sweep, run_sweep, step_line
 
     if levels and rates:
@@ -230,6 +230,7 @@ def sweep(scenario_file: str, levels: str | None, rates: str | None, start: floa
     if note:
         click.echo(note, err=True)
     out_dir = Path(out) if out else default_run_dir(f"{sc.name}-sweep")
+    prepare_output_dir(out_dir, what="sweep directory")  # before anything is said or run
     click.echo(f"sweep {sc.name}: {plan.mode} loop, levels {', '.join(f'{v:g}' for v in plan.levels)}"
                f"{f' (+ up to {refine} refinements)' if refine else ''}, {replicates} replicate(s) at the "
                f"boundary → {out_dir}")

@@ -23,7 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.engine.result import RunResult
-from loadtest.errors import ERROR_CATEGORIES, BadInput, OutputError, redact
+from loadtest.errors import (
+    ERROR_CATEGORIES,
+    EXIT_INCOMPLETE,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SLO_FAILED,
+    EXIT_UNREACHABLE,
+    BadInput,
+    OutputError,
+    redact,
+)
 from loadtest.metrics.record import OFFERED_OUTCOMES
 from loadtest.metrics.tags import TAG_METRICS, tag_dir_name
 from loadtest.rundir import SCHEMA, Summary, classes, summary_text, write_atomic
@@ -34,9 +44,12 @@ from loadtest.slo import error_rate, evaluate, evaluate_by_tag, step_error_rate
 __all__ = [
     "REQUEST_COLUMNS",
     "SCHEMA",
+    "VERDICT_EXIT_CODES",
     "RequestCsv",
     "build_summary",
     "default_run_dir",
+    "prepare_output_dir",
+    "prepare_output_file",
     "prepare_run_dir",
     "request_row",
     "signals_ignored",
@@ -46,6 +59,10 @@ __all__ = [
 ]
 
 _NS = 1e9
+#: summary.json's ``verdict`` → the exit code of ``loadtest run`` (summary.json's ``exit_code``;
+#: 74 replaces it when a file of the run directory could not be written)
+VERDICT_EXIT_CODES = {"passed": EXIT_OK, "failed": EXIT_SLO_FAILED, "unreachable": EXIT_UNREACHABLE,
+                      "interrupted": EXIT_INTERRUPTED, "incomplete": EXIT_INCOMPLETE}
 
 
 @contextlib.contextmanager
@@ -71,33 +88,58 @@ def default_run_dir(scenario_name: str, root: Path = Path("reports")) -> Path:
     return path
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """Check, before anything connects, that the run directory can be written.
+def prepare_output_dir(path: Path, *, what: str = "run directory") -> None:
+    """Check, before anything connects, that the directory ``path`` can be written: the one probe
+    of every command that writes a directory (``run``, ``ab``, ``calibrate``, ``sweep``).
 
-    Creates ``run_dir`` (and its parents), writes and removes a probe file. A directory that
-    exists must be empty: a second run would mix its files with the first's. Raises
+    Creates ``path`` (and its parents), writes and removes a probe file. A directory that exists
+    must be empty: a second study would mix its files with the first's. Raises
     :class:`BadInput` (exit 2) with one line naming the directory and the reason.
     """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise BadInput(f"{run_dir}: exists and is not a directory; choose another --out")
-    if run_dir.is_dir():
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{path}: exists and is not a directory; choose another --out")
+    if path.is_dir():
         try:
-            entries = next(os.scandir(run_dir), None)
+            entries = next(os.scandir(path), None)
         except OSError as exc:
-            raise BadInput(f"{run_dir}: cannot list the output directory ({exc.strerror or exc})") from None
+            raise BadInput(f"{path}: cannot list the output directory ({exc.strerror or exc})") from None
         if entries is not None:
-            raise BadInput(f"{run_dir}: the output directory is not empty; a run writes a fresh "
-                           "directory (choose another --out, or empty it)")
+            raise BadInput(f"{path}: the output directory is not empty; a {what} is written fresh "
+                           "(choose another --out, or empty it)")
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=run_dir, prefix=".probe.", suffix=".tmp")
-        try:
-            os.write(fd, b"probe")
-        finally:
-            os.close(fd)
-            os.unlink(probe)
+        path.mkdir(parents=True, exist_ok=True)
+        _probe(path)
     except OSError as exc:
-        raise BadInput(f"{run_dir}: cannot write the run directory here ({exc.strerror or exc})") from None
+        raise BadInput(f"{path}: cannot write the {what} here ({exc.strerror or exc})") from None
+
+
+def prepare_output_file(path: Path, *, what: str = "report") -> None:
+    """Check before any work that the file ``path`` can be written (its directory created if
+    missing, a probe file written and removed there); BadInput (exit 2) in one line if not."""
+    if path.is_dir():
+        raise BadInput(f"{path}: is a directory; give a file name for the {what}")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise BadInput(f"{path}: cannot write the {what} there, {parent} is not a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _probe(path.parent)
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot write the {what} there ({exc.strerror or exc})") from None
+
+
+def _probe(directory: Path) -> None:
+    fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe.", suffix=".tmp")
+    try:
+        os.write(fd, b"probe")
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """:func:`prepare_output_dir` for one run's directory."""
+    prepare_output_dir(run_dir, what="run directory")
 
 
 def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, float]) -> dict[str, Any]:
@@ -181,6 +223,7 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
     summary["verdict"] = ("interrupted" if result.interrupted else "incomplete" if result.lost
                           else "passed" if slo_pass else "failed")
     summary["passed"] = summary["verdict"] == "passed"
+    summary["exit_code"] = VERDICT_EXIT_CODES[summary["verdict"]]  # what `loadtest run` returns
     Summary.model_validate(summary)  # the model every reader reads it with (loadtest.rundir)
     return summary
 
@@ -286,6 +329,7 @@ def write_unreachable(run_dir: Path, *, scenario: str, target: str, reason: str,
         "slo": {},
         "interrupted": False,
         "passed": False,
+        "exit_code": VERDICT_EXIT_CODES["unreachable"],
     }
     failures: list[str] = []
     for name, text in (("scenario.yaml", redact(scenario_yaml)),

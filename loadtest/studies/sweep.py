@@ -29,6 +29,7 @@ from loadtest.errors import (
     LoadtestError,
     TargetUnreachable,
 )
+from loadtest.rundir.writer import prepare_output_dir
 from loadtest.runner.options import RunOptions
 
 # one step is one ordinary run (module-level name: tests replace it with a fake)
@@ -205,9 +206,7 @@ def run_sweep(
     options = options or RunOptions(html=False, quiet=True)
     html, warn = options.html, options.warn
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise BadInput(f"{out}: exists and is not empty; a sweep writes a fresh directory (choose another --out)")
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out, what="sweep directory")
     steps: list[SweepStep] = []
     stopped = "completed"
     policy = _policy(plan)
@@ -314,6 +313,7 @@ def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *,
         "answer": answer_line(answer, mode=plan.mode, stopped=stopped),
     }
     cap_answer = capacity_answer(steps, policy, stopped=stopped, slo=plan.slo)
+    doc["exit_code"] = cap_answer["exit_code"]  # the process's (every JSON a command writes carries it)
     cap = {
         "schema": 1,
         "scenario": plan.scenario,

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.errors import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_SLO_FAILED
+from loadtest.errors import EXIT_INCONCLUSIVE, EXIT_INTERRUPTED, EXIT_OK, EXIT_SLO_FAILED, EXIT_UNREACHABLE
 from loadtest.slo import ANSWER_FLOORS, AT_LEAST
 from loadtest.sweep.fit import fit_usl, isotonic, kneedle
 from loadtest.sweep.plan import Mode, SweepStep, bisect_level, judge_sweep, level_shares
@@ -241,6 +241,8 @@ def capacity_answer(steps: Sequence[SweepStep], policy: Policy, *, stopped: str,
         parts.append("target unreachable: partial answer")
     if stopped == "interrupted":
         code = EXIT_INTERRUPTED
+    elif stopped == "unreachable":  # the process exits 3 (TargetUnreachable): capacity.json says so too
+        code = EXIT_UNREACHABLE
     elif inconclusive:
         code = EXIT_INCONCLUSIVE
     elif lo is None or below_floor:
