@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from support.helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.realtime
@@ -89,7 +88,7 @@ def test_a_sweep_whose_target_dies_writes_the_exit_code_it_returns(tmp_path: Pat
             assert time.monotonic() < deadline and sweep.poll() is None
             time.sleep(0.05)
         mock.kill()
-        stdout, stderr = sweep.communicate(timeout=60)
+        _stdout, stderr = sweep.communicate(timeout=60)
     finally:
         if mock.poll() is None:
             mock.kill()
