@@ -5,8 +5,8 @@ checked (:func:`~loadtest.rundir.writer.prepare_run_dir`), and the backend's pre
 (the file-descriptor limit, :func:`~loadtest.engine.limits.ensure_open_files`; Ray installed).
 requests.csv is streamed while the run goes on; after the run the directory is written with
 SIGINT/SIGTERM ignored (a second Ctrl-C cannot leave it without summary.json). An unreachable
-target (exit 3) leaves a minimal run directory (summary.json with ``verdict: unreachable``) so
-CI keeps a record. A disk that fills during the run ends in
+target or Ray cluster (exit 3) leaves a minimal run directory (summary.json with ``verdict:
+unreachable`` and the reason) so CI keeps a record. A disk that fills during the run ends in
 :class:`~loadtest.errors.OutputError` (exit 74) once everything that could be written is.
 """
 
@@ -80,11 +80,9 @@ def _run_into(run_dir: Path, sc: Any, options: RunOptions, exports: LiveExports)
     try:
         with LiveProgress(quiet=options.quiet or options.progress is not None) as live:
             result = run(sc, options.replace(progress=options.progress or live), sink=sink, exports=exports)
-    except WorkersUnavailable:
-        sink.discard()  # nothing ran
-        raise
-    except TargetUnreachable as exc:
-        # nothing was measured, but CI keeps the run directory: say why there is no result
+    except (TargetUnreachable, WorkersUnavailable) as exc:
+        # nothing was measured (the target, or the Ray cluster, could not be reached), but CI
+        # keeps the run directory: every exit 3 leaves a summary.json saying why
         sink.discard()
         with signals_ignored():
             write_unreachable(run_dir, scenario=sc.name, target=redact(sc.target.url, options.api_key),
