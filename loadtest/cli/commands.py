@@ -138,15 +138,25 @@ def run(scenario_file: str, target: str | None, out: str | None, duration: str |
         quiet: bool) -> int:
     """Run SCENARIO_FILE and write a run directory. Exit 0 passed, 1 an SLO failed,
     2 bad input, 3 target unreachable, 4 interrupted, 5 a worker was lost."""
-    from loadtest.console import print_summary
-    from loadtest.rundir.writer import default_run_dir
-    from loadtest.runner.todir import run_to_dir
+    from loadtest.rundir.noresult import record_interrupt  # first: light, and needed if a Ctrl-C comes now
 
-    overrides = flags.overrides(target_url=target, duration_s=duration_flag(duration, "--duration"),
-                          concurrency=concurrency, rate_per_s=rate, requests=requests, seed=seed, out=out)
-    sc = load(scenario_file, overrides)
-    run_dir = Path(out) if out else default_run_dir(sc.name)
-    summary = run_to_dir(sc, flags.options(sc, out=run_dir, html=not no_html, quiet=quiet))
+    run_dir = Path(out) if out else None
+    try:
+        from loadtest.console import print_summary
+        from loadtest.rundir.writer import default_run_dir
+        from loadtest.runner.todir import run_to_dir
+
+        overrides = flags.overrides(target_url=target, duration_s=duration_flag(duration, "--duration"),
+                                    concurrency=concurrency, rate_per_s=rate, requests=requests, seed=seed, out=out)
+        sc = load(scenario_file, overrides)
+        run_dir = run_dir or default_run_dir(sc.name)
+        summary = run_to_dir(sc, flags.options(sc, out=run_dir, html=not no_html, quiet=quiet))
+    except KeyboardInterrupt:
+        # before the scenario was loaded (run_to_dir records its own): the --out directory still
+        # gets a summary.json saying the run was interrupted (exit 4)
+        if run_dir is not None:
+            record_interrupt(run_dir, scenario=Path(scenario_file).stem)
+        raise
     print_summary(summary, str(run_dir), quiet=quiet)
     code: int = summary["exit_code"]  # one rule: summary.json says what the process returns
     return code

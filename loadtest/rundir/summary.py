@@ -167,9 +167,10 @@ def read_summary(path: Path) -> Summary:
     if schema > SCHEMA:
         raise BadInput(f"{path}: written with summary schema {schema}, newer than this loadtest "
                        f"knows ({SCHEMA}); read it with a newer loadtest")
-    if data.get("verdict") == "unreachable":
+    if data.get("verdict") == "unreachable" or data.get("measured") is False:
         reason = str(data.get("reason") or "no reason recorded")[:300]
-        raise BadInput(f"{path}: this run never reached its target, nothing was measured ({reason})")
+        what = "never reached its target" if data.get("verdict") == "unreachable" else "was interrupted during start-up"
+        raise BadInput(f"{path}: this run {what}, nothing was measured ({reason})")
     try:
         return Summary.model_validate(data)
     except ValidationError as exc:

@@ -9,15 +9,12 @@ held only in memory, and renamed when the run is written.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
 import os
 import re
-import signal
 import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +22,6 @@ from typing import Any
 from loadtest.engine.result import RunResult
 from loadtest.errors import (
     ERROR_CATEGORIES,
-    EXIT_INCOMPLETE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_SLO_FAILED,
-    EXIT_UNREACHABLE,
     BadInput,
     OutputError,
     redact,
@@ -38,6 +30,7 @@ from loadtest.metrics.record import OFFERED_OUTCOMES
 from loadtest.metrics.tags import TAG_METRICS, tag_dir_name
 from loadtest.rundir import SCHEMA, Summary, classes, summary_text, write_atomic
 from loadtest.rundir.hlog import write_hlog
+from loadtest.rundir.noresult import VERDICT_EXIT_CODES, signals_ignored, write_no_result
 from loadtest.rundir.requests import REQUEST_COLUMNS, RequestCsv, request_row
 from loadtest.slo import error_rate, evaluate, evaluate_by_tag, step_error_rate
 
@@ -54,28 +47,11 @@ __all__ = [
     "request_row",
     "signals_ignored",
     "write_atomic",
+    "write_no_result",
     "write_run_dir",
-    "write_unreachable",
 ]
 
 _NS = 1e9
-#: summary.json's ``verdict`` → the exit code of ``loadtest run`` (summary.json's ``exit_code``;
-#: 74 replaces it when a file of the run directory could not be written)
-VERDICT_EXIT_CODES = {"passed": EXIT_OK, "failed": EXIT_SLO_FAILED, "unreachable": EXIT_UNREACHABLE,
-                      "interrupted": EXIT_INTERRUPTED, "incomplete": EXIT_INCOMPLETE}
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """SIGINT/SIGTERM ignored while files are written (well under a second): a second Ctrl-C
-    then cannot leave a run directory without its summary.json."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
 
 def default_run_dir(scenario_name: str, root: Path = Path("reports")) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -306,41 +282,6 @@ def write_run_dir(
 def _output_failure(run_dir: Path, failures: list[str]) -> str:
     more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
     return f"the run directory {run_dir} is incomplete: {failures[0]}{more}; the files written are kept"
-
-
-def write_unreachable(run_dir: Path, *, scenario: str, target: str, reason: str, scenario_yaml: str,
-                      fingerprint: str) -> dict[str, Any]:
-    """The run directory of a run that never reached its target (exit 3), so CI keeps a record:
-    summary.json with ``verdict: unreachable``, ``passed: false`` and the reason, and
-    scenario.yaml. ``target`` and ``reason`` must already be redacted."""
-    summary: dict[str, Any] = {
-        "schema": SCHEMA,
-        "scenario": scenario,
-        "fingerprint": fingerprint,
-        "target": target,
-        "started_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "duration_s": 0.0,
-        "measure_s": 0.0,
-        "verdict": "unreachable",
-        "reason": reason,
-        "requests": {"started": 0, "completed": 0, "failed": 0, "dropped": 0, "cancelled": 0},
-        "errors": {},
-        "latency_ms": {},
-        "slo": {},
-        "interrupted": False,
-        "passed": False,
-        "exit_code": VERDICT_EXIT_CODES["unreachable"],
-    }
-    failures: list[str] = []
-    for name, text in (("scenario.yaml", redact(scenario_yaml)),
-                       ("summary.json", redact(summary_text(summary)))):
-        try:
-            write_atomic(run_dir / name, text)
-        except OutputError as exc:
-            failures.append(str(exc))
-    if failures:
-        raise OutputError(_output_failure(run_dir, failures))
-    return summary
 
 
 def _epoch(iso: str) -> float:

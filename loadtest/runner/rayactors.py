@@ -97,18 +97,45 @@ def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
              "configure_logging": True}
     if address:
         _check_reachable(address)
-    try:
-        if address:
-            ray.init(address=address, **quiet)
-        else:
-            n = workers if isinstance(workers, int) else 0
-            ray.init(address="local", num_cpus=max(available_cores(), n), **quiet)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise WorkersUnavailable(f"cannot {'connect to Ray at ' + address if address else 'start Ray'}: {exc}") from None
+    with _signals_deferred() as signalled:
+        try:
+            if address:
+                ray.init(address=address, **quiet)
+            else:
+                n = workers if isinstance(workers, int) else 0
+                ray.init(address="local", num_cpus=max(available_cores(), n), **quiet)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            ray.shutdown()  # whatever it started so far
+            raise WorkersUnavailable(f"cannot {'connect to Ray at ' + address if address else 'start Ray'}: "
+                                     f"{exc}") from None
+        if signalled:  # a Ctrl-C while Ray started: stop what it started, then honour the signal
+            ray.shutdown()
+            raise KeyboardInterrupt
     try:
         yield ray
     finally:
-        ray.shutdown()  # a cluster we connected to: the driver disconnects, the cluster runs on
+        with _signals_deferred():
+            ray.shutdown()  # a cluster we connected to: the driver disconnects, the cluster runs on
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM held while Ray starts or stops (in the main thread): interrupted in the
+    middle, ray.init left its node's processes running with no parent for a minute (and once
+    crashed the interpreter, exit 139). The signals that came are listed, for the caller to act on."""
+    import signal
+    import threading
+
+    seen: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield seen
+        return
+    previous = {sig: signal.signal(sig, lambda s, _f: seen.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield seen
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -20,13 +20,14 @@ from loadtest.engine.openloop import arrivals_for
 from loadtest.engine.tokenizer import read_tokenizer
 from loadtest.errors import LoadtestError, TargetUnreachable, WorkersUnavailable, redact
 from loadtest.live.exports import LiveExports
+from loadtest.rundir.noresult import record_interrupt
 from loadtest.rundir.writer import (
     RequestCsv,
     default_run_dir,
     prepare_run_dir,
     signals_ignored,
+    write_no_result,
     write_run_dir,
-    write_unreachable,
 )
 from loadtest.runner.coordinator import backend_for, live_exports, run, scenario_as_run
 from loadtest.runner.options import RunOptions
@@ -61,14 +62,20 @@ def run_to_dir(sc: Any, options: RunOptions) -> dict[str, Any]:
     """
     sc = scenario_as_run(sc, options)
     run_dir = options.out if options.out is not None else default_run_dir(sc.name)
-    for note in preflight(sc, options):
-        options.warn(note)
-    exports = live_exports(sc, options, run_id=run_dir.name)
-    exports.open()  # /metrics cannot bind: exit 2 before the directory is claimed or anything connects
     try:
-        summary = _run_into(run_dir, sc, options, exports)
-    except BaseException:
-        exports.close(linger=False)
+        for note in preflight(sc, options):
+            options.warn(note)
+        exports = live_exports(sc, options, run_id=run_dir.name)
+        exports.open()  # /metrics cannot bind: exit 2 before the directory is claimed or anything connects
+        try:
+            summary = _run_into(run_dir, sc, options, exports)
+        except BaseException:
+            exports.close(linger=False)
+            raise
+    except KeyboardInterrupt:
+        # a Ctrl-C before the run's own signal relay took over (start-up: Ray, the workers, the
+        # mock): the run still ends with a summary.json saying so (exit 4), never an empty directory
+        _record_interrupt(run_dir, sc, options)
         raise
     exports.close()  # /metrics stays up for the linger, so a scraper sees the final values
     return summary
@@ -85,9 +92,9 @@ def _run_into(run_dir: Path, sc: Any, options: RunOptions, exports: LiveExports)
         # keeps the run directory: every exit 3 leaves a summary.json saying why
         sink.discard()
         with signals_ignored():
-            write_unreachable(run_dir, scenario=sc.name, target=redact(sc.target.url, options.api_key),
-                              reason=redact(str(exc), options.api_key), scenario_yaml=dump_scenario(sc),
-                              fingerprint=fingerprint(sc))
+            write_no_result(run_dir, verdict="unreachable", scenario=sc.name,
+                            target=redact(sc.target.url, options.api_key), reason=redact(str(exc), options.api_key),
+                            scenario_yaml=dump_scenario(sc), fingerprint=fingerprint(sc))
         raise
     except BaseException:
         sink.finish()  # a bug or a hard stop: keep every request recorded so far
@@ -108,3 +115,8 @@ def _run_into(run_dir: Path, sc: Any, options: RunOptions, exports: LiveExports)
             except LoadtestError as exc:
                 options.warn(f"warning: {run_dir}/report.html not written: {exc}")
     return summary
+
+
+def _record_interrupt(run_dir: Path, sc: Any, options: RunOptions) -> None:
+    record_interrupt(run_dir, scenario=sc.name, target=sc.target.url, api_key=options.api_key,
+                     scenario_yaml=dump_scenario(sc), fingerprint=fingerprint(sc))
