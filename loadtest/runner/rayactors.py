@@ -38,14 +38,12 @@ import contextlib
 import csv
 import dataclasses
 import io
-import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from loadtest.engine.limits import available_cores
 from loadtest.engine.result import Progress
 from loadtest.engine.worker import Worker, WorkerReport, WorkerSpec
 from loadtest.errors import BadInput, LoadtestError, WorkersUnavailable
@@ -60,6 +58,7 @@ from loadtest.runner.fleet import (
     report_to_plain,
     tick_to_plain,
 )
+from loadtest.runner.raysession import check_versions, local_version, ray_session, require_ray
 
 __all__ = ["RAY", "READY_TIMEOUT_ENV", "RayFleet", "RayWorker", "ray_session", "require_ray"]
 
@@ -71,86 +70,6 @@ _START_DELAY_S = 0.5
 _POLL_S = 1.0  # an actor's long poll returns after this at the latest
 _WAIT_S = 0.25  # the coordinator's ray.wait timeout
 _CLOCK_ROUNDS = 5
-
-
-def require_ray() -> Any:
-    """The ``ray`` module, or BadInput (exit 2) with how to install it."""
-    try:
-        import ray
-    except ImportError:
-        raise BadInput("Ray is not installed: pip install 'loadtest[ray]'") from None
-    return ray
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
-    """Connected to Ray for the block: ``address`` (or RAY_ADDRESS) is a cluster this does not
-    stop; without one a local Ray is started (enough CPUs for ``workers``) and stopped after.
-    A Ray the caller initialised already is used as it is, and left running."""
-    ray = require_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING,
-             "configure_logging": True}
-    if address:
-        _check_reachable(address)
-    with _signals_deferred() as signalled:
-        try:
-            if address:
-                ray.init(address=address, **quiet)
-            else:
-                n = workers if isinstance(workers, int) else 0
-                ray.init(address="local", num_cpus=max(available_cores(), n), **quiet)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            ray.shutdown()  # whatever it started so far
-            raise WorkersUnavailable(f"cannot {'connect to Ray at ' + address if address else 'start Ray'}: "
-                                     f"{exc}") from None
-        if signalled:  # a Ctrl-C while Ray started: stop what it started, then honour the signal
-            ray.shutdown()
-            raise KeyboardInterrupt
-    try:
-        yield ray
-    finally:
-        with _signals_deferred():
-            ray.shutdown()  # a cluster we connected to: the driver disconnects, the cluster runs on
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM held while Ray starts or stops (in the main thread): interrupted in the
-    middle, ray.init left its node's processes running with no parent for a minute (and once
-    crashed the interpreter, exit 139). The signals that came are listed, for the caller to act on."""
-    import signal
-    import threading
-
-    seen: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-    previous = {sig: signal.signal(sig, lambda s, _f: seen.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield seen
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """A ``host:port`` that accepts no TCP connection ends the run at once (exit 3): ray.init
-    itself retries an unreachable GCS for minutes."""
-    import socket
-
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or "://" in address:
-        return  # "auto", ray://…: left to Ray
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as exc:
-        raise WorkersUnavailable(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}. Is "
-                                 "`ray start --head` running there (its GCS port, 6379 by default)?") from None
 
 
 # ---------------------------------------------------------------------------- the actor
@@ -174,7 +93,8 @@ class RayWorker:
     async def clock(self) -> dict[str, Any]:
         import ray
 
-        return {"time_ns": time.time_ns(), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        return {"time_ns": time.time_ns(), "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "version": local_version()}
 
     def _row(self, r: RequestRecord, t0: int) -> None:
         self._csv.writerow(request_row(r, t0, secret=self._secret, worker=self._spec.index))
@@ -324,11 +244,14 @@ class RayFleet(Fleet):
                 f"{self._timeout_s:g} s: each needs 1 CPU, the cluster has {cpus:g} CPUs ({free:g} free). "
                 f"Ask for fewer --workers, add nodes, or raise {READY_TIMEOUT_ENV}."
             )
+        versions: dict[int, str] = {}
         for ref, a in refs.items():
             try:
-                a.node = (await asyncio.to_thread(ray.get, ref))["node"]
+                info = await asyncio.to_thread(ray.get, ref)
             except Exception as exc:  # the actor died while being created
                 raise WorkersUnavailable(f"Ray worker {a.index} could not start: {_short(exc)}") from None
+            a.node, versions[a.index] = info["node"], str(info.get("version", "?"))
+        check_versions(versions)  # a host with another loadtest: exit 3 naming both
         await asyncio.to_thread(self._measure_clocks)
 
     def _measure_clocks(self) -> None:
