@@ -87,6 +87,9 @@ _FLAGS = (
     click.option("--otlp", metavar="URL",
                  help="Push live metrics over OTLP/HTTP to this collector URL (e.g. "
                       "http://127.0.0.1:4318/v1/metrics). Default: outputs.otlp."),
+    click.option("--mock-host", metavar="ADDR",
+                 help="Where the embedded mock listens: 127.0.0.1 (default), or 0.0.0.0 so that Ray workers on "
+                      "other hosts reach it at this host's address. Default: mock.host."),
     click.option("--scrape", metavar="URL", multiple=True,
                  help="Scrape the target's own Prometheus endpoint every second (repeatable): "
                       "target_metrics.csv and the report. Default: outputs.scrape."),
@@ -99,10 +102,12 @@ def run_flags(f: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(f)
     def command(*args: Any, api_key: str | None, ca_file: str | None, insecure: bool, workers: int | str | None,
                 backend: str, ray_address: str | None, tokenizer: str | None, prometheus: str | None,
-                prometheus_linger: str | None, otlp: str | None, scrape: tuple[str, ...], **kwargs: Any) -> Any:
+                prometheus_linger: str | None, otlp: str | None, scrape: tuple[str, ...], mock_host: str | None,
+                **kwargs: Any) -> Any:
         if ray_address and backend != "ray":
             raise click.UsageError("--ray-address needs --backend ray")
         scenario_flags = ScenarioFlags(tokenizer=tokenizer, prometheus=prometheus, otlp=otlp, scrape=tuple(scrape),
+                                       mock_host=mock_host,
                                        prometheus_linger_s=duration_flag(prometheus_linger, "--prometheus-linger"))
         flags = RunFlags(api_key=api_key, ca_file=ca_file, insecure=insecure, workers=workers, backend=backend,
                          ray_address=ray_address, scenario_flags=scenario_flags)

@@ -34,8 +34,8 @@ from loadtest.runner.fleet import Backend, Fleet, RowSink
 from loadtest.runner.options import RunOptions
 from loadtest.runner.signals import SignalRelay
 
-__all__ = ["BACKEND_MODULES", "STEAL_NOTE_PERCENT", "backend_for", "live_exports", "merge_reports", "run",
-           "scenario_as_run", "summarize"]
+__all__ = ["BACKEND_MODULES", "STEAL_NOTE_PERCENT", "advertised_url", "backend_for", "live_exports",
+           "merge_reports", "outward_address", "run", "scenario_as_run", "summarize"]
 
 #: each backend's module and the object in it that makes its fleets (a new backend: one line here)
 BACKEND_MODULES = {
@@ -119,8 +119,34 @@ def _target(sc: Any) -> Iterator[tuple[str, int | None]]:
     m = sc.mock
     faults = m.faults.spec if m.faults.active else None
     mock_seed = sc.mock_seed if sc.mock_seed is not None else secrets.randbits(31)
-    with MockProcess(model_args(m.model, seed=mock_seed, faults=faults)) as mock_url:
-        yield mock_url, mock_seed
+    with MockProcess(model_args(m.model, seed=mock_seed, faults=faults), host=m.host) as mock_url:
+        yield advertised_url(mock_url, m.advertise or m.host), mock_seed
+
+
+def advertised_url(url: str, host: str) -> str:
+    """``url`` (what the mock printed) with the host workers are to use: ``host`` itself, or for a
+    wildcard bind (0.0.0.0, ::) the address of this host's outward interface."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if host in ("0.0.0.0", "::", ""):
+        host = outward_address()
+    parts = urlsplit(url)
+    netloc = f"[{host}]:{parts.port}" if ":" in host else f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def outward_address() -> str:
+    """The address of the interface this host would use to reach another (no packet is sent: a
+    UDP socket's connect only picks the route); 127.0.0.1 when there is no route."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere real
+            address: str = s.getsockname()[0]
+        except OSError:
+            address = "127.0.0.1"
+    return address
 
 
 def _run_backend(sc: Any, url: str, options: RunOptions, sink: RowSink | None, exports: LiveExports) -> RunResult:

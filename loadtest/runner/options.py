@@ -40,6 +40,7 @@ class ScenarioFlags:
     prometheus_linger_s: float | None = None  # --prometheus-linger
     otlp: str | None = None  # --otlp: outputs.otlp
     scrape: tuple[str, ...] = ()  # --scrape (repeatable): outputs.scrape
+    mock_host: str | None = None  # --mock-host: mock.host
 
     def fields(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

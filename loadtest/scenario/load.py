@@ -51,6 +51,7 @@ class Overrides:
     prometheus_linger_s: float | None = None
     otlp: str | None = None
     scrape: tuple[str, ...] = ()  # outputs.scrape: given, they replace the file's list
+    mock_host: str | None = None  # mock.host (--mock-host)
 
     def _items(self) -> list[tuple[tuple[str, ...], str, object]]:
         """(YAML path, flag, value) of each override that is set (not the key)."""
@@ -69,6 +70,7 @@ class Overrides:
             (("outputs", "prometheus_linger"), "--prometheus-linger", self.prometheus_linger_s),
             (("outputs", "otlp"), "--otlp", self.otlp),
             (("outputs", "scrape"), "--scrape", list(self.scrape) or None),
+            (("mock", "host"), "--mock-host", self.mock_host),
         ]
         return [row for row in table if row[2] is not None]
 

@@ -140,6 +140,12 @@ class MockConfig(Model):
     #: None: a fresh random seed per run, recorded in summary.json as ``mock_seed`` (issue 13:
     #: repeated runs must draw independent latencies, or A/A runs measure one sample N times)
     seed: StrictInt | None = None
+    #: the address the embedded mock binds: 127.0.0.1, or 0.0.0.0 (every interface) so that Ray
+    #: workers on other hosts reach it, at the coordinator's address (``--mock-host``)
+    host: StrictStr = Field("127.0.0.1", min_length=1)
+    #: the host name or address workers are given for it (None: ``host``, or for 0.0.0.0/:: the
+    #: address of the coordinator's outward interface)
+    advertise: StrictStr | None = Field(None, min_length=1)
 
     @property
     def model(self) -> MockModel:
