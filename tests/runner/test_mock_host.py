@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+from support.helpers import run_cli
 
 from loadtest.runner.coordinator import advertised_url, outward_address
-from support.helpers import run_cli
 
 
 def test_the_url_workers_get() -> None:
