@@ -54,6 +54,7 @@ __all__ = [
     "ServerError",
     "TargetUnreachable",
     "WorkersUnavailable",
+    "caused_by_interrupt",
     "error_for",
     "redact",
 ]
@@ -208,3 +209,15 @@ def redact(text: str, secret: str | None = None) -> str:
         else:
             text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     return text
+
+
+def caused_by_interrupt(exc: BaseException | None) -> bool:
+    """``exc`` is a KeyboardInterrupt, or an error raised while handling one or from one (pydantic
+    wraps a signal that lands while it builds a model class): the user's Ctrl-C, exit 4."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

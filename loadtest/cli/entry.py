@@ -12,6 +12,7 @@ Only the interpreter's own start-up, before this module runs, is unguarded (a fe
 from __future__ import annotations
 
 import signal
+import sys
 from types import FrameType
 
 __all__ = ["interrupt_guard", "main"]
@@ -27,6 +28,13 @@ def interrupt_guard(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, interrupt_guard)
     signal.signal(signal.SIGTERM, interrupt_guard)
-    from loadtest.cli.main import main as cli_main
+    try:
+        from loadtest.cli.main import main as cli_main
+    except BaseException as exc:  # a signal while the command line itself is imported: exit 4 too
+        from loadtest.errors import EXIT_INTERRUPTED, caused_by_interrupt
 
+        if not caused_by_interrupt(exc):
+            raise
+        sys.stderr.write("Interrupted.\n")
+        sys.exit(EXIT_INTERRUPTED)
     cli_main()

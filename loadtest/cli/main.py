@@ -11,7 +11,7 @@ import click
 
 from loadtest.cli.commands import mock, report, run, sweep, validate
 from loadtest.cli.gate import ab, calibrate, compare
-from loadtest.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED, LoadtestError
+from loadtest.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED, LoadtestError, caused_by_interrupt
 
 __all__ = ["cli", "main"]
 
@@ -55,23 +55,12 @@ def main() -> None:
             sys.exit(known[0].exit_code)
         _internal_error(group)
     except Exception as exc:
-        if _caused_by_interrupt(exc):  # a Ctrl-C that a library re-raised as its own error (pydantic
+        if caused_by_interrupt(exc):  # a Ctrl-C that a library re-raised as its own error (pydantic
             _ignore_signals()          # wraps one that lands while a model class is being built)
             click.echo("Interrupted.", err=True)
             sys.exit(EXIT_INTERRUPTED)
         _internal_error(exc)
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _caused_by_interrupt(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    cur: BaseException | None = exc
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, KeyboardInterrupt):
-            return True
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return False
 
 
 def _ignore_signals() -> None:
