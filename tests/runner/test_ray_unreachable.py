@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from support.helpers import run_cli
 
 pytestmark = pytest.mark.realtime

@@ -1,10 +1,11 @@
 """Runs of the harness against tests/support/rawserver.py (a server that shares none of the
 harness's code): start it on port 0 with one behaviour, run ``python -m loadtest run`` against
 it, and collect the harness's figures with the server's own log. Used by
-tests/e2e/test_hostile_servers.py and tests/runner/test_workers.py."""
+tests/e2e/test_hostile_servers.py, tests/runner/test_workers.py and tests/support/workerkill.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,3 +215,13 @@ def overlapping_gens(run: Served) -> list[str]:
 # --- the tests ----------------------------------------------------------------------------------
 
 NORMAL = {"ttft_ms": 50, "gap_ms": 10, "chunks": 8}
+
+
+@contextlib.contextmanager
+def raw_server(tmp: Path, behaviour: str, options: dict[str, Any]) -> Iterator[tuple[str, Path]]:
+    """rawserver on port 0 for the block: its URL and the path of its JSONL log."""
+    server, url, log = _start_server(tmp, behaviour, options)
+    try:
+        yield url, log
+    finally:
+        _stop_server(server)
