@@ -35,9 +35,11 @@ def main() -> None:
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except click.ClickException as exc:
+        _ignore_signals()
         exc.show()
         sys.exit(EXIT_BAD_INPUT)
     except LoadtestError as exc:
+        _ignore_signals()
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -60,6 +62,7 @@ def main() -> None:
             click.echo("Interrupted.", err=True)
             sys.exit(EXIT_INTERRUPTED)
         _internal_error(exc)
+    _ignore_signals()  # done: a Ctrl-C while the interpreter shuts down must not turn the code into -2
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

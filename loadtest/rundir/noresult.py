@@ -45,14 +45,25 @@ _INTERRUPTED = "interrupted (Ctrl-C) during start-up, before anything was measur
 
 @contextlib.contextmanager
 def signals_ignored() -> Iterator[None]:
-    """SIGINT/SIGTERM ignored while files are written (well under a second): a second Ctrl-C
-    then cannot leave a run directory without its summary.json."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """SIGINT/SIGTERM held while files are written: a Ctrl-C then cannot leave a run directory
+    without its summary.json. A signal that came meanwhile is delivered once the block ends (to
+    the handler that was in place: the command line's, a running study's), never dropped: a
+    study whose step was writing its report when the user pressed Ctrl-C stops after that step.
+    Outside the main thread (signals cannot be handled there) the block runs as it is."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, _f: came.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if came:
+            signal.raise_signal(came[0])
 
 
 def _write(path: Path, text: str) -> None:

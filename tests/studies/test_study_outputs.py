@@ -6,6 +6,7 @@ returns (summary.json, sweep.json, capacity.json), including when the target die
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -102,3 +103,29 @@ def test_a_sweep_whose_target_dies_writes_the_exit_code_it_returns(tmp_path: Pat
     doc = json.loads((out / "sweep.json").read_text())
     assert capacity["answer"]["exit_code"] == doc["exit_code"] == 3
     assert capacity["answer"]["ended_by"] == "unreachable" and doc["stopped"] == "unreachable"
+
+
+@pytest.mark.parametrize("command", [
+    ["sweep", "scenarios/smoke.yaml", "--levels", "2,4", "--step-duration", "6s"],
+    ["calibrate", "scenarios/smoke.yaml", "--target", "mock", "--runs", "3", "--duration", "6s"],
+    ["ab", "scenarios/smoke.yaml", "--baseline", "mock", "--candidate", "mock", "--rounds", "2", "--duration", "6s"],
+])  # fmt: skip
+def test_a_ctrl_c_during_a_study_exits_4_and_what_it_wrote_says_4(tmp_path: Path, command: list[str]) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "loadtest", *command, "--out", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("*/requests.csv.partial")):  # the first run is measuring
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 4, stderr
+    assert "Traceback" not in stderr
+    written = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
+    assert written and all(s["exit_code"] == 4 and s["verdict"] == "interrupted" for s in written)
+    for name in ("sweep.json", "capacity.json"):
+        if (out / name).exists():  # the sweep's own files say what it returned
+            doc = json.loads((out / name).read_text())
+            assert (doc["exit_code"] if name == "sweep.json" else doc["answer"]["exit_code"]) == 4
