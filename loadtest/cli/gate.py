@@ -52,7 +52,8 @@ def _gate_options(f: Any) -> Any:
                      help="One run per side: bootstrap resamples."),
         click.option("--seed", "boot_seed", type=int, default=0, show_default=True, help="Seed of the bootstrap."),
         click.option("--min-tail", type=click.IntRange(min=1), default=10, show_default=True,
-                     help="Samples each run needs beyond a gated percentile (p99: 100x this)."),
+                     help="Samples each run needs beyond a gated percentile (p99: 100x this); a check a run "
+                          "falls short of is INCONCLUSIVE, the others judged."),
         click.option("--allow-saturated", is_flag=True,
                      help="Compare runs whose generator was saturated (noted); by default they are refused (exit 2)."),
         click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
@@ -101,6 +102,18 @@ def _write_outputs(verdict: Any, base: Any, cand: Any, json_out: str | None, md_
         write_text_file(Path(junit_out), gate_junit(verdict, "loadtest.compare"))
 
 
+def _verdict_out(verdict: Any, base: Any, cand: Any) -> int:
+    """The verdict on the terminal and its exit code: 0 pass, 1 failed; a verdict that judged
+    no check is exit 2 (issue 22: never a pass, whatever --strict), its reasons on stderr."""
+    from loadtest.compare.output import gate_text
+    from loadtest.compare.validity import InvalidComparison
+
+    if not verdict.judged:
+        raise InvalidComparison(verdict.unjudged())
+    click.echo(gate_text(verdict, base, cand), nl=False)
+    return int(verdict.exit_code)
+
+
 @click.command()
 @click.argument("dirs", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--baseline", "baselines", multiple=True, type=click.Path(file_okay=False),
@@ -117,12 +130,12 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
             calibration: str | None, json_out: str | None, md_out: str | None, junit_out: str | None) -> int:
     """Judge candidate runs against baseline runs: BASELINE_DIR CANDIDATE_DIR, or
     --baseline DIR ... --candidate DIR .... Exit 0 no regression, 1 a regression (or, with
-    --strict, an inconclusive check), 2 bad input or runs that cannot be compared (with --tag:
-    a run none of whose requests carried the tag)."""
+    --strict, an inconclusive check), 2 bad input or runs that cannot be compared (a run
+    directory without the histograms a gated check needs; no check that could be judged; with
+    --tag: a run none of whose requests carried the tag)."""
     from pathlib import Path
 
     from loadtest.compare.gate import gate
-    from loadtest.compare.output import gate_text
     from loadtest.compare.rundata import parse_checks
     from loadtest.compare.runs import load_run
 
@@ -142,8 +155,7 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
     cand = [load_run(Path(d), latency, tag=tag) for d in candidates]
     verdict = gate(base, cand, rules, checks=checks, allow_different_workload=allow_different_workload)
     _write_outputs(verdict, base, cand, json_out, md_out, junit_out)
-    click.echo(gate_text(verdict, base, cand), nl=False)
-    return 1 if verdict.failed else 0
+    return _verdict_out(verdict, base, cand)
 
 
 @click.command()
@@ -173,12 +185,11 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
        junit_out: str | None) -> int:
     """Run SCENARIO_FILE against the baseline and the candidate in alternating rounds, then
     gate: OUT/round-N-baseline|candidate/, OUT/compare.json, OUT/compare.md, OUT/junit.xml.
-    Exit 0 no regression, 1 a regression, 2 bad input or invalid runs, 3 unreachable,
-    4 interrupted."""
+    Exit 0 no regression, 1 a regression, 2 bad input (checked before the first run) or invalid
+    runs or no check that could be judged, 3 unreachable, 4 interrupted."""
     import os
     from pathlib import Path
 
-    from loadtest.compare.output import gate_text
     from loadtest.compare.rundata import parse_checks
     from loadtest.studies.ab import AbSide, run_ab
 
@@ -205,8 +216,7 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
         click.echo("Interrupted: no verdict (the rounds run so far are in " + out + ").", err=True)
         return EXIT_INTERRUPTED
     _write_outputs(result.verdict, result.baseline, result.candidate, json_out, md_out, junit_out)
-    click.echo(gate_text(result.verdict, result.baseline, result.candidate), nl=False)
-    return 1 if result.verdict.failed else 0
+    return _verdict_out(result.verdict, result.baseline, result.candidate)
 
 
 @click.command()
@@ -247,6 +257,13 @@ def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: 
         click.echo(f"{name:<16} between-run sd {sd:.4f}" + (" (log)" if not name.startswith("error") else ""))
     for label in result.get("left_out", []):
         click.echo(f"left out {label}: the generator was saturated (the machine's noise, not the target's)")
-    click.echo(f"one-run compare on {result['pairs']} A/A pairs: {result['false_alarms']} false alarm(s) "
-               f"({result['false_alarm_rate']:.1%}); written {Path(out) / 'calibration.json'}")
+    written = f"written {Path(out) / 'calibration.json'}"
+    if result["false_alarm_rate"] is None:  # issue 22: a replay that judged nothing is no A/A test
+        click.echo(f"one-run compare on {result['pairs']} A/A pairs: none could be judged, no false-alarm rate "
+                   f"({result['unjudged']}); {written}")
+    else:
+        rest = result["pairs"] - result["judged_pairs"]
+        unjudged = f"; {rest} could not be judged ({result['unjudged']})" if rest else ""
+        click.echo(f"one-run compare on {result['judged_pairs']} of {result['pairs']} A/A pairs: "
+                   f"{result['false_alarms']} false alarm(s) ({result['false_alarm_rate']:.1%}){unjudged}; {written}")
     return 0

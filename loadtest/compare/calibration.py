@@ -50,23 +50,36 @@ def calibrate_runs(runs: Sequence[RunData], rules: GateRules, checks: Sequence[t
     Runs whose generator saturated are left out (``left_out`` names them): their spread is the
     machine's, not the target's, and a calibration that took it in would widen every later
     interval (on a 2-core VM, three such runs of ten put TTFT p50's noise at 0.048 instead of
-    0.010). BadInput when fewer than 2 runs remain."""
+    0.010). BadInput when fewer than 2 runs remain.
+
+    A pair on which the one-run gate could judge no check (runs too short for its 10 seconds of
+    per-second data, every check short of samples) is no A/A test: it is not counted as a pass
+    (issue 22). ``judged_pairs`` counts the others, the false-alarm rate is over them (None when
+    there are none) and ``unjudged`` says why the first such pair could not be judged. The noise
+    stands either way: rounds (``ab --calibration``) are judged on summary.json figures, which
+    short runs have."""
     clean = [r for r in runs if not r.saturated]
     left_out = [r.label for r in runs if r.saturated]
     if len(clean) < 2:
         why = f" ({len(left_out)} of {len(runs)} left out: the generator was saturated)" if left_out else ""
         raise BadInput(f"calibration needs at least 2 runs{why}")
     plain = GateRules(**{**rules.__dict__, "noise": {}, "noise_runs": 0})
-    pairs, alarms, by_check = 0, 0, dict.fromkeys((check_name(m, s) for m, s in checks), 0)
+    pairs, judged, alarms, by_check = 0, 0, 0, dict.fromkeys((check_name(m, s) for m, s in checks), 0)
+    unjudged: str | None = None
     for a, b in itertools.combinations(clean, 2):
         verdict = gate([a], [b], plain, checks=checks)
         pairs += 1
+        if not verdict.judged:  # nothing judged: not a pass, not an alarm
+            unjudged = unjudged or verdict.unjudged()
+            continue
+        judged += 1
         alarms += verdict.failed
         for row in verdict.regressions:
             by_check[row.name] += 1
     return {"runs": len(clean), "fingerprint": clean[0].fingerprint, "tag": clean[0].tag,
             "noise": noise_of(clean, checks),
-            "pairs": pairs, "false_alarms": alarms, "false_alarm_rate": alarms / pairs,
+            "pairs": pairs, "judged_pairs": judged, "unjudged": unjudged, "false_alarms": alarms,
+            "false_alarm_rate": alarms / judged if judged else None,
             "false_alarms_by_check": {k: v for k, v in by_check.items() if v},
             "labels": [r.label for r in clean], "left_out": left_out}  # fmt: skip
 

@@ -1,11 +1,14 @@
 """Sample floors of the release gate, pure: a gated percentile needs ``min_tail`` samples beyond it
 in every run (p99: 100 × min_tail), else its tail is a handful of values and the check cannot be
-judged. :func:`loadtest.compare.gate.gate` refuses runs below a floor; ``ab`` asks the same of its
-first baseline run, to stop before running every round (:mod:`loadtest.studies.ab`).
+judged. :func:`loadtest.compare.gate.gate` reports such a check INCONCLUSIVE, not judged
+(:func:`lacking`: which run, the samples it had and needed), and judges the others (issue 22: in a
+closed loop a slower candidate completes fewer answers, so the regression itself can push it
+below a floor the baseline cleared). ``ab`` asks the floors of its first baseline run, to stop
+before running every round when the runs are too short for them (:mod:`loadtest.studies.ab`).
 
 With ``--tag`` a run's figures are its request class's (:attr:`RunData.tag`), so the floors
-count the class's samples: a rare class is refused as too few samples, never passed on a
-handful (k6 passed a threshold on a tag that matched nothing, k6 #1526)."""
+count the class's samples: a rare class's percentile is not judged (too few samples), never
+passed on a handful (k6 passed a threshold on a tag that matched nothing, k6 #1526)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from typing import Any
 
 from loadtest.compare.rundata import PERCENTILES, RunData
 
-__all__ = ["OVERCONFIDENT", "Shortfall", "check_name", "sample_shortfalls"]
+__all__ = ["OVERCONFIDENT", "Lack", "Shortfall", "check_name", "lacking", "sample_count", "sample_shortfalls"]
 
 #: latency metrics whose within-run (single-run) interval is overconfident: not gated alone
 OVERCONFIDENT = ("itl", "tpot")
@@ -57,13 +60,50 @@ def sample_shortfalls(run: RunData, checks: Sequence[tuple[str, str]], rules: An
             continue
         q = PERCENTILES[stat]
         needed = math.ceil(rules.min_tail * 100 / (100 - q) - 1e-9)
-        count = _count(run, metric)
+        count = sample_count(run, metric)
         if count is not None and count < needed:
             out.append(Shortfall(metric, stat, count, needed, rules.min_tail, q, run.tag))
     return out
 
 
-def _count(run: RunData, metric: str) -> int | None:
+@dataclass(frozen=True)
+class Lack:
+    """Why a gated check cannot be judged for want of samples: the run furthest below its floor
+    (``role``, ``run``, its :class:`Shortfall`) and how many of ``of`` runs were short."""
+
+    role: str
+    run: str
+    shortfall: Shortfall
+    short_runs: int
+    of: int
+
+    @property
+    def text(self) -> str:
+        more = f"; {self.short_runs} of {self.of} runs short" if self.short_runs > 1 else ""
+        return f"too few samples to judge: {self.role} {self.run}: {self.shortfall.text}{more}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "run": self.run, "had": self.shortfall.count, "needed": self.shortfall.needed,
+                "short_runs": self.short_runs, "runs": self.of}  # fmt: skip
+
+
+def lacking(runs: Sequence[tuple[str, RunData]], checks: Sequence[tuple[str, str]], rules: Any, *,
+            single: bool) -> dict[str, Lack]:  # fmt: skip
+    """Per gated check (by name) that any of ``runs`` (``(role, run)``, either side) lacks samples
+    for: the run furthest below the floor, with what it had and needed."""
+    short: dict[str, list[tuple[str, RunData, Shortfall]]] = {}
+    for role, run in runs:
+        for s in sample_shortfalls(run, checks, rules, single=single):
+            short.setdefault(check_name(s.metric, s.stat), []).append((role, run, s))
+    out = {}
+    for name, found in short.items():
+        role, run, worst = min(found, key=lambda f: f[2].count / f[2].needed)
+        out[name] = Lack(role, run.label, worst, len(found), len(runs))
+    return out
+
+
+def sample_count(run: RunData, metric: str) -> int | None:
+    """The samples of ``metric`` in ``run`` (summary.json's count, else its hlog's); None: unknown."""
     entry = run.summary_ms.get(metric)
     count = entry.get("count") if entry else None
     if isinstance(count, int):

@@ -28,8 +28,15 @@ wholly below −τ, OK when wholly inside [−τ, τ], else INCONCLUSIVE (fails 
 
 Validity first (:class:`InvalidComparison`, exit 2; :mod:`loadtest.compare.validity`): one
 workload fingerprint, no generator saturated or interrupted, open loop sent within
-``max_rate_shortfall`` of what it offered, and every run has ``min_tail`` samples beyond each
-gated percentile (p99: 100 × min_tail).
+``max_rate_shortfall`` of what it offered, and, with one run per side, the per-second data of
+every gated check present.
+
+Sample floors per check (issue 22): a gated percentile needs ``min_tail`` samples beyond it in
+every run, on both sides (p99: 100 × min_tail). A check a run falls short of is INCONCLUSIVE,
+not judged (its row names the run and the samples it had and needed; it is left out of Holm's
+family); the other checks are judged, so a closed-loop candidate slowed below a floor by the
+regression itself still fails on its other checks. A verdict that judged no check at all is
+exit 2 (:attr:`GateVerdict.exit_code`), never a pass, whatever ``strict``.
 
 One request class (``--tag``, issue 19): runs read with a tag (:attr:`RunData.tag`) carry that
 class's figures only, so every check, floor and note above is the class's; the verdict names it.
@@ -45,8 +52,17 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.compare.floors import OVERCONFIDENT, check_name
-from loadtest.compare.intervals import Estimate, block_indices, holm, paired_t, pooled, t_ppf, welch
+from loadtest.compare.floors import OVERCONFIDENT, check_name, lacking
+from loadtest.compare.intervals import (
+    POWER,
+    Estimate,
+    block_indices,
+    detectable,
+    holm,
+    paired_t,
+    pooled,
+    welch,
+)
 from loadtest.compare.rundata import PERCENTILES, RunData, row_dict
 from loadtest.compare.stats import Stack
 from loadtest.compare.validity import InvalidComparison, validate
@@ -129,10 +145,18 @@ class GateRow:
     #: the smallest regression (natural terms, worse = positive) this check would call with
     #: ~80 % power at the family's first Holm level, given this data's noise (None: not gated)
     detectable: float | None = None
+    #: a gated check too few samples to judge (INCONCLUSIVE, no interval): the run furthest
+    #: below the floor, ``had`` and ``needed`` (:meth:`loadtest.compare.floors.Lack.to_dict`)
+    samples: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
         return check_name(self.metric, self.stat)
+
+    @property
+    def judged(self) -> bool:
+        """A gated check with an interval (not one too few samples to judge)."""
+        return self.gated and self.samples is None and self.ci is not None
 
 
 @dataclass(frozen=True)
@@ -154,26 +178,51 @@ class GateVerdict:
         return tuple(r for r in self.rows if r.gated and r.verdict == INCONCLUSIVE)
 
     @property
+    def judged(self) -> tuple[GateRow, ...]:
+        return tuple(r for r in self.rows if r.judged)
+
+    @property
     def failed(self) -> bool:
-        return bool(self.regressions) or (self.rules.strict and bool(self.inconclusive))
+        """Not a pass: a regression, an INCONCLUSIVE check under ``strict``, or nothing judged."""
+        return bool(self.regressions) or (self.rules.strict and bool(self.inconclusive)) or not self.judged
+
+    @property
+    def exit_code(self) -> int:
+        """2 when no check could be judged (issue 22: never a pass), 1 failed, 0 passed."""
+        return 2 if not self.judged else 1 if self.failed else 0
+
+    def unjudged(self) -> str:
+        """Why no check could be judged: each check's reason (the first few)."""
+        rows = [r for r in self.rows if r.gated or r.verdict == NA] or list(self.rows)
+        why = "; ".join(f"{r.name}: {r.reason}" for r in rows[:4])
+        more = f"; and {len(rows) - 4} more" if len(rows) > 4 else ""
+        of = f" of {self.tag}" if self.tag else ""
+        return f"no check{of} could be judged ({why or 'no checks'}{more})"
 
     def headline(self) -> str:
         gated = [r for r in self.rows if r.gated]
         of = f" of {self.tag}" if self.tag else ""  # a request class: the verdict names it
+        short = [r.name for r in gated if r.samples is not None]
+        unjudged = f"; too few samples to judge {', '.join(short)}" if short else ""
+        if not self.judged:
+            return f"NO VERDICT: {self.unjudged()}"
         if self.regressions:
             worst = ", ".join(f"{r.name} {_fmt_change(r)}" for r in self.regressions)
-            return f"REGRESSION: {len(self.regressions)} of {len(gated)} gated checks{of} regressed ({worst})"
+            return (f"REGRESSION: {len(self.regressions)} of {len(gated)} gated checks{of} regressed "
+                    f"({worst}{unjudged})")  # fmt: skip
         if self.failed:
             names = ", ".join(r.name for r in self.inconclusive)
-            return f"INCONCLUSIVE (--strict): {len(self.inconclusive)} of {len(gated)} gated checks{of} ({names})"
+            return (f"INCONCLUSIVE (--strict): {len(self.inconclusive)} of {len(gated)} gated checks{of} "
+                    f"({names}{unjudged})")  # fmt: skip
         counts = {v: sum(r.verdict == v for r in gated) for v in (OK, IMPROVED, INCONCLUSIVE)}
         detail = ", ".join(f"{n} {v.lower()}" for v, n in counts.items() if n)
-        return f"PASS: no regression in {len(gated)} gated checks{of} ({detail or 'none judged'})"
+        return f"PASS: no regression in {len(gated)} gated checks{of} ({detail}{unjudged})"
 
     def to_dict(self) -> dict[str, Any]:
         rows = [row_dict(r) for r in self.rows]
         rules = asdict(self.rules) | {"noise": dict(self.rules.noise)}
-        return {"failed": self.failed, "regression": bool(self.regressions), "verdict": self.headline(),
+        return {"exit_code": self.exit_code, "failed": self.failed, "regression": bool(self.regressions),
+                "judged": len(self.judged), "verdict": self.headline(),
                 "mode": self.mode, "tag": self.tag, "runs": {"baseline": self.runs[0], "candidate": self.runs[1]},
                 "rows": rows, "notes": list(self.notes), "rules": rules}  # fmt: skip
 
@@ -185,7 +234,8 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
          checks: Sequence[tuple[str, str]], allow_different_workload: bool = False) -> GateVerdict:  # fmt: skip
     """Judge the ``candidate`` runs against the ``baseline`` runs (see the module docstring).
 
-    Raises :class:`InvalidComparison` (exit 2) when they cannot be compared.
+    Raises :class:`InvalidComparison` (exit 2) when they cannot be compared; a verdict that
+    could judge no check (:attr:`GateVerdict.judged` empty) is exit 2 as well, for the caller.
     """
     r = rules or GateRules()
     if not baseline or not candidate:
@@ -193,6 +243,8 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
     notes = validate(baseline, candidate, r, checks, allow_different_workload)
     nb, nc = len(baseline), len(candidate)
     single = nb == 1 and nc == 1
+    sides = [("baseline", run) for run in baseline] + [("candidate", run) for run in candidate]
+    short = lacking(sides, checks, r, single=single)
     if single:
         mode = f"one run per side: moving-block bootstrap over seconds (blocks of {r.block_s} s)"
     elif nb == nc and r.paired:
@@ -201,8 +253,11 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
         mode = f"{nb} vs {nc} runs: run-level variance (Welch t on log values)"
     plans: list[tuple[str, str, Estimate | None, bool, str]] = []
     for metric, stat in checks:
-        est, why = _estimate(metric, stat, baseline, candidate, r, single)
         name = check_name(metric, stat)
+        if name in short:  # too few samples on a side: INCONCLUSIVE, not judged, not in Holm's family
+            plans.append((metric, stat, None, True, short[name].text))
+            continue
+        est, why = _estimate(metric, stat, baseline, candidate, r, single)
         gated = est is not None
         if est is not None and single and metric in OVERCONFIDENT:
             if name in r.noise:
@@ -216,12 +271,17 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
             est = est.widened(math.sqrt(2) * r.noise[name], float(max(r.noise_runs - 1, 1)))
         plans.append((metric, stat, est, gated, why))
     taus = [_tau(m, r) for m, _, _, _, _ in plans]
-    gated_idx = [i for i, p in enumerate(plans) if p[3]]
+    gated_idx = [i for i, p in enumerate(plans) if p[3] and p[2] is not None]
     pvalues = [plans[i][2].p_above(taus[i]) for i in gated_idx]  # type: ignore[union-attr]
     levels = dict(zip(gated_idx, holm(pvalues, r.alpha), strict=True))
     rows = []
     for i, (metric, stat, est, gated, why) in enumerate(plans):
         b, c = _figure(metric, stat, baseline), _figure(metric, stat, candidate)
+        lack = short.get(check_name(metric, stat))
+        if lack is not None:
+            rows.append(GateRow(metric, stat, _unit(metric), b, c, None, None, INCONCLUSIVE, True, "", None, why,
+                                samples=lack.to_dict()))  # fmt: skip
+            continue
         rows.append(_row(metric, stat, b, c, est, gated, why, levels.get(i), taus[i], r,
                          first_level=r.alpha / max(len(gated_idx), 1)))  # fmt: skip
     ungated = sorted({row.metric for row in rows if not row.gated and row.verdict != NA})
@@ -231,7 +291,7 @@ def gate(baseline: Sequence[RunData], candidate: Sequence[RunData], rules: GateR
     if sizes:
         notes.append(f"smallest regression each gated check would call {POWER:.0%} of the time with this noise: "
                      + ", ".join(sizes))  # fmt: skip
-    if any(row.gated for row in rows):
+    if gated_idx:
         notes.append(f"family-wise alpha {r.alpha:g} over {len(gated_idx)} gated checks (Holm); each interval "
                      "has its Holm level on each side")  # fmt: skip
     return GateVerdict(tuple(rows), tuple(notes), r, mode, (nb, nc), baseline[0].tag)
@@ -323,7 +383,7 @@ def _tau(metric: str, r: GateRules) -> float:
 
 def _row(metric: str, stat: str, b: float | None, c: float | None, est: Estimate | None, gated: bool, why: str,
          holm_level: tuple[bool, float] | None, tau: float, r: GateRules, *, first_level: float) -> GateRow:  # fmt: skip
-    unit = "" if metric == "error_rate" else "req/s" if metric == "throughput" else "ms"
+    unit = _unit(metric)
     if est is None:
         return GateRow(metric, stat, unit, b, c, None, None, NA, False, "", None, why)
     rejected, level = holm_level if holm_level is not None else (False, r.alpha)
@@ -348,30 +408,7 @@ def _row(metric: str, stat: str, b: float | None, c: float | None, est: Estimate
         ends = sorted((math.expm1(sign * lo), math.expm1(sign * hi)))
         change, ci = math.expm1(sign * est.value), (ends[0], ends[1])
     return GateRow(metric, stat, unit, b, c, round(change, 6), (round(ci[0], 6), round(ci[1], 6)), verdict,
-                   gated, est.method, level, reason, _detectable(metric, est, tau, first_level) if gated else None)  # fmt: skip
-
-
-#: the power at which :attr:`GateRow.detectable` is stated
-POWER = 0.8
-
-
-def _detectable(metric: str, est: Estimate, tau: float, level: float) -> float:
-    """The smallest worse change δ* whose interval would clear the tolerance with ``POWER``:
-    τ + (t(1 − level) + t(POWER))·se, for a t estimate; for a bootstrap, the distance from the
-    centre to its ``level`` quantile stands for t(1 − level)·se. In natural terms."""
-    if est.draws:
-        lo, _ = est.interval(level)
-        spread = est.value - lo
-        z = t_ppf(1 - level, math.inf)
-        se = spread / z if z > 0 else 0.0
-        delta = tau + spread + t_ppf(POWER, math.inf) * se
-    else:
-        delta = tau + (t_ppf(1 - level, est.df) + t_ppf(POWER, est.df)) * est.se
-    if metric == "error_rate":
-        return round(delta, 6)
-    if metric == "throughput":
-        return round(-math.expm1(-delta), 6)  # a drop by this share
-    return round(math.expm1(delta), 6)
+                   gated, est.method, level, reason, detectable(metric, est, tau, first_level) if gated else None)  # fmt: skip
 
 
 def _figure(metric: str, stat: str, runs: Sequence[RunData]) -> float | None:
@@ -382,6 +419,10 @@ def _figure(metric: str, stat: str, runs: Sequence[RunData]) -> float | None:
     if metric in ("error_rate", "throughput") or any(v <= 0 for v in vs):
         return round(sum(vs) / len(vs), 6)
     return round(math.exp(sum(math.log(v) for v in vs) / len(vs)), 3)
+
+
+def _unit(metric: str) -> str:
+    return "" if metric == "error_rate" else "req/s" if metric == "throughput" else "ms"
 
 
 def _tol(metric: str, r: GateRules) -> str:

@@ -16,8 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "POWER",
     "Estimate",
     "block_indices",
+    "detectable",
     "f_sf",
     "holm",
     "paired_t",
@@ -236,3 +238,26 @@ def holm(pvalues: Sequence[float], alpha: float) -> list[tuple[bool, float]]:
         going = going and pvalues[i] <= level
         out[i] = (going, level)
     return out
+
+
+#: the power at which the gate states :attr:`loadtest.compare.gate.GateRow.detectable`
+POWER = 0.8
+
+
+def detectable(metric: str, est: Estimate, tau: float, level: float) -> float:
+    """The smallest worse change δ* whose interval would clear the tolerance with ``POWER``:
+    τ + (t(1 − level) + t(POWER))·se, for a t estimate; for a bootstrap, the distance from the
+    centre to its ``level`` quantile stands for t(1 − level)·se. In natural terms."""
+    if est.draws:
+        lo, _ = est.interval(level)
+        spread = est.value - lo
+        z = t_ppf(1 - level, math.inf)
+        se = spread / z if z > 0 else 0.0
+        delta = tau + spread + t_ppf(POWER, math.inf) * se
+    else:
+        delta = tau + (t_ppf(1 - level, est.df) + t_ppf(POWER, est.df)) * est.se
+    if metric == "error_rate":
+        return round(delta, 6)
+    if metric == "throughput":
+        return round(-math.expm1(-delta), 6)  # a drop by this share
+    return round(math.expm1(delta), 6)

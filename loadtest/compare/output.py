@@ -43,6 +43,8 @@ def _ci(row: GateRow) -> str:
 
 
 def _verdict_cell(row: GateRow) -> str:
+    if row.samples is not None:
+        return f"{row.verdict} (too few samples)"
     return row.verdict if row.gated else f"{row.verdict} (not gated)"
 
 
@@ -76,7 +78,7 @@ def gate_text(verdict: GateVerdict, baseline: Sequence[RunData], candidate: Sequ
 
 def gate_markdown(verdict: GateVerdict, baseline: Sequence[RunData], candidate: Sequence[RunData]) -> str:
     """GitHub-flavoured Markdown for a step summary: the verdict first, then the table."""
-    icon = "❌" if verdict.failed else "✅"
+    icon = "⚠️" if not verdict.judged else "❌" if verdict.failed else "✅"
     out = [f"## {icon} {verdict.headline()}", "",
            f"{verdict.runs[0]} baseline run(s) vs {verdict.runs[1]} candidate run(s): {verdict.mode}."
            + (f" Request class `{verdict.tag}` only." if verdict.tag else ""), "",
@@ -98,10 +100,11 @@ def gate_markdown(verdict: GateVerdict, baseline: Sequence[RunData], candidate: 
 
 def gate_junit(verdict: GateVerdict, name: str = "loadtest.ab") -> str:
     """JUnit XML: one testcase per gated check; a REGRESSION is a failure (an INCONCLUSIVE one
-    too under --strict); checks not gated are skipped with the reason. With a request class,
+    too under --strict); checks not gated are skipped with the reason. A verdict that judged no
+    check adds a testcase ``verdict`` in error (exit 2, never a pass). With a request class,
     the suite is ``name[tag]`` and each testcase ``check [tag]``."""
     cases = []
-    failures = skipped = 0
+    failures = skipped = errors = 0
     if verdict.tag:  # one request class: CI shows it in every name
         name = f"{name}[{verdict.tag}]"
     for r in verdict.rows:
@@ -116,8 +119,13 @@ def gate_junit(verdict: GateVerdict, name: str = "loadtest.ab") -> str:
             cases.append(f"{head}<failure message={quoteattr(detail)}>{escape(detail)}</failure></testcase>")
         else:
             cases.append(f"{head}<system-out>{escape(detail)}</system-out></testcase>")
+    if not verdict.judged:
+        errors += 1
+        why = verdict.unjudged()
+        cases.append(f'  <testcase classname={quoteattr(name)} name="verdict"><error message={quoteattr(why)}>'
+                     f"{escape(why)}</error></testcase>")
     return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            f'<testsuite name={quoteattr(name)} tests="{len(cases)}" failures="{failures}" errors="0" '
+            f'<testsuite name={quoteattr(name)} tests="{len(cases)}" failures="{failures}" errors="{errors}" '
             f'skipped="{skipped}">\n' + "\n".join(cases) + "\n</testsuite>\n")  # fmt: skip
 
 

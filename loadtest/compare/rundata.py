@@ -74,6 +74,11 @@ class RunData:
     #: Latencies, counts, error rate and throughput are then the tag's (summary.json ``by_tag``);
     #: the run's health (saturation, interruption, schedule, fingerprint) is the run's.
     tag: str | None = None
+    #: per check metric (a latency metric, ``error_rate``, ``throughput``): the file of its
+    #: per-second data that the run directory lacks (``ttft.hlog``, ``timeseries.csv``, with a tag
+    #: ``by_tag/<tag>/ttft.hlog`` or ``requests.csv``). One run per side is judged on those
+    #: seconds, so a gated check whose file is missing cannot be compared (issue 22).
+    missing: Mapping[str, str] = field(default_factory=dict)
 
 
 def row_dict(row: Any) -> dict[str, Any]:

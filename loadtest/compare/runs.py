@@ -30,7 +30,9 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT, *, tag: str 
     ``tag`` (``key=value``): the figures of the requests that carried it instead of the whole
     run's (:func:`loadtest.compare.tagged.tag_view`; a run that has none, or that was written
     before request classes, is :class:`~loadtest.compare.validity.InvalidComparison`, exit 2).
-    A missing or unreadable summary.json or hlog is :class:`BadInput` naming the file.
+    A missing or unreadable summary.json, or an unreadable hlog, is :class:`BadInput` naming the
+    file; an absent hlog or timeseries.csv is recorded in :attr:`RunData.missing` (the gate
+    refuses one run per side whose gated check needs it; rounds are judged on summary.json).
     """
     summary_path = path / "summary.json"
     if not path.is_dir():
@@ -38,10 +40,13 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT, *, tag: str 
     summary = read_summary(summary_path)
     latency = dict(summary.latency_ms)
     intervals: dict[str, list[Recorder]] = {}
+    missing: dict[str, str] = {}
     for metric in metrics if tag is None else ():
         hlog = path / f"{metric}.hlog"
         if hlog.exists():
             intervals[metric] = [rec for _, _, rec in read_hlog_intervals(hlog)]
+        else:
+            missing[metric] = str(hlog)
     warnings = []
     if summary.saturated:
         reasons = "; ".join(summary.saturation_reasons)
@@ -50,6 +55,8 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT, *, tag: str 
     if summary.interrupted:
         warnings.append("the run was interrupted: partial results")
     seconds = _measured(path / "timeseries.csv", summary.window_end_s)
+    if seconds is None:
+        missing.update(dict.fromkeys(("error_rate", "throughput"), str(path / "timeseries.csv")))
     per_s = _per_second(seconds)
     meta = {"scenario": summary.scenario, "started_at": summary.started_at, "target": summary.target,
             "mode": summary.mode, "measure_s": summary.measure_s}  # fmt: skip
@@ -71,6 +78,7 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT, *, tag: str 
         mode=summary.mode,
         offered_rate=_num(summary.schedule.get("offered_rate")),
         achieved_rate=_num(summary.schedule.get("achieved_rate")),
+        missing=missing,
     )
     if tag is None:
         return run

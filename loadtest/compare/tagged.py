@@ -22,7 +22,7 @@ nothing).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from loadtest.metrics.recorder import Recorder
 from loadtest.metrics.tags import TAG_METRICS, tag_dir_name
 from loadtest.rundir import Summary, read_hlog_intervals, read_requests
 
-__all__ = ["tag_view"]
+__all__ = ["refuse_impossible_tag", "tag_view"]
 
 #: how many of a run's tags a refusal lists (a scenario may have hundreds)
 _SHOWN = 12
@@ -51,16 +51,20 @@ def tag_view(run: RunData, path: Path, summary: Summary, tag: str, metrics: Sequ
     latency.update({m: v for m, v in entry["latency_ms"].items() if isinstance(v, Mapping)})
     folder = path / "by_tag" / tag_dir_name(tag)
     intervals: dict[str, list[Recorder]] = {}
+    missing = {k: v for k, v in run.missing.items() if k in ("error_rate", "throughput")}  # timeseries.csv
     for metric in metrics:
         hlog = folder / f"{metric}.hlog"
         if hlog.exists():
             intervals[metric] = [rec for _, _, rec in read_hlog_intervals(hlog)]
+        else:
+            missing[metric] = str(hlog)
     warnings = run.warnings
     requests_csv = path / "requests.csv"
     if requests_csv.exists():
         per_s = _per_second(requests_csv, tag, [int(s) for s in seconds])
     else:
         per_s = {"completions": [], "errors": [], "attempts": []}
+        missing = {"error_rate": str(requests_csv), "throughput": str(requests_csv), **missing}
         warnings = (*warnings, f"no requests.csv: the error rate and throughput of {tag} have no per-second "
                                "counts (one run per side cannot judge them)")  # fmt: skip
     throughput = entry.get("throughput")
@@ -68,8 +72,22 @@ def tag_view(run: RunData, path: Path, summary: Summary, tag: str, metrics: Sequ
         run, tag=tag, intervals=intervals, summary_ms=latency, error_rate=_num(entry.get("error_rate")),
         requests_per_s=_num(throughput.get("requests_per_s")) if isinstance(throughput, Mapping) else None,
         completions_per_s=per_s["completions"], errors_per_s=per_s["errors"], attempts_per_s=per_s["attempts"],
-        warnings=warnings, meta={**run.meta, "tag": tag, "tag_requests": dict(entry["requests"])},
+        warnings=warnings, meta={**run.meta, "tag": tag, "tag_requests": dict(entry["requests"])}, missing=missing,
     )  # fmt: skip
+
+
+def refuse_impossible_tag(space: Mapping[str, Collection[str]], tag: str) -> None:
+    """Before any run of a study (``ab``, ``calibrate``): a tag no request of the scenario can
+    carry (a typo, a key it does not have), by its tag space (``key: values``, as for
+    ``slo.by_tag``), would only be found after the first run. (``key=other``, where values past
+    the cap fold, may occur.)"""
+    key, _, value = tag.partition("=")
+    if key not in space:
+        raise InvalidComparison(f"--tag {tag}: no request of this scenario carries a tag {key!r} "
+                                f"(its tag keys: {', '.join(sorted(space))})")
+    if value not in space[key] and value != "other":
+        raise InvalidComparison(f"--tag {tag}: no request of this scenario can carry it "
+                                f"({key} takes {', '.join(sorted(space[key]))})")
 
 
 def _entry(path: Path, summary: Summary, tag: str) -> Mapping[str, Any]:

@@ -4,23 +4,29 @@
 
 Refused: workloads that differ (unless allowed), a calibration of another workload or of
 another request class, a saturated (unless allowed) or interrupted generator, an open loop
-that fell behind its schedule, runs judged on different request classes, and a run with too
-few samples for a gated percentile (:mod:`loadtest.compare.floors`).
+that fell behind its schedule, runs judged on different request classes, and, with one run per
+side, a run directory without the per-second data a gated check is judged on (its hlog, or
+timeseries.csv / requests.csv for the error rate and throughput: :attr:`RunData.missing`).
+
+Not refused (issue 22): a run with too few samples for a gated percentile. That check alone is
+INCONCLUSIVE, not judged (:func:`loadtest.compare.floors.lacking`), and the others are judged;
+a verdict that could judge no check at all is exit 2 (:attr:`GateVerdict.exit_code`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-from loadtest.compare.floors import sample_shortfalls
+from loadtest.compare.floors import OVERCONFIDENT, check_name, sample_count
 from loadtest.compare.rundata import RunData
 from loadtest.errors import BadInput
 
 if TYPE_CHECKING:
     from loadtest.compare.gate import GateRules
 
-__all__ = ["InvalidComparison", "calibration_mismatch", "short_fingerprint", "validate"]
+__all__ = ["InvalidComparison", "calibration_mismatch", "calibration_workload_mismatch", "short_fingerprint",
+           "validate"]
 
 
 class InvalidComparison(BadInput):
@@ -51,6 +57,17 @@ def calibration_mismatch(calibrated: str | None, tag: str | None) -> str | None:
             f"make one with loadtest calibrate --tag {tag}")
 
 
+def calibration_workload_mismatch(r: GateRules, prints: Collection[str | None]) -> str | None:
+    """Why the calibration of ``r`` cannot serve runs of the workload fingerprints ``prints``
+    (it was measured on another workload); None when it can, or without a calibration.
+    ``ab`` asks it of its scenarios before any run."""
+    if not r.noise or r.noise_fingerprint is None or r.noise_fingerprint in prints:
+        return None
+    return (f"the calibration was measured on another workload ({short_fingerprint(r.noise_fingerprint)}, these "
+            f"runs: {', '.join(sorted(short_fingerprint(p) for p in prints))}): its noise does not apply; run "
+            "loadtest calibrate with this scenario")
+
+
 def validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: GateRules,
              checks: Sequence[tuple[str, str]], allow_different_workload: bool) -> list[str]:  # fmt: skip
     """The notes of a valid comparison; :class:`InvalidComparison` when it is not one."""
@@ -68,11 +85,9 @@ def validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: GateR
             raise InvalidComparison(f"{what}: these runs are not of the same workload; "
                                     "pass --allow-different-workload to compare them anyway")  # fmt: skip
         notes.append(f"{what}: compared anyway (--allow-different-workload)")
-    if r.noise and r.noise_fingerprint is not None and r.noise_fingerprint not in prints:
-        raise InvalidComparison(f"the calibration was measured on another workload "
-                                f"({short_fingerprint(r.noise_fingerprint)}, these runs: "
-                                f"{', '.join(sorted(short_fingerprint(p) for p in prints))}): its noise does "
-                                "not apply; run loadtest calibrate with this scenario")  # fmt: skip
+    other = calibration_workload_mismatch(r, prints)
+    if other:
+        raise InvalidComparison(other)
     mismatch = calibration_mismatch(r.noise_tag, tag) if r.noise else None
     if mismatch:
         raise InvalidComparison(mismatch)
@@ -91,11 +106,27 @@ def validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: GateR
                     f"{role} {run.label}: sent {run.achieved_rate:g}/s of {run.offered_rate:g}/s offered "
                     f"({short:.1%} short, more than {r.max_rate_shortfall:.0%}): the generator fell behind")
         notes.extend(f"{role} {run.label}: {w}" for w in run.warnings if "saturated" not in w)
-    single = len(baseline) == 1 and len(candidate) == 1
-    for role, run in runs:
-        for lack in sample_shortfalls(run, checks, r, single=single):
-            raise InvalidComparison(f"{role} {run.label}: {lack.text}: run longer, or leave it out with --metric")
+    if len(baseline) == 1 and len(candidate) == 1:
+        _refuse_missing(runs, checks, r)
     if tag is not None:
         notes.append(f"judged on the requests that carried {tag} only: their latencies, error rate and "
                      "throughput (summary.json by_tag, by_tag/ hlogs)")  # fmt: skip
     return notes
+
+
+def _refuse_missing(runs: Sequence[tuple[str, RunData]], checks: Sequence[tuple[str, str]], r: GateRules) -> None:
+    """One run per side is judged on per-second data: a gated check whose file a run directory
+    lacks cannot be compared (issue 22: without its hlogs a candidate passed on no check at all).
+    A latency metric the run has no sample of has no hlog (none is written): that is too few
+    samples, for the floors to say, not a damaged directory."""
+    for role, run in runs:
+        for metric, stat in checks:
+            where = run.missing.get(metric)
+            name = check_name(metric, stat)
+            if where is None or (metric in OVERCONFIDENT and name not in r.noise):  # not gated alone
+                continue
+            if stat and sample_count(run, metric) == 0:
+                continue
+            data = "per-second histograms" if stat else "per-second counts"
+            raise InvalidComparison(f"{role} {run.label}: {where} is missing: {name} with one run per side is judged "
+                                    f"on its {data}; copy the whole run directory, or leave {metric} out with --metric")

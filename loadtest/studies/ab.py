@@ -23,6 +23,14 @@ the workload fingerprint, so such runs still compare.
 (:func:`loadtest.compare.runs.load_run`), so the final gate and the fail-fast floor check after
 the first baseline run count the class's samples; a first baseline run none of whose requests
 carried the tag stops the rounds there (exit 2).
+
+Every input is checked before the first run starts (issue 22: a bad ``--candidate-mock`` was
+found only after the whole first baseline run): both sides' scenarios (each with its URL and
+mock overrides), the tag, a calibration's workload, a ``load.requests`` cap below a floor.
+
+The final gate judges every check it can: a check a run has too few samples for (a slower
+closed-loop candidate completes fewer answers) is INCONCLUSIVE on its own; only a verdict that
+judged nothing is exit 2 (:attr:`loadtest.compare.gate.GateVerdict.exit_code`).
 """
 
 from __future__ import annotations
@@ -39,14 +47,16 @@ from loadtest.compare.gate import GateRules, GateVerdict, InvalidComparison, gat
 from loadtest.compare.output import gate_json, gate_junit, gate_markdown, write_text_file
 from loadtest.compare.rundata import RunData, refuse_untagged
 from loadtest.compare.runs import load_run
+from loadtest.compare.tagged import refuse_impossible_tag
+from loadtest.compare.validity import calibration_workload_mismatch
 from loadtest.errors import BadInput
 from loadtest.rundir.writer import prepare_run_dir
 from loadtest.runner.options import RunOptions
 from loadtest.runner.todir import run_to_dir
-from loadtest.scenario import load_scenario
+from loadtest.scenario import fingerprint, load_scenario
 from loadtest.studies.reruns import Reruns
 
-__all__ = ["AbResult", "AbSide", "order", "run_ab"]
+__all__ = ["AbResult", "AbSide", "fail_fast", "order", "refuse_unfillable", "run_ab"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,23 +93,29 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
     directory. ``seed``: round *i* uses ``seed + i - 1`` (default: fresh random seeds; a round run again
     takes the next unused one). ``retries``: how many rounds in all may be run again because a
     generator saturated. ``tag``: judge that request class only. Raises BadInput (exit 2) for a
-    bad scenario or an invalid comparison (a tag a run's requests never carried too),
-    TargetUnreachable (exit 3) when a side cannot be reached; an interrupted run stops the
-    rounds (``interrupted``; no verdict).
+    bad input (before any run) or an invalid comparison (a tag a run's requests never carried
+    too), TargetUnreachable (exit 3) when a side cannot be reached; an interrupted run stops the
+    rounds (``interrupted``; no verdict). A verdict that judged no check is returned (its files
+    written) with :attr:`GateVerdict.exit_code` 2.
     """
     if rounds < 1:
         raise BadInput(f"--rounds must be >= 1, got {rounds}")
+    options = (options or RunOptions(html=False)).replace(quiet=True)
+    reruns = Reruns(retries, options.warn)
     if tag is not None:
         refuse_untagged([m for m, _ in checks], tag)
-    options = (options or RunOptions(html=False)).replace(quiet=True)
-    first = options.overrides(target_url=baseline.url, duration_s=duration_s)
-    sc0 = load_scenario(scenario_path, overrides=first, environ=environ)
-    _refuse_unfillable(sc0, checks, rules, single=rounds == 1)
-    if tag is not None:
-        _refuse_impossible_tag(sc0, tag)
-    reruns = Reruns(retries, options.warn)
-    prepare_run_dir(out)
     sides = {"baseline": baseline, "candidate": candidate}
+    # every input before the first run: each side's scenario as it will run (its URL, its mock)
+    first = {role: _scenario(scenario_path, side, role, options.overrides(target_url=side.url, duration_s=duration_s),
+                             environ) for role, side in sides.items()}  # fmt: skip
+    sc0 = first["baseline"]
+    refuse_unfillable(sc0, checks, rules, single=rounds == 1)
+    if tag is not None:
+        refuse_impossible_tag(sc0.session.tag_space(), tag)
+    mismatch = calibration_workload_mismatch(rules, {fingerprint(sc) for sc in first.values()})
+    if mismatch:
+        raise InvalidComparison(mismatch)
+    prepare_run_dir(out)
     base_seed = seed if seed is not None else secrets.randbits(31)
     runs: dict[str, list[RunData]] = {"baseline": [], "candidate": []}
     latency = sorted({m for m, stat in checks if stat})
@@ -113,9 +129,7 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
             for role in order(i):
                 side = sides[role]
                 overrides = options.overrides(target_url=side.url, duration_s=duration_s, seed=round_seed)
-                sc = load_scenario(scenario_path, overrides=overrides, environ=environ)
-                if side.mock:
-                    sc = _with_mock(sc, side.mock, role)
+                sc = _scenario(scenario_path, side, role, overrides, environ)
                 run_dir = out / f"round-{i}-{role}"
                 summary = run_to_dir(sc, options.replace(out=run_dir))
                 on_run(i, role, run_dir, summary)
@@ -124,7 +138,7 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
                                     rerun=reruns.lines)  # fmt: skip
                 pair[role] = load_run(run_dir, latency, tag=tag)
                 if i == 1 and role == "baseline" and not pair[role].saturated:
-                    _fail_fast(pair[role], sc, checks, rules, single=rounds == 1)
+                    fail_fast(pair[role], sc, checks, rules, single=rounds == 1)
             spoiled = [role for role in order(i) if pair[role].saturated]
             if not spoiled or not reruns.left:
                 break
@@ -143,11 +157,12 @@ def run_ab(scenario_path: str | Path, *, baseline: AbSide, candidate: AbSide, ro
     return AbResult(verdict, runs["baseline"], runs["candidate"], rerun=reruns.lines)
 
 
-def _fail_fast(run: RunData, sc: Any, checks: Sequence[tuple[str, str]], rules: GateRules, *, single: bool) -> None:
+def fail_fast(run: RunData, sc: Any, checks: Sequence[tuple[str, str]], rules: GateRules, *, single: bool) -> None:
     """After the first baseline run: a gated percentile it could not fill is a set-up problem
     (the runs are too short for it), refused now with the duration that would fill it, not
     after every round (issue 18). A candidate that falls short only because it is slower is
-    judged by the gate instead. With ``--tag`` the run is the class's: its samples, its rate."""
+    judged by the gate instead: that check INCONCLUSIVE, the others judged (issue 22). With
+    ``--tag`` the run is the class's: its samples, its rate."""
     shortfalls = sample_shortfalls(run, checks, rules, single=single)
     if not shortfalls:
         return
@@ -164,7 +179,7 @@ def _fail_fast(run: RunData, sc: Any, checks: Sequence[tuple[str, str]], rules: 
                             f"it is in {run.meta.get('path', 'the output directory')}.")
 
 
-def _refuse_unfillable(sc: Any, checks: Sequence[tuple[str, str]], rules: GateRules, *, single: bool) -> None:
+def refuse_unfillable(sc: Any, checks: Sequence[tuple[str, str]], rules: GateRules, *, single: bool) -> None:
     """Before any run: a scenario whose every run is capped below a gated percentile's floor
     (``load.requests``) can never be judged on it."""
     cap = sc.load.requests
@@ -179,18 +194,15 @@ def _refuse_unfillable(sc: Any, checks: Sequence[tuple[str, str]], rules: GateRu
                                 "load.requests, or leave it out with --metric")
 
 
-def _refuse_impossible_tag(sc: Any, tag: str) -> None:
-    """Before any run: a tag no request of this scenario can carry (a typo, a key it does not
-    have) would only be found after the first run; the scenario's tag space says so now, as it
-    does for ``slo.by_tag``. (``key=other``, where values past the cap fold, may occur.)"""
-    space = sc.session.tag_space()
-    key, _, value = tag.partition("=")
-    if key not in space:
-        raise InvalidComparison(f"--tag {tag}: no request of this scenario carries a tag {key!r} "
-                                f"(its tag keys: {', '.join(sorted(space))})")
-    if value not in space[key] and value != "other":
-        raise InvalidComparison(f"--tag {tag}: no request of this scenario can carry it "
-                                f"({key} takes {', '.join(sorted(space[key]))})")
+def _scenario(path: str | Path, side: AbSide, role: str, overrides: Any, environ: Mapping[str, str]) -> Any:
+    """The scenario one side runs: the file with ``overrides`` (its URL, duration, seed) and the
+    side's mock overrides."""
+    sc = load_scenario(path, overrides=overrides, environ=environ)
+    if not side.mock:
+        return sc
+    if side.url != "mock":
+        raise BadInput(f"--{role}-mock needs --{role} mock (an embedded mock), not {side.url}")
+    return _with_mock(sc, side.mock, role)
 
 
 def _with_mock(sc: Any, overrides: Mapping[str, Any], role: str) -> Any:
@@ -200,6 +212,9 @@ def _with_mock(sc: Any, overrides: Mapping[str, Any], role: str) -> Any:
     data = {**sc.mock.model_dump(mode="json", by_alias=True), **overrides}
     try:
         mock = type(sc.mock).model_validate(data)
+        mock.model  # noqa: B018 — the latency model, built as the mock will build it
     except ValidationError as exc:
-        raise BadInput(f"--{role}-mock: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "mock"
+        raise BadInput(f"--{role}-mock: {where}: {str(first['msg']).removeprefix('Value error, ')}") from None
     return sc.model_copy(update={"mock": mock})

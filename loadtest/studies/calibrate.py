@@ -1,5 +1,10 @@
 """``loadtest calibrate``: K identical runs against one target, then their calibration
-(:func:`loadtest.compare.calibration.calibrate_runs`) written to ``calibration.json``."""
+(:func:`loadtest.compare.calibration.calibrate_runs`) written to ``calibration.json``.
+
+Its inputs are checked before the first run (issue 22): the scenario with the target, the
+tag (one the scenario's requests can carry), the checks. A pair of runs on which the one-run
+gate could judge no check is not counted in the replay's false-alarm rate
+(:func:`loadtest.compare.calibration.calibrate_runs`)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from loadtest.compare.gate import GateRules
 from loadtest.compare.output import write_text_file
 from loadtest.compare.rundata import RunData
 from loadtest.compare.runs import load_run
+from loadtest.errors import BadInput
 from loadtest.runner.options import RunOptions
 
 __all__ = ["run_calibration"]
@@ -30,16 +36,26 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
     ``run-N.spoiled-K``), so a burst of stolen CPU does not inflate the noise. ``tag``: the
     noise of that request class only (recorded as the calibration's ``tag``; it then serves
     ``compare --tag`` of the same class, and only that)."""
+    from loadtest.compare.rundata import refuse_untagged
+    from loadtest.compare.tagged import refuse_impossible_tag
     from loadtest.rundir.writer import prepare_run_dir
     from loadtest.runner.todir import run_to_dir
     from loadtest.scenario import load_scenario
     from loadtest.studies.reruns import Reruns
 
+    if runs < 2:
+        raise BadInput(f"--runs must be >= 2, got {runs}")
     options = (options or RunOptions()).replace(html=False, quiet=True)
+    reruns = Reruns(retries, options.warn)
+    # every input before the first run (issue 22)
+    sc0 = load_scenario(scenario_path, overrides=options.overrides(target_url=target, duration_s=duration_s),
+                        environ=environ)  # fmt: skip
+    if tag is not None:
+        refuse_untagged([m for m, _ in checks], tag)
+        refuse_impossible_tag(sc0.session.tag_space(), tag)
     prepare_run_dir(out)
     latency = sorted({m for m, stat in checks if stat})
     data: list[RunData] = []
-    reruns = Reruns(retries, options.warn)
     for i in range(1, runs + 1):
         attempt = 0
         while True:
@@ -59,3 +75,4 @@ def run_calibration(scenario_path: str | Path, *, target: str, runs: int, out: P
     result = calibrate_runs(data, rules, checks)
     write_text_file(out / "calibration.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
     return result
+

@@ -113,12 +113,13 @@ def test_command_passes_identical_runs(dirs: dict[str, Path]) -> None:
 
 
 @pytest.mark.realtime
-def test_command_falls_back_to_summary_figures_without_hlogs(dirs: dict[str, Path]) -> None:
-    # one run per side without hlogs: no per-second data, no interval; never a regression
+def test_command_refuses_one_run_per_side_without_hlogs(dirs: dict[str, Path]) -> None:
+    # one run per side is judged on per-second histograms: without them nothing is judged, and
+    # until issue 22 that passed ("PASS: no regression in 0 gated checks"); now exit 2 naming the file
     proc = run_cli("compare", str(dirs["nohlog"]), str(dirs["slow"]), "--metric", "ttft.p50")
-    assert proc.returncode == 0, proc.stderr
-    assert "per-second histogram(s)" in proc.stdout and "n/a" in proc.stdout
-    assert "ttft p50" in proc.stdout and "ttft p90" not in proc.stdout
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"baseline {dirs['nohlog']}: {dirs['nohlog'] / 'ttft.hlog'} is missing" in proc.stderr, proc.stderr
+    assert not proc.stdout
 
 
 @pytest.mark.realtime

@@ -146,9 +146,14 @@ def test_the_floors_count_the_class_samples(
     code, out, err = _compare(monkeypatch, capsys, base, swap, "--metric", "ttft.p99", "--min-tail", "20")
     assert code in (0, 1), err  # judged
     code, out, err = _compare(monkeypatch, capsys, base, swap, "--metric", "ttft.p99", "--min-tail", "20", "--tag", WS)
-    n = _by_tag(base, WS)["latency_ms"]["ttft"]["count"]
+    # issue 22: the only check short of samples: nothing judged, exit 2, naming the run furthest below
+    counts = {role: _by_tag(path, WS)["latency_ms"]["ttft"]["count"] for role, path in (("baseline", base),
+                                                                                         ("candidate", swap))}
+    role = min(counts, key=lambda r: counts[r])
+    n, path = counts[role], base if role == "baseline" else swap
     assert code == 2 and not out, out
-    assert f"baseline {base}: {n} ttft samples of {WS}; ttft p99 needs at least 2000 per run" in err, err
+    assert f"no check of {WS} could be judged (ttft p99: too few samples to judge" in err, err
+    assert f"{role} {path}: {n} ttft samples of {WS}; ttft p99 needs at least 2000 per run" in err, err
     # a request metric the class has no sample of counts 0: refused, never judged on nothing
     run = load_run(base, tag=WS)
     assert run.summary_ms["tpot_token"] == {"count": 0}

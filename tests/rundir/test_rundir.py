@@ -124,7 +124,8 @@ def test_a_schema_1_summary_still_loads(run: Path) -> None:
     assert run_cli("report", str(run)).returncode == 0
     # p99: too few samples; --allow-saturated: a few-second run on a busy CI box may be flagged
     proc = run_cli("compare", str(run), str(run), "--metric", "ttft.p50", "--metric", "error_rate", "--allow-saturated")
-    assert proc.returncode in (0, 1) and "error_rate" in proc.stdout, proc.stderr
+    # read, and judged nothing (a run of a few seconds): exit 2 with the reasons (issue 22)
+    assert proc.returncode == 2 and "no check could be judged" in proc.stderr and "error_rate" in proc.stderr
     # an object written as null reads as empty, as report always took it
     path.write_text(json.dumps(old | {"throughput": None, "tls": None}), encoding="utf-8")
     assert read_summary(path).throughput == {} and read_summary(path).tls == {}

@@ -59,8 +59,9 @@ def _summaries(out: Path) -> list[dict[str, object]]:
 COMMANDS = {
     "run": (["run", "{s}", "--out", "{o}", "--no-html", "-q"], 1),
     "run --workers 2": (["run", "{s}", "--out", "{o}", "--no-html", "-q", "--workers", "2"], 1),
-    "ab": (["ab", "{s}", "--baseline", "{u}", "--candidate", "{u}", "--rounds", "1", "--out", "{o}",
-            "--metric", "ttft.p50", "--min-tail", "1", "--retries", "0", "--allow-saturated"], 2),
+    # two rounds: with one, a 1.5 s run per side judges no check, which is exit 2 (issue 22)
+    "ab": (["ab", "{s}", "--baseline", "{u}", "--candidate", "{u}", "--rounds", "2", "--out", "{o}",
+            "--metric", "ttft.p50", "--min-tail", "1", "--retries", "0", "--allow-saturated"], 4),
     "calibrate": (["calibrate", "{s}", "--target", "{u}", "--runs", "2", "--out", "{o}", "--metric", "ttft.p50",
                    "--min-tail", "1"], 2),
     "sweep": (["sweep", "{s}", "--levels", "2", "--refine", "0", "--replicates", "1", "--out", "{o}", "--no-html",

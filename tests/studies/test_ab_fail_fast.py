@@ -12,7 +12,7 @@ from support.helpers import run_cli
 
 from loadtest.compare.gate import GateRules, InvalidComparison
 from loadtest.compare.rundata import RunData
-from loadtest.studies.ab import _fail_fast, _refuse_unfillable
+from loadtest.studies.ab import fail_fast, refuse_unfillable
 
 TTFT = [("ttft", "p50"), ("ttft", "p99")]
 SC: Any = SimpleNamespace(load=SimpleNamespace(warmup_s=0.0, requests=None))
@@ -26,7 +26,7 @@ def _run(count: int, measure_s: float) -> RunData:
 def test_the_refusal_says_how_long_a_run_must_be() -> None:
     # ~100 answers/s for 5 s: 500 samples; p99 needs 1,000 (10 beyond it) -> 10 s, +20 % margin
     with pytest.raises(InvalidComparison) as info:
-        _fail_fast(_run(500, 5.0), SC, TTFT, GateRules(), single=False)
+        fail_fast(_run(500, 5.0), SC, TTFT, GateRules(), single=False)
     text = str(info.value)
     assert "500 ttft samples; ttft p99 needs at least 1000 per run" in text
     assert "at ~100 answers/s, ttft p99 needs runs of ≥ 12 s; use --duration 12s" in text
@@ -36,19 +36,19 @@ def test_the_refusal_says_how_long_a_run_must_be() -> None:
 def test_the_warmup_counts_towards_the_duration() -> None:
     sc: Any = SimpleNamespace(load=SimpleNamespace(warmup_s=5.0, requests=None))
     with pytest.raises(InvalidComparison, match=r"runs of ≥ 18 s; use --duration 18s"):
-        _fail_fast(_run(500, 5.0), sc, TTFT, GateRules(), single=False)
+        fail_fast(_run(500, 5.0), sc, TTFT, GateRules(), single=False)
 
 
 def test_a_run_that_fills_every_floor_goes_on() -> None:
-    _fail_fast(_run(1000, 10.0), SC, TTFT, GateRules(), single=False)
-    _fail_fast(_run(500, 5.0), SC, [("ttft", "p50"), ("ttft", "p90")], GateRules(), single=False)
+    fail_fast(_run(1000, 10.0), SC, TTFT, GateRules(), single=False)
+    fail_fast(_run(500, 5.0), SC, [("ttft", "p50"), ("ttft", "p90")], GateRules(), single=False)
 
 
 def test_a_requests_cap_below_the_floor_is_refused_before_any_run() -> None:
     sc: Any = SimpleNamespace(load=SimpleNamespace(warmup_s=0.0, requests=400))
     with pytest.raises(InvalidComparison, match=r"load\.requests caps every run at 400 answers; ttft p99 needs"):
-        _refuse_unfillable(sc, TTFT, GateRules(), single=False)
-    _refuse_unfillable(sc, [("ttft", "p50")], GateRules(), single=False)  # 400 fill p50 (20 needed)
+        refuse_unfillable(sc, TTFT, GateRules(), single=False)
+    refuse_unfillable(sc, [("ttft", "p50")], GateRules(), single=False)  # 400 fill p50 (20 needed)
 
 
 SCENARIO = """name: short-ab

@@ -15,7 +15,7 @@ from support.helpers import run_cli, run_concurrently
 
 from loadtest.compare.gate import GateRules, InvalidComparison
 from loadtest.compare.rundata import RunData
-from loadtest.studies.ab import AbSide, _fail_fast, run_ab
+from loadtest.studies.ab import AbSide, fail_fast, run_ab
 
 SCENARIO = """name: ab-tag
 target: {url: mock}
@@ -29,13 +29,13 @@ session:
 ASK = "step=ask"
 
 
-def test_the_fail_fast_check_counts_the_class_samples_and_rate() -> None:
+def test_thefail_fast_check_counts_the_class_samples_and_rate() -> None:
     # 300 answers of the class in 5 s: 60/s; p99 needs 1,000 -> (0 + 1000 / 60) s x 1.2 = 20 s
     run = RunData(label="round-1-baseline", summary_ms={"ttft": {"count": 300}}, tag=ASK,
                   meta={"measure_s": 5.0, "path": "out/round-1-baseline"})  # fmt: skip
     sc: Any = SimpleNamespace(load=SimpleNamespace(warmup_s=0.0, requests=None))
     with pytest.raises(InvalidComparison) as info:
-        _fail_fast(run, sc, [("ttft", "p99")], GateRules(), single=False)
+        fail_fast(run, sc, [("ttft", "p99")], GateRules(), single=False)
     text = str(info.value)
     assert text.startswith(f"round 1 baseline: 300 ttft samples of {ASK}; ttft p99 needs at least 1000 per run")
     assert f"at ~60 {ASK} answers/s, ttft p99 needs runs of ≥ 20 s; use --duration 20s" in text
