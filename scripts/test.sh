@@ -28,4 +28,4 @@ echo "== ruff";        .venv/bin/ruff check loadtest tests benchmarks
 echo "== mypy";        .venv/bin/mypy
 echo "== import-linter"; .venv/bin/lint-imports
 echo "== pytest (fast tier, parallel)"; .venv/bin/pytest -W error -q -n auto -m "not realtime" "$@"
-echo "== pytest (real-time tier, serial)"; .venv/bin/pytest -W error -q -m "realtime" "$@"
+echo "== pytest (real-time tier, serial)"; .venv/bin/pytest -W error -q -m "realtime" --durations=15 "$@"

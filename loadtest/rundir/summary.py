@@ -85,10 +85,10 @@ class Summary(BaseModel):
     slo_by_tag: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     workers: dict[str, Any] = Field(default_factory=dict)  # {planned, finished, lost: [...], each: [...]}
     verdict: Literal["passed", "failed", "interrupted", "incomplete", "unreachable"] | None = None
-    #: the exit code ``loadtest run`` returned for this verdict (absent in files of older versions)
-    exit_code: Literal[0, 1, 3, 4, 5] | None = None
     reason: str | None = None
     passed: StrictBool
+    #: the exit code ``loadtest run`` returned for this verdict (absent in files of older versions)
+    exit_code: Literal[0, 1, 3, 4, 5] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -76,7 +76,8 @@ def prepare_output_dir(path: Path, *, what: str = "run directory") -> None:
         raise BadInput(f"{path}: exists and is not a directory; choose another --out")
     if path.is_dir():
         try:
-            entries = next(os.scandir(path), None)
+            with os.scandir(path) as listing:
+                entries = next(listing, None)
         except OSError as exc:
             raise BadInput(f"{path}: cannot list the output directory ({exc.strerror or exc})") from None
         if entries is not None:
@@ -181,8 +182,6 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
         "tls": {"insecure": result.insecure},
         "interrupted": result.interrupted,
     }
-    if result.live is not None:
-        summary["live"] = result.live
     summary["error_rate"] = round(error_rate(requests), 6)
     summary["session_error_rate"] = round(step_error_rate(c.steps, c.steps_failed), 6)
     summary["slo"] = evaluate(slo_limits, summary)
@@ -200,6 +199,8 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
                           else "passed" if slo_pass else "failed")
     summary["passed"] = summary["verdict"] == "passed"
     summary["exit_code"] = VERDICT_EXIT_CODES[summary["verdict"]]  # what `loadtest run` returns
+    if result.live is not None:  # last: an extra key of the model, which dumps extras after its fields
+        summary["live"] = result.live
     Summary.model_validate(summary)  # the model every reader reads it with (loadtest.rundir)
     return summary
 
