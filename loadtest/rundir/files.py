@@ -6,16 +6,14 @@ directory is the user's input to ``report``, ``compare`` and ``sweep``.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loadtest.errors import BadInput, OutputError
+from loadtest.errors import BadInput
 from loadtest.metrics.recorder import Recorder, merge
 from loadtest.rundir.hlog import read_hlog
+from loadtest.rundir.outdir import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,31 +33,6 @@ TIMESERIES_REQUIRED: tuple[str, ...] = (
     "t_s", "phase", "offered", "achieved", "active_sessions", "completions", "failures", "dropped", "chunks",
     "ttft_p50_ms", "ttft_p99_ms",
 )  # fmt: skip
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and
-    ``os.replace``: a reader (or a crash) never sees half a file. The one writer of every
-    file of a run directory, report, comparison and sweep.
-
-    Raises :class:`OutputError` (exit 74) when the write fails (disk full, I/O error, …),
-    with the ``OSError`` as its cause; the previous file at ``path``, if any, is left as it was.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run directories and reports are meant to be shared
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
 
 
 def read_text(path: Path) -> str:

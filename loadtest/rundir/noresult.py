@@ -10,12 +10,7 @@ and still record a Ctrl-C that lands while the heavy modules are being imported.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,13 +21,13 @@ from loadtest.errors import (
     EXIT_OK,
     EXIT_SLO_FAILED,
     EXIT_UNREACHABLE,
-    BadInput,
     LoadtestError,
     OutputError,
     redact,
 )
+from loadtest.rundir.outdir import prepare_output_dir, signals_ignored, write_atomic
 
-__all__ = ["SUMMARY_SCHEMA", "VERDICT_EXIT_CODES", "record_interrupt", "signals_ignored", "write_no_result"]
+__all__ = ["SUMMARY_SCHEMA", "VERDICT_EXIT_CODES", "record_interrupt", "write_no_result"]
 
 #: summary.json's schema (loadtest.rundir.summary.SCHEMA; kept equal by a test)
 SUMMARY_SCHEMA = 2
@@ -41,40 +36,6 @@ SUMMARY_SCHEMA = 2
 VERDICT_EXIT_CODES = {"passed": EXIT_OK, "failed": EXIT_SLO_FAILED, "unreachable": EXIT_UNREACHABLE,
                       "interrupted": EXIT_INTERRUPTED, "incomplete": EXIT_INCOMPLETE}
 _INTERRUPTED = "interrupted (Ctrl-C) during start-up, before anything was measured"
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """SIGINT/SIGTERM held while files are written: a Ctrl-C then cannot leave a run directory
-    without its summary.json. A signal that came meanwhile is delivered once the block ends (to
-    the handler that was in place: the command line's, a running study's), never dropped: a
-    study whose step was writing its report when the user pressed Ctrl-C stops after that step.
-    Outside the main thread (signals cannot be handled there) the block runs as it is."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    came: list[int] = []
-    previous = {sig: signal.signal(sig, lambda s, _f: came.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if came:
-            signal.raise_signal(came[0])
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def write_no_result(run_dir: Path, *, verdict: str, scenario: str, target: str, reason: str, scenario_yaml: str = "",
@@ -94,7 +55,7 @@ def write_no_result(run_dir: Path, *, verdict: str, scenario: str, target: str, 
         ("summary.json", json.dumps(summary, indent=2) + "\n"),)
     for name, text in files:
         try:
-            _write(run_dir / name, text)
+            write_atomic(run_dir / name, text)
         except OutputError as exc:
             failures.append(str(exc))
     if failures:
@@ -114,10 +75,8 @@ def record_interrupt(run_dir: Path, *, scenario: str, target: str = "", api_key:
         try:
             claimed = (run_dir / "requests.csv").exists() or (run_dir / "requests.csv.partial").exists()
             if not claimed:
-                if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
-                    return
-                run_dir.mkdir(parents=True, exist_ok=True)
+                prepare_output_dir(run_dir)  # only a missing or empty directory is taken (BadInput else)
             write_no_result(run_dir, verdict="interrupted", scenario=scenario, target=redact(target, api_key),
                             reason=_INTERRUPTED, scenario_yaml=redact(scenario_yaml, api_key), fingerprint=fingerprint)
-        except (LoadtestError, BadInput, OSError):
+        except (LoadtestError, OSError):
             pass

@@ -12,9 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
 import re
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,6 @@ from typing import Any
 from loadtest.engine.result import RunResult
 from loadtest.errors import (
     ERROR_CATEGORIES,
-    BadInput,
     OutputError,
     redact,
 )
@@ -30,7 +27,8 @@ from loadtest.metrics.record import OFFERED_OUTCOMES
 from loadtest.metrics.tags import TAG_METRICS, tag_dir_name
 from loadtest.rundir import SCHEMA, Summary, classes, summary_text, write_atomic
 from loadtest.rundir.hlog import write_hlog
-from loadtest.rundir.noresult import VERDICT_EXIT_CODES, signals_ignored, write_no_result
+from loadtest.rundir.noresult import VERDICT_EXIT_CODES, write_no_result
+from loadtest.rundir.outdir import prepare_output_dir, prepare_output_file, signals_ignored
 from loadtest.rundir.requests import REQUEST_COLUMNS, RequestCsv, request_row
 from loadtest.slo import error_rate, evaluate, evaluate_by_tag, step_error_rate
 
@@ -62,56 +60,6 @@ def default_run_dir(scenario_name: str, root: Path = Path("reports")) -> Path:
         n += 1
         path = root / f"{safe}-{stamp}-{n}"
     return path
-
-
-def prepare_output_dir(path: Path, *, what: str = "run directory") -> None:
-    """Check, before anything connects, that the directory ``path`` can be written: the one probe
-    of every command that writes a directory (``run``, ``ab``, ``calibrate``, ``sweep``).
-
-    Creates ``path`` (and its parents), writes and removes a probe file. A directory that exists
-    must be empty: a second study would mix its files with the first's. Raises
-    :class:`BadInput` (exit 2) with one line naming the directory and the reason.
-    """
-    if path.exists() and not path.is_dir():
-        raise BadInput(f"{path}: exists and is not a directory; choose another --out")
-    if path.is_dir():
-        try:
-            with os.scandir(path) as listing:
-                entries = next(listing, None)
-        except OSError as exc:
-            raise BadInput(f"{path}: cannot list the output directory ({exc.strerror or exc})") from None
-        if entries is not None:
-            raise BadInput(f"{path}: the output directory is not empty; a {what} is written fresh "
-                           "(choose another --out, or empty it)")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        _probe(path)
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot write the {what} here ({exc.strerror or exc})") from None
-
-
-def prepare_output_file(path: Path, *, what: str = "report") -> None:
-    """Check before any work that the file ``path`` can be written (its directory created if
-    missing, a probe file written and removed there); BadInput (exit 2) in one line if not."""
-    if path.is_dir():
-        raise BadInput(f"{path}: is a directory; give a file name for the {what}")
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise BadInput(f"{path}: cannot write the {what} there, {parent} is not a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _probe(path.parent)
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot write the {what} there ({exc.strerror or exc})") from None
-
-
-def _probe(directory: Path) -> None:
-    fd, probe = tempfile.mkstemp(dir=directory, prefix=".probe.", suffix=".tmp")
-    try:
-        os.write(fd, b"probe")
-    finally:
-        os.close(fd)
-        os.unlink(probe)
 
 
 def prepare_run_dir(run_dir: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from loadtest.engine.limits import available_cores
 from loadtest.errors import BadInput, WorkersUnavailable
+from loadtest.rundir.outdir import signals_ignored
 
 __all__ = ["ENV_ALLOWED", "check_versions", "local_version", "ray_session", "require_ray"]
 
@@ -94,7 +95,7 @@ def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
              "configure_logging": True}
     if address:
         _check_reachable(address)
-    with _signals_deferred() as signalled, _environ_for_ray(local=not address):
+    with signals_ignored(deliver=False) as signalled, _environ_for_ray(local=not address):
         try:
             if address:
                 ray.init(address=address, **quiet)
@@ -111,28 +112,8 @@ def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
     try:
         yield ray
     finally:
-        with _signals_deferred():
+        with signals_ignored(deliver=False):
             ray.shutdown()  # a cluster we connected to: the driver disconnects, the cluster runs on
-
-
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[list[int]]:
-    """SIGINT and SIGTERM held while Ray starts or stops (in the main thread): interrupted in the
-    middle, ray.init left its node's processes running with no parent for a minute (and once
-    crashed the interpreter, exit 139). The signals that came are listed, for the caller to act on."""
-    import signal
-    import threading
-
-    seen: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield seen
-        return
-    previous = {sig: signal.signal(sig, lambda s, _f: seen.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield seen
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
