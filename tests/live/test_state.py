@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
+from support.records import synthetic_request
 
 from loadtest.engine.result import Progress, RunResult
 from loadtest.live.prometheus import BUCKETS_S, render_text
@@ -22,25 +23,11 @@ from loadtest.metrics.tags import MAX_VALUES_PER_KEY
 from loadtest.runner.fleet import WorkerView
 
 S = 1_000_000_000
-MS = 1_000_000
 T0 = 5 * S
 
 
 def _request(rid: int, start_ms: int, ttft_ms: int, gaps_ms: list[int], outcome: str, tag: str) -> RequestRecord:
-    t = T0 + start_ms * MS
-    r = RequestRecord(request_id=rid, user=rid % 7, t_intended=t, t_send=t, tags=(tag, "step=gen1"))
-    r.t_first = t + ttft_ms * MS
-    r.gaps_ns = [g * MS for g in gaps_ms]
-    r.chunks = 1 + len(gaps_ms)
-    r.chunk_chars = [3] * r.chunks
-    r.chars = 3 * r.chunks
-    r.t_last = r.t_first + sum(r.gaps_ns)
-    r.outcome = outcome
-    if outcome == "ok":
-        r.t_stop = r.t_last
-    else:
-        r.error_category, r.error_message = "server_error", "boom"
-    return r
+    return synthetic_request(rid, start_ms, ttft_ms, gaps_ms, outcome, t0=T0, tags=(tag, "step=gen1"))
 
 
 PROGRESS = Progress(elapsed_s=1, total_s=6, active_sessions=3, in_flight=2, completed=0, failed=0, errors=0,

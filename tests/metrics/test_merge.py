@@ -8,32 +8,19 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.records import synthetic_request
 
 from loadtest.metrics.collector import Collector, RequestRecord
 from loadtest.metrics.figures import Figures
 from loadtest.metrics.recorder import Recorder
 
 S = 1_000_000_000
-MS = 1_000_000
 T0 = 5 * S
 END = T0 + 6 * S  # the final close of every collector
 
 
 def _request(rid: int, start_ms: int, ttft_ms: int, gaps_ms: list[int], outcome: str) -> RequestRecord:
-    t_send = T0 + start_ms * MS
-    r = RequestRecord(request_id=rid, user=rid % 7, t_intended=t_send, t_send=t_send)
-    r.t_first = t_send + ttft_ms * MS
-    r.gaps_ns = [g * MS for g in gaps_ms]
-    r.chunks = 1 + len(gaps_ms)
-    r.chunk_chars = [3] * r.chunks
-    r.chars = 3 * r.chunks
-    r.t_last = r.t_first + sum(r.gaps_ns)
-    r.outcome = outcome
-    if outcome == "ok":
-        r.t_stop = r.t_last
-    else:
-        r.error_category, r.error_message = "server_error", f"boom {rid % 3}"
-    return r
+    return synthetic_request(rid, start_ms, ttft_ms, gaps_ms, outcome, t0=T0)
 
 
 requests = st.lists(
