@@ -296,12 +296,13 @@ def test_disk_full_during_the_run_keeps_what_was_written_and_exits_74(
 
 def test_write_atomic_enospc_is_output_error_and_keeps_the_old_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loadtest.rundir import outdir
     from loadtest.rundir import writer as results
 
     target = tmp_path / "summary.json"
     target.write_text("old")
     real_fdopen = os.fdopen
-    monkeypatch.setattr(results.os, "fdopen", lambda *a, **k: _FullDisk(real_fdopen(*a, **k), room=0))
+    monkeypatch.setattr(outdir.os, "fdopen", lambda *a, **k: _FullDisk(real_fdopen(*a, **k), room=0))
     with pytest.raises(OutputError, match="No space left on device") as info:
         results.write_atomic(target, "new")
     assert info.value.exit_code == 74
