@@ -156,26 +156,27 @@ def run(scenario_file: str, target: str | None, out: str | None, duration: str |
         # gets a summary.json saying the run was interrupted (exit 4)
         if run_dir is not None:
             record_interrupt(run_dir, scenario=Path(scenario_file).stem)
-            written = _complete_summary(run_dir)
+            written = _finished_exit_code(run_dir)
             if written is not None:  # the Ctrl-C came while the finished run was being written
                 click.echo("Interrupted after the run directory was written: its verdict stands.", err=True)
-                return int(written["exit_code"])
+                return written
         raise
     print_summary(summary, str(run_dir), quiet=quiet)
     code: int = summary["exit_code"]  # one rule: summary.json says what the process returns
     return code
 
 
-def _complete_summary(run_dir: Path) -> dict[str, Any] | None:
-    """summary.json of a run that finished (measured, with an exit code), else None."""
-    import json
+def _finished_exit_code(run_dir: Path) -> int | None:
+    """The exit code summary.json records for a run that finished, else None (no summary, or
+    one of nothing measured: the one reader refuses those)."""
+    if not (run_dir / "summary.json").exists():
+        return None
+    from loadtest.rundir import read_summary
 
     try:
-        data = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_summary(run_dir / "summary.json").exit_code
+    except BadInput:
         return None
-    ok = isinstance(data, dict) and data.get("measured") is not False and isinstance(data.get("exit_code"), int)
-    return data if ok else None
 
 
 @click.command()
