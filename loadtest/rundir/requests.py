@@ -61,20 +61,16 @@ class RequestCsv:
     caller reports it (:class:`OutputError`, exit 74) once the run directory is written.
     """
 
-    def __init__(self, run_dir: Path, *, secret: str | None = None, worker: int = 0, part: bool = False) -> None:
+    def __init__(self, run_dir: Path, *, secret: str | None = None) -> None:
         self._created_dir = not run_dir.exists()
         self._dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "requests.csv"
-        # a worker in another process writes a headerless part that the coordinator absorbs
-        self._partial = run_dir / (f".requests-w{worker}.part" if part else "requests.csv.partial")
+        self._partial = run_dir / "requests.csv.partial"
         self._f = open(self._partial, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed in finish()
         self._w = csv.writer(self._f)
-        if not part:
-            self._w.writerow(REQUEST_COLUMNS)
+        self._w.writerow(REQUEST_COLUMNS)
         self._secret = secret
-        self._worker = worker
-        self._part = part
         self.rows = 0
         self.lost = 0
         self.error: OSError | None = None
@@ -98,7 +94,7 @@ class RequestCsv:
         self.rows += 1
 
     def _write(self, r: RequestRecord, t0: int) -> None:
-        self._w.writerow(request_row(r, t0, secret=self._secret, worker=self._worker))
+        self._w.writerow(request_row(r, t0, secret=self._secret, worker=0))  # others' rows: absorb, append_text
 
     def discard(self) -> None:
         """Nothing was measured: remove the partial file (and the directory, if we made it)."""
@@ -109,18 +105,9 @@ class RequestCsv:
             with contextlib.suppress(OSError):
                 self._dir.rmdir()  # only if empty
 
-    def close_part(self) -> Path:
-        """A worker's part is complete: flush and close it; returns its path."""
-        if not self._f.closed:
-            try:
-                self._f.flush()
-                self._f.close()
-            except OSError as exc:
-                self._failed(exc)
-        return self._partial
-
     def absorb(self, part: Path) -> None:
-        """Append a worker's part (rows already in this file's columns), then delete it.
+        """Append a worker process's part (rows already in this file's columns:
+        :mod:`loadtest.runner.processes`), then delete it.
 
         What a lost worker wrote before it was lost is kept: no recorded row is dropped.
         """
@@ -155,9 +142,6 @@ class RequestCsv:
     def finish(self) -> None:
         """Flush and rename to ``requests.csv``. After a failed write the rows that made it to
         disk are renamed all the same (a truncated last line is possible)."""
-        if self._part:
-            self.close_part()
-            return
         if not self._f.closed:
             try:
                 self._f.flush()
