@@ -10,12 +10,22 @@ The library API (what the CLI calls)::
     summary = loadtest.run_to_dir(sc, options.replace(out=Path("reports/x")))  # a run directory
     print(summary["latency_ms"]["ttft"]["p99"], summary["verdict"])
 
-Names are imported on first use, so that ``python -m loadtest`` starts fast.
+Names are imported on first use, so that ``python -m loadtest`` starts fast; a type checker
+sees them typed (``py.typed``).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # what a type checker sees (the package ships py.typed); at run time: _LAZY
+    from loadtest.engine.result import RunResult
+    from loadtest.engine.tls import Tls
+    from loadtest.runner.coordinator import run, summarize
+    from loadtest.runner.options import RunOptions
+    from loadtest.runner.todir import run_to_dir
+    from loadtest.scenario import Overrides, load_scenario
+
+from loadtest.version import __version__
+
 __all__ = ["Overrides", "RunOptions", "RunResult", "Tls", "__version__", "load_scenario", "run", "run_to_dir",
            "summarize"]
 

@@ -1,28 +1,73 @@
 """The ``loadtest`` command: the group, its commands registered, and the one place that maps
-errors to exit codes (DESIGN.md). The commands themselves are in :mod:`loadtest.cli.commands`
-(run, validate, report, sweep, mock) and :mod:`loadtest.cli.gate` (compare, ab, calibrate)."""
+errors to exit codes (DESIGN.md), and ``--version``. The commands themselves are in
+:mod:`loadtest.cli.commands` (run, validate, report, sweep, mock), :mod:`loadtest.cli.gate`
+(compare, ab, calibrate) and :mod:`loadtest.cli.new` (new).
+
+Shell completion is click's: ``_LOADTEST_COMPLETE=bash_source loadtest`` (``zsh_source``,
+``fish_source``) prints the script. ``cli.main`` handles that variable before any command
+runs and exits through ``SystemExit``, which :func:`main` lets pass."""
 
 from __future__ import annotations
 
+import platform
 import signal
 import sys
+from importlib import metadata
 
 import click
 
 from loadtest.cli.commands import mock, report, run, sweep, validate
 from loadtest.cli.gate import ab, calibrate, compare
+from loadtest.cli.new import new
+from loadtest.engine.loop import FALLBACK_NOTE
 from loadtest.errors import EXIT_BAD_INPUT, EXIT_BUG, EXIT_INTERRUPTED, LoadtestError, caused_by_interrupt
+from loadtest.version import __version__
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "version_lines"]
+
+#: the distributions whose versions shape a run's figures (the client, the loop, the histograms)
+FIGURE_DEPENDENCIES = ("aiohttp", "uvloop", "hdrhistogram")
+
+
+def version_lines() -> list[str]:
+    """What ``--version`` prints: loadtest's version, then the dependencies that shape its
+    figures, then Python's (for a bug report, or to tell two machines' runs apart)."""
+    lines = [f"loadtest {__version__}"]
+    for name in FIGURE_DEPENDENCIES:
+        found = _version(name)
+        if found:
+            lines.append(f"{name} {found}")
+        elif name == "uvloop":
+            lines.append(FALLBACK_NOTE)  # the words summary.json's generator.loop uses
+        else:
+            lines.append(f"{name} not installed")
+    lines.append(f"Python {platform.python_version()} ({platform.python_implementation()})")
+    return lines
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:  # resilient: shell completion is parsing, not running
+        return
+    click.echo("\n".join(version_lines()))
+    ctx.exit()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="loadtest")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version of loadtest and of what shapes its figures (aiohttp, uvloop, "
+                   "hdrhistogram, Python), then exit.")
 def cli() -> None:
     """Load tester for streaming LLM chat proxies (protocol v2 over WebSocket)."""
 
 
-for _command in (mock, validate, run, report, sweep, compare, ab, calibrate):
+for _command in (new, mock, validate, run, report, sweep, compare, ab, calibrate):
     cli.add_command(_command)
 
 

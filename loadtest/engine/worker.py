@@ -26,6 +26,7 @@ from typing import Any
 from loadtest.clock import Clock, RealClock
 from loadtest.engine.connection import make_session, target_url
 from loadtest.engine.conversation import Conversation
+from loadtest.engine.loop import loop_name
 from loadtest.engine.openloop import OpenLoop, arrivals_for, frame_maker
 from loadtest.engine.pool import Pool
 from loadtest.engine.result import Progress, WorkerHealth
@@ -379,8 +380,7 @@ def health(index: int, figures: Figures, cpu: list[float], *, max_connections: i
             reasons.append(behind)
             behind = None
     s = sorted(cpu)
-    loop = type(asyncio.get_running_loop()).__module__ + "." + type(asyncio.get_running_loop()).__name__
-    return WorkerHealth(index=index, loop=loop, cpu_percent=round(s[len(s) // 2], 1) if s else None,
+    return WorkerHealth(index=index, loop=loop_name(asyncio.get_running_loop()), cpu_percent=round(s[len(s) // 2], 1) if s else None,
                         loop_lag_p99_ms=None if lag_p99 is None else float(lag_p99), saturation=tuple(reasons),
                         behind=behind or "")
 

@@ -71,8 +71,8 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from loadtest import __version__
 from loadtest.live.state import LIVE_METRICS, LiveHistogram, LiveSeries, LiveSnapshot
+from loadtest.version import __version__
 
 __all__ = ["HISTOGRAM_NAMES", "MAX_BUCKETS", "MAX_SCALE", "OtlpPusher", "bucket_index", "exponential_buckets",
            "metrics_data"]

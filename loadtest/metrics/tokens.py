@@ -16,14 +16,15 @@ would hold the loop for all of it). What holds the GIL afterwards is a few calls
 the offsets are never converted to a Python list (~80 µs for 1,000 tokens).
 
 A chunk is not a token. Without a tokenizer nothing about tokens is counted or guessed.
+
+``tokenizers`` is an extra (``pip install 'loadtest[tokens]'``: it pulls in huggingface_hub,
+~40 MB that a run without a tokenizer never uses); it is imported when a tokenizer is built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-
-from tokenizers import Tokenizer
 
 from loadtest.metrics.record import RequestRecord
 
@@ -39,7 +40,13 @@ class TokenCounter:
     __slots__ = ("_prompts", "_tok", "name")
 
     def __init__(self, tokenizer_json: str, *, name: str) -> None:
-        """ValueError when the text is not a tokenizer the ``tokenizers`` library can load."""
+        """ValueError when the text is not a tokenizer the ``tokenizers`` library can load, or
+        that library is not installed."""
+        try:
+            from tokenizers import Tokenizer
+        except ImportError:
+            raise ValueError("counting tokens needs the tokenizers package, which is not installed: "
+                             "pip install 'loadtest[tokens]'") from None
         try:
             self._tok = Tokenizer.from_str(tokenizer_json)
         except Exception as exc:  # the library raises plain Exception subclasses from Rust

@@ -32,7 +32,6 @@ from typing import Any
 
 import pandas as pd
 
-from loadtest import __version__
 from loadtest.errors import BadInput, OutputError
 from loadtest.metrics.recorder import METRICS
 from loadtest.report import charts, classes, target
@@ -57,6 +56,7 @@ from loadtest.rundir import (
     read_timeseries,
     write_atomic,
 )
+from loadtest.version import __version__
 
 __all__ = ["KNOWN_SCHEMA", "build_report", "page", "render_report"]
 
@@ -113,10 +113,11 @@ def _load_run(path: Path) -> ReportRun:
 
 @functools.cache
 def _plotly_js() -> str:
-    from plotly.offline import get_plotlyjs
-
+    """The plotly.js bundle shipped in ``loadtest/report/vendor/`` (its version, source and
+    sha256 in ``plotly.json``; refreshed by ``scripts/vendor-plotly.sh``)."""
+    js = resources.files("loadtest.report").joinpath("vendor/plotly.min.js").read_text(encoding="utf-8")
     # Inlined in a <script>: a "</script" inside would end the element early.
-    return str(get_plotlyjs()).replace("</script", "<\\/script")
+    return js.replace("</script", "<\\/script")
 
 
 def _script_json(value: Any) -> str:

@@ -306,6 +306,7 @@ def _generator_table(run: ReportRun) -> str:
     lag = gen.get("loop_lag_ms") or {}
     reasons = "; ".join(escape(str(r)) for r in gen.get("reasons") or []) or "—"
     rows = [
+        ["event loop", escape(str(gen.get("loop") or "—"))],
         ["event-loop lag", f"p50 {_ms(lag.get('p50'))} · p99 {_ms(lag.get('p99'))} · max {_ms(lag.get('max'))} ms"],
         ["CPU", f"{_num(gen.get('cpu_percent'), 1)} % of a core"
                 + (f" · host steal {_num(gen['host_steal_percent'], 1)} % <span class='muted'>(CPU time the "

@@ -115,6 +115,8 @@ def build_summary(result: RunResult, *, fingerprint: str, slo_limits: dict[str, 
             "early_sends": c.early_sends,
         },
         "generator": {
+            # the event loop(s) the workers ran on: uvloop, or the standard loop where it is missing
+            "loop": ", ".join(sorted({h.loop for h in result.workers if h.loop != "?"})) or None,
             "loop_lag_ms": {"p50": lag["p50"], "p99": lag["p99"], "max": lag["max"]},
             "cpu_percent": round(cpu[len(cpu) // 2], 1) if cpu else None,
             "saturated": bool(result.saturation),

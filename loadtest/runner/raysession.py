@@ -41,7 +41,7 @@ _ENV_PREFIXES = ("RAY_", "LC_")
 
 def local_version() -> str:
     """This host's loadtest version (what an actor reports to its coordinator)."""
-    from loadtest import __version__
+    from loadtest.version import __version__
 
     return __version__
 

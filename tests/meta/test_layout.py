@@ -47,3 +47,14 @@ def test_no_module_is_over_450_lines() -> None:
     long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450}
     assert long == {}
+
+
+def test_every_module_that_shares_the_cores_exists_and_is_real_time() -> None:
+    """support.tiers.SHARE_THE_CORES: no stale entry, and only real-time modules (the fast
+    tier runs in parallel anyway)."""
+    from support.tiers import SHARE_THE_CORES
+
+    for name in sorted(SHARE_THE_CORES):
+        path = ROOT / name
+        assert path.is_file(), f"{name}: listed in SHARE_THE_CORES but missing"
+        assert "realtime" in path.read_text(encoding="utf-8"), f"{name}: not a real-time module"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
-from plotly.offline import get_plotlyjs
 from support.rundir_factory import make_run_dir
 
 from loadtest.errors import BadInput
@@ -16,6 +16,7 @@ from loadtest.report.charts import spectrum_from_histogram
 from loadtest.report.html import build_report, render_report
 from loadtest.rundir import read_hlog_total
 
+VENDOR = Path(__file__).parents[2] / "loadtest" / "report" / "vendor"
 SCRIPT = "<script>alert(1)</script>"
 IMG = "<img src=x onerror=alert(1)>"
 
@@ -30,6 +31,20 @@ def figures_of(page: str) -> dict:
 @pytest.fixture
 def run(tmp_path: Path):
     return make_run_dir(tmp_path / "smoke-20261128T000000Z")
+
+
+def get_plotlyjs() -> str:
+    return (VENDOR / "plotly.min.js").read_text(encoding="utf-8")
+
+
+def test_the_vendored_plotly_js_is_the_one_its_record_names() -> None:
+    """The bundle is the npm release plotly.json names (sha256, version banner), with its licence."""
+    record = json.loads((VENDOR / "plotly.json").read_text(encoding="utf-8"))
+    data = (VENDOR / record["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == record["sha256"]
+    assert data[:200].decode().splitlines()[1] == f"* plotly.js v{record['version']}"
+    assert record["source"].endswith(f"/{record['package']}-{record['version']}.tgz")
+    assert (VENDOR / "plotly-LICENSE.txt").read_text(encoding="utf-8").startswith("MIT License")
 
 
 def test_plotly_is_inlined_exactly_once_and_nothing_is_fetched(run) -> None:

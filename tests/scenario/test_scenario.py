@@ -32,7 +32,7 @@ from loadtest.scenario import (
 )
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-SHIPPED = ["smoke.yaml", "chat-mix.yaml", "proxy-template.yaml"]
+SHIPPED = ["smoke.yaml", "chat-mix.yaml"]  # the starters of `loadtest new`: tests/cli/test_new.py
 
 
 def write(tmp_path: Path, text: str, name: str = "sc.yaml") -> Path:
@@ -87,18 +87,6 @@ def test_chat_mix_has_mixed_prompts_tools_and_web_search() -> None:
     assert sc.mock.ttft_ms.kind == "lognormal"
     assert 25 <= sc.load.duration_s <= 35
     assert any(isinstance(s, ThinkStep) and s.max_s > s.min_s for s in sc.session.steps)
-
-
-def test_proxy_template_targets_a_placeholder_and_needs_a_key() -> None:
-    path = SCENARIOS / "proxy-template.yaml"
-    sc = load_scenario(path)
-    assert sc.target.url == "wss://chat-proxy.example.com/v2/chat"
-    assert sc.target.api_key_env == "LOADTEST_API_KEY"
-    with pytest.raises(ScenarioError, match="LOADTEST_API_KEY") as info:
-        load_scenario(path, environ={})
-    assert "proxy-template.yaml:" in str(info.value) and "target.api_key_env" in str(info.value)
-    assert load_scenario(path, environ={"LOADTEST_API_KEY": "k"}) == sc
-    assert load_scenario(path, overrides=Overrides(api_key="k"), environ={}) == sc
 
 
 # --------------------------------------------------------------------------- defaults

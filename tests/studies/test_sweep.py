@@ -292,7 +292,7 @@ load: {mode: closed, concurrency: 1, duration: 20s}
 session:
   steps:
     - gen: {prompt: hi}
-slo: {ttft_p99_ms: 40, error_rate: 0.01}
+slo: {ttft_p99_ms: 55, error_rate: 0.01}
 """
 
 
@@ -306,12 +306,15 @@ def test_sweep_end_to_end_against_the_mock(write_scenario: Callable[..., Path], 
     doc = json.loads((out / "sweep.json").read_text(encoding="utf-8"))
     by_load = {s["load"]: s for s in doc["steps"]}
     assert [s["load"] for s in doc["steps"]] == [2, 4, 16, 10]
-    # up to 4 users every stream has a slot: TTFT is the mock's 20 ms
+    # up to 4 users every stream has a slot: TTFT is the mock's 20 ms. (The p99 of a 1 s window,
+    # about 130 samples, is nearly its maximum: one scheduler stall on a busy 2-core machine
+    # lands there, hence the SLO's 35 ms margin; the median says what the model does.)
     for users in (2, 4):
-        assert by_load[users]["passed"] and 19.5 <= by_load[users]["ttft_p99_ms"] <= 35, by_load[users]
+        assert by_load[users]["passed"] and 19.5 <= by_load[users]["ttft_p50_ms"] <= 30, by_load[users]
     # 16 users on 4 slots queue: TTFT = (16/4 - 1) * ~28 ms + 20 ms ≈ 105 ms (mockmodel's formula)
     assert not by_load[16]["passed"] and 85 <= by_load[16]["ttft_p50_ms"] <= 140, by_load[16]
-    # the refinement halfway (10 users): ≈ (10/4 - 1) * 28 + 20 ≈ 62 ms, fails a 40 ms SLO
+    # the refinement halfway (10 users): ≈ (10/4 - 1) * 28 + 20 ≈ 62 ms, fails a 55 ms SLO (its
+    # p99, up to two full services of queueing, is ≈ 76 ms)
     assert by_load[10]["refinement"] and not by_load[10]["passed"] and by_load[10]["ttft_p50_ms"] > 45
     assert by_load[16]["throughput_rps"] > by_load[2]["throughput_rps"] * 1.5
     assert (doc["max_passing_load"], doc["first_failing_load"], doc["stopped"]) == (4, 10, "first_failure")
