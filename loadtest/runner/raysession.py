@@ -95,6 +95,7 @@ def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
              "configure_logging": True}
     if address:
         _check_reachable(address)
+    _quiet_notices()
     with signals_ignored(deliver=False) as signalled, _environ_for_ray(local=not address):
         try:
             if address:
@@ -114,6 +115,30 @@ def ray_session(address: str | None, *, workers: int | str) -> Iterator[Any]:
     finally:
         with signals_ignored(deliver=False):
             ray.shutdown()  # a cluster we connected to: the driver disconnects, the cluster runs on
+
+
+#: Ray's console notices that need no action from our user: (logger, message start)
+_NOTICES = (
+    # a new local cluster enables token authentication by default (secure, nothing to do);
+    # its opposite, "… is disabled for this Ray cluster", stays: that one may need action
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
+)
+
+
+class _DropNotice(logging.Filter):
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+def _quiet_notices() -> None:
+    for name, start in _NOTICES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotice) and f.start == start for f in logger.filters):
+            logger.addFilter(_DropNotice(start))
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
