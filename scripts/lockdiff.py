@@ -1,13 +1,20 @@
 """Print the packages whose installed release differs from constraints.txt's pin:
-``python3 scripts/lockdiff.py constraints.txt FREEZE`` (FREEZE: ``pip freeze`` output).
-Exit 0 when none differ, 1 otherwise. Stdlib only; used by ``scripts/test.sh --latest``."""
+``VENV/bin/python scripts/lockdiff.py constraints.txt FREEZE`` (FREEZE: ``pip freeze`` output).
+A pin whose environment marker does not hold for this interpreter (``numpy==X ; python_full_version
+>= '3.12'``) is not this venv's. Exit 0 when none differ, 1 otherwise. Used by
+``scripts/test.sh --latest``; needs ``packaging`` (pip's own copy will do)."""
 
 from __future__ import annotations
 
 import re
 import sys
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)")
+try:
+    from packaging.markers import Marker
+except ImportError:  # a venv without packaging: pip's vendored copy
+    from pip._vendor.packaging.markers import Marker
+
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)\s*(?:;(.*))?$")
 
 
 def pins(path: str) -> dict[str, str]:
@@ -15,7 +22,7 @@ def pins(path: str) -> dict[str, str]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             m = _PIN.match(line.strip())
-            if m:
+            if m and (not m.group(3) or Marker(m.group(3).strip()).evaluate()):
                 out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
     return out
 

@@ -17,7 +17,7 @@ if [ "$deps" = latest ]; then
   export VENV=.venv-latest
   scripts/bootstrap.sh --latest
   echo "== newer than constraints.txt"
-  python3 scripts/lockdiff.py constraints.txt "$VENV/latest-freeze.txt" || true
+  "$VENV/bin/python" scripts/lockdiff.py constraints.txt "$VENV/latest-freeze.txt" || true
 elif [ "$deps" = lowest ]; then
   export VENV=.venv-lowest
   scripts/bootstrap.sh --lowest
