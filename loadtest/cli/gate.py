@@ -4,6 +4,7 @@ exit codes out; the statistics live in :mod:`loadtest.compare`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -30,8 +31,10 @@ class TagType(click.ParamType):  # type: ignore[type-arg]
         return f"{key}={val}"
 
 
-def _gate_options(f: Any) -> Any:
-    """The options ``compare`` and ``ab`` share: what is judged and how strictly."""
+def _judging_options(saturated_help: str) -> Callable[[Any], Any]:
+    """The options that say what is judged and how strictly: ``compare`` and ``ab`` judge
+    with them, ``calibrate`` replays its one-run gate with them (issue 22: ``calibrate`` takes
+    these and no other gate option, so every flag it accepts does something)."""
     options = [
         click.option("--metric", "metrics", multiple=True,
                      help="Judge only this (repeatable): ttft, itl, e2e, tpot or another latency metric "
@@ -54,18 +57,47 @@ def _gate_options(f: Any) -> Any:
         click.option("--min-tail", type=click.IntRange(min=1), default=10, show_default=True,
                      help="Samples each run needs beyond a gated percentile (p99: 100x this); a check a run "
                           "falls short of is INCONCLUSIVE, the others judged."),
-        click.option("--allow-saturated", is_flag=True,
-                     help="Compare runs whose generator was saturated (noted); by default they are refused (exit 2)."),
-        click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
+        click.option("--allow-saturated", is_flag=True, help=saturated_help),
+    ]
+
+    def apply(f: Any) -> Any:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+def _verdict_options(f: Any) -> Any:
+    """The options of a command that gives a verdict (``compare``, ``ab``): the calibration it
+    is judged with, and the files it is written to (probed before anything is read or run)."""
+    options = [
+        click.option("--calibration", type=click.Path(),
                      help="calibration.json (loadtest calibrate, same scenario): widens one-run intervals by its "
                           "noise floor; with rounds, pools its variance (more degrees of freedom)."),
-        click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the verdict as JSON."),
-        click.option("--markdown", "md_out", type=click.Path(dir_okay=False), help="Also write it as Markdown."),
-        click.option("--junit", "junit_out", type=click.Path(dir_okay=False), help="Also write it as JUnit XML."),
+        click.option("--json", "json_out", type=click.Path(), help="Also write the verdict as JSON."),
+        click.option("--markdown", "md_out", type=click.Path(), help="Also write it as Markdown."),
+        click.option("--junit", "junit_out", type=click.Path(), help="Also write it as JUnit XML."),
     ]
     for option in reversed(options):
         f = option(f)
     return f
+
+
+_COMPARED_SATURATED = "Compare runs whose generator was saturated (noted); by default they are refused (exit 2)."
+
+
+def _probe_outputs(*paths: str | None) -> None:
+    """Every verdict file asked for can be written, checked before anything is read or run
+    (issue 22: ``ab --json`` into a directory that could not be written failed after every
+    round); BadInput (exit 2) in one line naming it."""
+    from pathlib import Path
+
+    from loadtest.rundir.outdir import prepare_output_file
+
+    for path in paths:
+        if path:
+            prepare_output_file(Path(path), what="verdict")
 
 
 def _rules(tolerance: float, max_error_increase: float, alpha: float, strict: bool, block_s: int,
@@ -85,7 +117,7 @@ def _rules(tolerance: float, max_error_increase: float, alpha: float, strict: bo
     return GateRules(tolerance=tolerance, error_tolerance=max_error_increase, alpha=alpha, strict=strict,
                      block_s=block_s, resamples=resamples, seed=boot_seed, min_tail=min_tail, paired=paired,
                      noise=noise, noise_runs=runs, noise_fingerprint=fingerprint, noise_tag=cal_tag,
-                     allow_saturated=allow_saturated)
+                     noise_file=calibration, allow_saturated=allow_saturated)
 
 
 def _write_outputs(verdict: Any, base: Any, cand: Any, json_out: str | None, md_out: str | None,
@@ -115,14 +147,15 @@ def _verdict_out(verdict: Any, base: Any, cand: Any) -> int:
 
 
 @click.command()
-@click.argument("dirs", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--baseline", "baselines", multiple=True, type=click.Path(file_okay=False),
+@click.argument("dirs", nargs=-1, type=click.Path())
+@click.option("--baseline", "baselines", multiple=True, type=click.Path(),
               help="A baseline run directory (repeatable: one per round).")
-@click.option("--candidate", "candidates", multiple=True, type=click.Path(file_okay=False),
+@click.option("--candidate", "candidates", multiple=True, type=click.Path(),
               help="A candidate run directory (repeatable; matched to --baseline by order).")
 @click.option("--unpaired", is_flag=True, help="Several runs per side but not paired rounds: Welch t.")
 @click.option("--allow-different-workload", is_flag=True, help="Compare runs whose scenario fingerprints differ.")
-@_gate_options
+@_judging_options(_COMPARED_SATURATED)
+@_verdict_options
 def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple[str, ...], unpaired: bool,
             allow_different_workload: bool, metrics: tuple[str, ...], tag: str | None, tolerance: float,
             max_error_increase: float,
@@ -147,6 +180,7 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
         baselines, candidates = (dirs[0],), (dirs[1],)
     if not baselines or not candidates:
         raise click.UsageError("give at least one --baseline DIR and one --candidate DIR")
+    _probe_outputs(json_out, md_out, junit_out)
     checks = parse_checks(metrics, tag=tag)
     latency = [m for m, stat in checks if stat]
     rules = _rules(tolerance, max_error_increase, alpha, strict, block_s, resamples, boot_seed, min_tail,
@@ -176,7 +210,8 @@ def compare(dirs: tuple[str, ...], baselines: tuple[str, ...], candidates: tuple
               help="Rounds that may be run again, in all, because a generator saturated (the machine, not the "
                    "target); the spoiled runs are kept as round-N-<side>.spoiled-K.")
 @run_flags
-@_gate_options
+@_judging_options(_COMPARED_SATURATED)
+@_verdict_options
 def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock: Any, candidate_mock: Any,
        rounds: int, out: str, duration: str | None, round_seed: int | None, html: bool,
        retries: int, flags: RunFlags, metrics: tuple[str, ...], tag: str | None, tolerance: float,
@@ -186,7 +221,8 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
     """Run SCENARIO_FILE against the baseline and the candidate in alternating rounds, then
     gate: OUT/round-N-baseline|candidate/, OUT/compare.json, OUT/compare.md, OUT/junit.xml.
     Exit 0 no regression, 1 a regression, 2 bad input (checked before the first run) or invalid
-    runs or no check that could be judged, 3 unreachable, 4 interrupted."""
+    runs or no check that could be judged, 3 unreachable, 4 interrupted (the rounds run so far
+    kept; no verdict, so no compare.json or --json/--markdown/--junit file)."""
     import os
     from pathlib import Path
 
@@ -197,6 +233,7 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
                              ("--candidate-mock", candidate_mock, candidate_url)):  # fmt: skip
         if value is not None and (url != "mock" or not isinstance(value, dict)):
             raise click.UsageError(f"{flag} takes a JSON object and needs that side's URL to be mock")
+    _probe_outputs(json_out, md_out, junit_out)
     duration_s = duration_flag(duration, "--duration")
     # one set of options for both sides and every round (TLS, key: the scenario's and the flags')
     options = flags.options(load(scenario_file, flags.overrides(target_url=baseline_url, duration_s=duration_s)),
@@ -228,15 +265,18 @@ def ab(scenario_file: str, baseline_url: str, candidate_url: str, baseline_mock:
 @click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
               help="Runs that may be run again, in all, because the generator saturated.")
 @run_flags
-@_gate_options
+@_judging_options("Keep runs whose generator stayed saturated after --retries in the calibration (the "
+                  "machine's noise taken in); by default they are left out (left_out).")
 def calibrate(scenario_file: str, target: str, n_runs: int, out: str, duration: str | None,
               retries: int, flags: RunFlags, metrics: tuple[str, ...], tag: str | None, tolerance: float,
               max_error_increase: float, alpha: float, strict: bool, block_s: int, resamples: int, boot_seed: int,
-              min_tail: int, allow_saturated: bool, calibration: str | None, json_out: str | None,
-              md_out: str | None, junit_out: str | None) -> int:
+              min_tail: int, allow_saturated: bool) -> int:
     """Run SCENARIO_FILE K times against one target: OUT/calibration.json (between-run noise
-    per check) and the one-run compare rule replayed on every pair (observed false alarms).
-    With --tag, of that request class only: a calibration for compare/ab --tag."""
+    per check) and the one-run compare rule replayed on every pair (observed false alarms;
+    the judging flags are those of that rule: with --strict an INCONCLUSIVE check counts as an
+    alarm). With --tag, of that request class only: a calibration for compare/ab --tag.
+    Exit 0 written, 2 bad input, 3 unreachable, 4 interrupted (the runs so far kept, no
+    calibration.json)."""
     import os
     from pathlib import Path
 

@@ -25,7 +25,6 @@ from typing import Any
 from loadtest.compare.gate import GateRules, check_name, gate, run_values
 from loadtest.compare.rundata import RunData
 from loadtest.errors import BadInput
-from loadtest.rundir import read_text
 
 __all__ = ["calibrate_runs", "noise_of", "read_calibration"]
 
@@ -50,7 +49,9 @@ def calibrate_runs(runs: Sequence[RunData], rules: GateRules, checks: Sequence[t
     Runs whose generator saturated are left out (``left_out`` names them): their spread is the
     machine's, not the target's, and a calibration that took it in would widen every later
     interval (on a 2-core VM, three such runs of ten put TTFT p50's noise at 0.048 instead of
-    0.010). BadInput when fewer than 2 runs remain.
+    0.010). ``rules.allow_saturated`` (``calibrate --allow-saturated``) keeps them: the user
+    takes the machine's noise in (the replay's gate notes them). BadInput when fewer than 2
+    runs remain.
 
     A pair on which the one-run gate could judge no check (runs too short for its 10 seconds of
     per-second data, every check short of samples) is no A/A test: it is not counted as a pass
@@ -58,8 +59,8 @@ def calibrate_runs(runs: Sequence[RunData], rules: GateRules, checks: Sequence[t
     there are none) and ``unjudged`` says why the first such pair could not be judged. The noise
     stands either way: rounds (``ab --calibration``) are judged on summary.json figures, which
     short runs have."""
-    clean = [r for r in runs if not r.saturated]
-    left_out = [r.label for r in runs if r.saturated]
+    clean = [r for r in runs if rules.allow_saturated or not r.saturated]
+    left_out = [r.label for r in runs if r.saturated and not rules.allow_saturated]
     if len(clean) < 2:
         why = f" ({len(left_out)} of {len(runs)} left out: the generator was saturated)" if left_out else ""
         raise BadInput(f"calibration needs at least 2 runs{why}")
@@ -86,13 +87,38 @@ def calibrate_runs(runs: Sequence[RunData], rules: GateRules, checks: Sequence[t
 
 def read_calibration(path: Path) -> tuple[dict[str, float], int, str | None, str | None]:
     """(noise per check, number of runs, workload fingerprint or None, request class or None)
-    from calibration.json (one written before request classes has no ``tag``: whole runs);
-    BadInput naming the file."""
+    from calibration.json (one written before request classes has no ``tag``: whole runs).
+
+    BadInput naming the file, in one line, for a file that is missing, unreadable or not JSON,
+    and for one of the wrong shape: not an object; ``runs`` not an integer >= 2; ``noise`` not
+    an object of finite numbers >= 0 (a NaN or a negative noise floor would make every
+    interval meaningless); ``fingerprint`` or ``tag`` neither a string nor null."""
     try:
-        data = json.loads(read_text(path))
-        noise = {str(k): float(v) for k, v in data["noise"].items()}
-        fingerprint, tag = data.get("fingerprint"), data.get("tag")
-        return (noise, int(data["runs"]), None if fingerprint is None else str(fingerprint),
-                None if tag is None else str(tag))  # fmt: skip
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise BadInput(f"{path}: not a calibration.json of loadtest calibrate ({exc})") from None
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+    except FileNotFoundError:
+        raise BadInput(f"{path}: missing (a calibration.json written by loadtest calibrate)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise BadInput(f"{path}: cannot read ({detail})") from None
+    except ValueError as exc:  # json.JSONDecodeError, or a NaN / Infinity
+        raise BadInput(f"{path}: not valid JSON ({exc})") from None
+    what = "not a calibration.json of loadtest calibrate"
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: {what} (expected a JSON object at the top level)")
+    runs, noise = data.get("runs"), data.get("noise")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 2:
+        raise BadInput(f"{path}: {what} (field 'runs' should be an integer >= 2, got {runs!r:.40})")
+    if not isinstance(noise, dict):
+        raise BadInput(f"{path}: {what} (field 'noise' should be an object: check name -> noise)")
+    for name, value in noise.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value >= 0):
+            raise BadInput(f"{path}: {what} (field 'noise.{name}' should be a number >= 0, got {value!r:.40})")
+    for key in ("fingerprint", "tag"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise BadInput(f"{path}: {what} (field {key!r} should be a string or null, got {data[key]!r:.40})")
+    return ({str(k): float(v) for k, v in noise.items()}, runs, data.get("fingerprint"), data.get("tag"))
+
+
+def _refuse_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")

@@ -111,6 +111,8 @@ class GateRules:
     noise_fingerprint: str | None = None
     #: the request class the calibration was measured on (None: whole runs); must be the runs'
     noise_tag: str | None = None
+    #: the calibration.json it came from, named by a refusal (None: built in code)
+    noise_file: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("tolerance", "error_tolerance", "max_rate_shortfall"):
@@ -121,6 +123,8 @@ class GateRules:
             raise BadInput(f"alpha must be within (0, 0.5), got {self.alpha!r}")
         if self.block_s < 1 or self.resamples < 100 or self.min_tail < 1:
             raise BadInput("block_s and min_tail must be >= 1, resamples >= 100")
+        if any(not (math.isfinite(v) and v >= 0) for v in self.noise.values()):  # NaN: zero-width intervals
+            raise BadInput(f"noise must be finite numbers >= 0 (between-run sds), got {dict(self.noise)!r:.200}")
 
 
 @dataclass(frozen=True)

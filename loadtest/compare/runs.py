@@ -35,8 +35,10 @@ def load_run(path: Path, metrics: Sequence[str] = _LATENCY_DEFAULT, *, tag: str 
     refuses one run per side whose gated check needs it; rounds are judged on summary.json).
     """
     summary_path = path / "summary.json"
+    if path.exists() and not path.is_dir():
+        raise BadInput(f"{path}: is a file, not a run directory (a directory holding summary.json)")
     if not path.is_dir():
-        raise BadInput(f"{summary_path}: missing; {path} is not a directory (expected a run directory)")
+        raise BadInput(f"{summary_path}: missing; {path} does not exist (expected a run directory)")
     summary = read_summary(summary_path)
     latency = dict(summary.latency_ms)
     intervals: dict[str, list[Recorder]] = {}

@@ -63,9 +63,15 @@ def calibration_workload_mismatch(r: GateRules, prints: Collection[str | None]) 
     ``ab`` asks it of its scenarios before any run."""
     if not r.noise or r.noise_fingerprint is None or r.noise_fingerprint in prints:
         return None
-    return (f"the calibration was measured on another workload ({short_fingerprint(r.noise_fingerprint)}, these "
-            f"runs: {', '.join(sorted(short_fingerprint(p) for p in prints))}): its noise does not apply; run "
+    return (f"{_named(r)}the calibration was measured on another workload "
+            f"({short_fingerprint(r.noise_fingerprint)}, these runs: "
+            f"{', '.join(sorted(short_fingerprint(p) for p in prints))}): its noise does not apply; run "
             "loadtest calibrate with this scenario")
+
+
+def _named(r: GateRules) -> str:
+    """``--calibration FILE: `` when the rules' calibration came from a file: a refusal names it."""
+    return f"--calibration {r.noise_file}: " if r.noise_file else ""
 
 
 def validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: GateRules,
@@ -80,7 +86,11 @@ def validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: GateR
     tag = runs[0][1].tag
     prints = {run.fingerprint for _, run in runs}
     if len(prints) != 1 or None in prints:
-        what = "workload fingerprints differ (" + ", ".join(sorted(short_fingerprint(p) for p in prints)) + ")"
+        first: dict[str | None, str] = {}  # each fingerprint with the first run that has it: the user's files
+        for role, run in runs:
+            first.setdefault(run.fingerprint, f"{role} {run.label}")
+        what = "workload fingerprints differ (" + ", ".join(f"{short_fingerprint(p)}: {who}"
+                                                             for p, who in first.items()) + ")"
         if not allow_different_workload:
             raise InvalidComparison(f"{what}: these runs are not of the same workload; "
                                     "pass --allow-different-workload to compare them anyway")  # fmt: skip
@@ -90,7 +100,7 @@ def validate(baseline: Sequence[RunData], candidate: Sequence[RunData], r: GateR
         raise InvalidComparison(other)
     mismatch = calibration_mismatch(r.noise_tag, tag) if r.noise else None
     if mismatch:
-        raise InvalidComparison(mismatch)
+        raise InvalidComparison(_named(r) + mismatch)
     for role, run in runs:
         if run.saturated and r.allow_saturated:
             notes.append(f"{role} {run.label}: the load generator was saturated: compared anyway (--allow-saturated)")

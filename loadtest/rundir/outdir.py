@@ -75,9 +75,13 @@ def prepare_output_dir(path: Path, *, what: str = "run directory") -> None:
     must be empty: a second study would mix its files with the first's. Raises
     :class:`BadInput` (exit 2) with one line naming the directory and the reason.
     """
-    if path.exists() and not path.is_dir():
+    try:  # a name the file system refuses (too long) raises here, before anything is made
+        exists, is_dir = path.exists(), path.is_dir()
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot write the {what} here ({exc.strerror or exc})") from None
+    if exists and not is_dir:
         raise BadInput(f"{path}: exists and is not a directory; choose another --out")
-    if path.is_dir():
+    if is_dir:
         try:
             with os.scandir(path) as listing:
                 entries = next(listing, None)
@@ -96,9 +100,13 @@ def prepare_output_dir(path: Path, *, what: str = "run directory") -> None:
 def prepare_output_file(path: Path, *, what: str = "report") -> None:
     """Check before any work that the file ``path`` can be written (its directory created if
     missing, a probe file written and removed there); BadInput (exit 2) in one line if not."""
-    if path.is_dir():
+    try:  # a name the file system refuses (too long) raises here, before anything is made
+        is_dir = path.is_dir()
+        parent = next((p for p in path.parents if p.exists()), None)
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot write the {what} there ({exc.strerror or exc})") from None
+    if is_dir:
         raise BadInput(f"{path}: is a directory; give a file name for the {what}")
-    parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise BadInput(f"{path}: cannot write the {what} there, {parent} is not a directory")
     try:

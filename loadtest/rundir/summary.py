@@ -9,6 +9,7 @@ the ones a schema-1 file lacks have defaults, so old run directories still load.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -149,10 +150,14 @@ def read_summary(path: Path) -> Summary:
 
     Refused: a file that is missing, unreadable or not JSON; a ``schema`` newer than
     :data:`SCHEMA`; a run that never reached its target (``verdict: unreachable``, nothing
-    was measured: the reason is given); a field missing or of the wrong type.
+    was measured: the reason is given); a field missing or of the wrong type; a NaN or an
+    infinity anywhere (JSON has neither; Python's parser takes them); a figure the readers
+    judge (``latency_ms``, ``throughput``, ``schedule`` rates, ``generator``, ``by_tag``) that
+    is not a number, a count that is not a non-negative integer (issue 22: a damaged file was
+    judged as if its figures were missing, and a PASS came of it).
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_NonFinite, parse_float=_float)
     except FileNotFoundError:
         raise BadInput(f"{path}: missing; is {path.parent} a run directory?") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -161,6 +166,9 @@ def read_summary(path: Path) -> Summary:
         raise BadInput(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a JSON object at the top level")
+    if (found := _non_finite(data)) is not None:
+        where, text = found
+        raise BadInput(f"{path}: field {where!r} is {text}, not a finite number (JSON has no NaN or infinity)")
     schema = data.get("schema", 1)  # absent: written before schemas existed
     if isinstance(schema, bool) or not isinstance(schema, int) or schema < 1:
         raise BadInput(f"{path}: field 'schema' should be a positive integer, got {str(schema)[:40]!r}")
@@ -172,9 +180,95 @@ def read_summary(path: Path) -> Summary:
         what = "never reached its target" if data.get("verdict") == "unreachable" else "was interrupted during start-up"
         raise BadInput(f"{path}: this run {what}, nothing was measured ({reason})")
     try:
-        return Summary.model_validate(data)
+        summary = Summary.model_validate(data)
     except ValidationError as exc:
         raise BadInput(f"{path}: {_first_error(exc, data)}") from None
+    if (defect := _figures_defect(summary)) is not None:
+        raise BadInput(f"{path}: {defect}")
+    return summary
+
+
+class _NonFinite:
+    """A ``NaN``, ``Infinity`` or out-of-range number (``1e999``) read from the file."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _float(text: str) -> float | _NonFinite:
+    value = float(text)
+    return value if math.isfinite(value) else _NonFinite(text)
+
+
+def _non_finite(node: Any, where: str = "") -> tuple[str, str] | None:
+    """(field path, text) of the first non-finite number in ``node``, else None."""
+    if isinstance(node, _NonFinite):
+        return where, node.text
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if (found := _non_finite(value, f"{where}.{key}" if where else str(key))) is not None:
+            return found
+    return None
+
+
+#: the figures of a ``latency_ms`` entry: counts, and milliseconds (null without samples)
+_LATENCY_COUNTS = ("count", "out_of_range")
+_LATENCY_FIGURES = ("min", "mean", "p50", "p90", "p95", "p99", "p999", "max")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _figures_defect(summary: Summary) -> str | None:
+    """The first figure of ``summary`` that a reader would judge and that is not one; None.
+
+    The model types these objects loosely (their figures may be null, older schemas have fewer
+    of them): what is checked is that every figure present has the type the readers read it
+    as, so that a damaged file is refused instead of judged as if the figure were missing."""
+    sections: list[tuple[str, Mapping[str, Any]]] = [("", {"latency_ms": summary.latency_ms,
+                                                           "throughput": summary.throughput})]
+    sections += [(f"by_tag.{tag}.", entry) for tag, entry in summary.by_tag.items()]
+    for prefix, section in sections:
+        if prefix and not isinstance(section.get("requests", {}), Mapping):
+            return f"field '{prefix}requests' should be an object of counts"
+        for key, value in (section.get("requests") or {}).items() if prefix else ():
+            if not _is_count(value):
+                return f"field '{prefix}requests.{key}' should be a count (an integer >= 0), got {value!r:.40}"
+        if prefix and section.get("error_rate") is not None and not _is_number(section["error_rate"]):
+            return f"field '{prefix}error_rate' should be a number or null, got {section['error_rate']!r:.40}"
+        latency = section.get("latency_ms") or {}
+        if not isinstance(latency, Mapping):
+            return f"field '{prefix}latency_ms' should be an object"
+        for metric, entry in latency.items():
+            if not isinstance(entry, Mapping):
+                return f"field '{prefix}latency_ms.{metric}' should be an object of figures"
+            for key in _LATENCY_COUNTS:
+                if key in entry and not _is_count(entry[key]):
+                    return (f"field '{prefix}latency_ms.{metric}.{key}' should be a count (an integer >= 0), "
+                            f"got {entry[key]!r:.40}")
+            for key in _LATENCY_FIGURES:
+                if entry.get(key) is not None and not _is_number(entry[key]):
+                    return f"field '{prefix}latency_ms.{metric}.{key}' should be a number or null, got {entry[key]!r:.40}"
+        throughput = section.get("throughput") or {}
+        if not isinstance(throughput, Mapping):
+            return f"field '{prefix}throughput' should be an object"
+        for key, value in throughput.items():
+            if key.endswith("_per_s") and value is not None and not _is_number(value):
+                return f"field '{prefix}throughput.{key}' should be a number or null, got {value!r:.40}"
+    for key in ("offered_rate", "achieved_rate"):
+        if summary.schedule.get(key) is not None and not _is_number(summary.schedule[key]):
+            return f"field 'schedule.{key}' should be a number or null, got {summary.schedule[key]!r:.40}"
+    if not isinstance(summary.generator.get("saturated", False), bool | None):
+        return f"field 'generator.saturated' should be true or false, got {summary.generator['saturated']!r:.40}"
+    reasons = summary.generator.get("reasons")
+    if reasons is not None and not (isinstance(reasons, list) and all(isinstance(r, str) for r in reasons)):
+        return f"field 'generator.reasons' should be a list of sentences, got {reasons!r:.40}"
+    return None
 
 
 def _first_error(exc: ValidationError, data: Any) -> str:

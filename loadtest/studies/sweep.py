@@ -314,6 +314,9 @@ def _finish(out: Path, plan: SweepPlan, steps: list[SweepStep], stopped: str, *,
     }
     cap_answer = capacity_answer(steps, policy, stopped=stopped, slo=plan.slo)
     doc["exit_code"] = cap_answer["exit_code"]  # the process's (every JSON a command writes carries it)
+    # a pass is exit 0 only: a sweep cut short (4), whose target died (3), that could not decide (6) or
+    # whose answer is below the throughput floor (1) had said "passed": true when a level had passed
+    doc["passed"] = answer.passed and doc["exit_code"] == 0
     cap = {
         "schema": 1,
         "scenario": plan.scenario,

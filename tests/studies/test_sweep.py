@@ -341,13 +341,14 @@ def test_sweep_end_to_end_against_the_mock(write_scenario: Callable[..., Path], 
     assert len([line for line in lines if line.startswith("step ")]) == 4
     assert "16 users: FAIL" in proc.stdout and "4 users: PASS" in proc.stdout
     assert lines[-2].startswith("answer: max passing 4 users; first failing 10 users")
-    assert lines[-1].startswith("capacity: 4 users sustain TTFT p99 ≤ 40 ms; 10 fail 1 of 1; not refined between 4 and 10")
+    assert lines[-1].startswith("capacity: 4 users sustain TTFT p99 ≤ 55 ms; 10 fail 1 of 1; not refined between 4 and 10")
 
 
 @pytest.mark.realtime
 def test_sweep_cli_bad_input_and_unreachable(write_scenario: Callable[..., Path], tmp_path: Path) -> None:
     path = write_scenario(E2E)
-    no_slo = write_scenario(E2E.replace("slo: {ttft_p99_ms: 40, error_rate: 0.01}", "slo: {}"), "n.yaml")
+    assert "slo: {ttft_p99_ms: 55, error_rate: 0.01}" in E2E
+    no_slo = write_scenario(E2E.replace("slo: {ttft_p99_ms: 55, error_rate: 0.01}", "slo: {}"), "n.yaml")
     out = tmp_path / "down"
     procs = run_concurrently({  # the three at once: none reaches a target that answers
         "rates": partial(run_cli, "sweep", str(path), "--rates", "1,2"),

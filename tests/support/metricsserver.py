@@ -52,6 +52,7 @@ class MetricsServer:
         self.log: list[Served] = []
         self._lock = threading.Lock()
         self._requests = 0
+        self._pending = 0  # requests being answered, not yet in the log
         self._start = time.monotonic()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
@@ -79,8 +80,18 @@ class MetricsServer:
         self.close()
 
     def served(self, path: str = "/metrics") -> list[Served]:
+        """Every answer to ``path``, once the answers being written are logged (a client may
+        read an answer before the handler thread has logged it)."""
+        deadline = time.monotonic() + 2.0
+        while True:
+            with self._lock:
+                if not self._pending or time.monotonic() > deadline:
+                    return [s for s in self.log if s.path == path]
+            time.sleep(0.01)
+
+    def begin(self) -> None:
         with self._lock:
-            return [s for s in self.log if s.path == path]
+            self._pending += 1
 
     # ---------------------------------------------------------------- answers
 
@@ -116,6 +127,7 @@ class MetricsServer:
     def record(self, path: str, status: int, values: dict[str, float] | None = None) -> None:
         with self._lock:
             self.log.append(Served(path, time.time_ns(), status, values or {}))
+            self._pending -= 1
 
 
 def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
@@ -138,6 +150,7 @@ def _handler(server: MetricsServer) -> type[BaseHTTPRequestHandler]:
             server.record(self.path.split("?", 1)[0], status, values)
 
         def do_GET(self) -> None:
+            server.begin()  # every path ends in _send, which logs it
             parts = urllib.parse.urlsplit(self.path)
             path, query = parts.path, urllib.parse.parse_qs(parts.query)
             if path == "/metrics":

@@ -17,5 +17,6 @@ SHARE_THE_CORES = frozenset({
     "tests/runner/test_tls.py", "tests/runner/test_tls_commands.py", "tests/runner/test_mock_host.py",
     "tests/runner/test_worker_kill.py",
     "tests/studies/test_study_outputs.py", "tests/studies/test_ab_inputs.py",
-    "tests/studies/test_calibrate_inputs.py",
+    "tests/studies/test_calibrate_inputs.py", "tests/compare/test_damaged_run_dirs.py",
+    "tests/compare/test_calibration_inputs.py",
 })
