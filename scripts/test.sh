@@ -29,7 +29,8 @@ else
 fi
 B="$VENV/bin"
 # The fast tier (no sockets, no processes, no clocks) runs on every core (pytest-xdist). Of the
-# real-time tier, the tests that assert behaviour only run two at a time; those that measure
+# real-time tier, the tests that assert behaviour only run three at a time (most of their time is
+# spent waiting on subprocesses); those that measure
 # time run alone, one at a time: a second test competing for the 2 cores would make their
 # figures the machine's (tests/support/tiers.py).
 if [ "$fast" = 1 ]; then
@@ -49,7 +50,7 @@ echo "== ruff";        $B/ruff check loadtest tests benchmarks
 echo "== mypy";        $B/mypy
 echo "== import-linter"; $B/lint-imports
 echo "== pytest (fast tier, parallel)"; $B/pytest -W error -q -n auto -m "not realtime" "$@"
-echo "== pytest (real-time tier: behaviour, two at a time)"
-$B/pytest -W error -q -n 2 --dist loadfile -m "realtime and concurrent" --durations=10 "$@"
+echo "== pytest (real-time tier: behaviour, three at a time)"
+$B/pytest -W error -q -n 3 --dist loadfile -m "realtime and concurrent" --durations=10 "$@"
 echo "== pytest (real-time tier: timings, one at a time)"
 $B/pytest -W error -q -m "realtime and not concurrent" --durations=15 "$@"

@@ -7,7 +7,7 @@ whole tool through its CLI); helpers live in ``tests/support/``, which no test f
 another test file.
 
 The real-time tier runs in two parts. Modules in ``support.tiers.SHARE_THE_CORES`` assert behaviour (exit
-codes, files, counts, messages), never a timing, so CI runs them two at a time (pytest-xdist,
+codes, files, counts, messages), never a timing, so CI runs them three at a time (pytest-xdist,
 ``-m "realtime and concurrent"``); every other real-time test measures time against a bound and
 runs alone (``-m "realtime and not concurrent"``), since a second test on the 2 cores would make
 its figures the machine's. A new real-time module is serial until it is listed there.

@@ -292,10 +292,11 @@ session: {steps: [{gen: {prompt: "Explain artificial intelligence"}}]}
 def test_ab_end_to_end(tmp_path: Path) -> None:
     scenario = tmp_path / "ab.yaml"
     scenario.write_text(_AB, encoding="utf-8")
-    # --allow-saturated: this machine is shared, and a 3 s run's loop-lag p99 comes from a
-    # handful of samples; the gate's refusal of saturated runs is tested on synthetic runs
+    # --allow-saturated --retries 0: this machine is shared, and a 3 s run's loop-lag p99 comes
+    # from a handful of samples; the gate's refusal of saturated runs is tested on synthetic runs,
+    # the rerun of a saturated round in test_ab_runs_a_round_again_when_a_generator_saturated
     flags = ["--rounds", "2", "--metric", "ttft.p50", "--metric", "e2e.p50", "--metric", "throughput",
-             "--allow-saturated"]
+             "--allow-saturated", "--retries", "0"]
     # The two ab commands at once (each its own embedded mocks and directory): they cannot time
     # one another. A run is 4 closed-loop users, under 10 % of a core for its generator
     # (generator.cpu_percent) and less for its mock: two such pairs leave a core idle, and a late

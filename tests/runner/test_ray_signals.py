@@ -46,7 +46,7 @@ def test_sigint_during_a_ray_start_up_exits_4_with_a_summary_and_no_process_left
         seen |= _family(root)
         time.sleep(0.05)
     _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 4, stderr
+    assert proc.returncode == 4, (proc.returncode, stderr)
     assert "Traceback" not in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"] == "interrupted" and summary["exit_code"] == 4
