@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import sys
-from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 import pytest
 from support.helpers import run_cli
+from support.inprocess import run_main
 
-from loadtest.cli import main as cli
 from loadtest.cli.new import template_text
 from loadtest.errors import ScenarioError
 from loadtest.scenario import Overrides, dump_scenario, fingerprint, load_scenario
@@ -22,22 +19,6 @@ from loadtest.scenario import Overrides, dump_scenario, fingerprint, load_scenar
 ROOT = Path(__file__).resolve().parents[2]
 PROXY_URL = "wss://chat-proxy.example.com/v2/chat"
 
-
-@pytest.fixture(autouse=True)
-def _restore_signals() -> Iterator[None]:
-    """``cli.main`` ignores SIGINT/SIGTERM as it exits (as a process would): not for pytest."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
-def _main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    """The console entry point in this process (errors mapped to exit codes as for a user)."""
-    monkeypatch.setattr(sys, "argv", ["loadtest", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    return int(info.value.code or 0)
 
 
 def _packaged(name: str) -> bytes:
@@ -53,50 +34,53 @@ def _packaged(name: str) -> bytes:
     (("--mock",), "mock.yaml", "a starter scenario against the embedded mock; next: loadtest run {file}"),
 ])
 def test_new_writes_the_packaged_template_and_says_what_to_run_next(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        tmp_path: Path,
         flags: tuple[str, ...], template: str, said: str) -> None:
     file = tmp_path / "my-proxy.yaml"
-    assert _main(monkeypatch, "new", str(file), *flags) == 0
+    result = run_main("new", str(file), *flags)
+    assert result.code == 0, result.err
     assert file.read_bytes() == _packaged(template)
     assert template_text(template.removesuffix(".yaml")).encode() == _packaged(template)
-    out, err = capsys.readouterr()
+    out, err = result.out, result.err
     assert out == f"wrote {file}: {said.format(file=file)}\n"
     assert err == ""
     assert file.stat().st_mode & 0o777 == 0o644
 
 
-def test_the_next_command_is_quoted_for_the_shell(monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_the_next_command_is_quoted_for_the_shell(tmp_path: Path) -> None:
     file = tmp_path / "new dir" / "a b.yaml"  # the missing directory is created
-    assert _main(monkeypatch, "new", str(file), "--mock") == 0
+    result = run_main("new", str(file), "--mock")
+    assert result.code == 0, result.err
     assert file.is_file()
-    assert capsys.readouterr().out.rstrip("\n").endswith(f"next: loadtest run '{file}'")
+    assert result.out.rstrip("\n").endswith(f"next: loadtest run '{file}'")
 
 
 @pytest.mark.parametrize(("flags", "env"), [((), {"LOADTEST_API_KEY": "k"}), (("--mock",), {})])
-def test_both_starters_are_accepted_by_validate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+def test_both_starters_are_accepted_by_validate(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path, flags: tuple[str, ...], env: dict[str, str]) -> None:
     file = tmp_path / "starter.yaml"
-    assert _main(monkeypatch, "new", str(file), *flags) == 0
-    capsys.readouterr()
+    result = run_main("new", str(file), *flags)
+    assert result.code == 0, result.err
     monkeypatch.delenv("LOADTEST_API_KEY", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert _main(monkeypatch, "validate", str(file)) == 0
-    out, err = capsys.readouterr()
+    result = run_main("validate", str(file))
+    assert result.code == 0, result.err
+    out, err = result.out, result.err
     assert err.splitlines()[-1] == f"# {file}: valid"
     assert re.search(r"^name: starter$", out, re.M)  # the run directory is named after the file
     assert re.search(rf"^  url: {re.escape('mock' if flags else PROXY_URL)}$", out, re.M)
 
 
 def test_the_proxy_starter_without_a_key_says_which_variable(monkeypatch: pytest.MonkeyPatch,
-                                                              capsys: pytest.CaptureFixture[str],
                                                               tmp_path: Path) -> None:
     file = tmp_path / "p.yaml"
-    assert _main(monkeypatch, "new", str(file)) == 0
+    result = run_main("new", str(file))
+    assert result.code == 0, result.err
     monkeypatch.delenv("LOADTEST_API_KEY", raising=False)
-    assert _main(monkeypatch, "validate", str(file)) == 2
-    err = capsys.readouterr().err
+    result = run_main("validate", str(file))
+    assert result.code == 2, result.err
+    err = result.err
     assert err == f"error: {file}:13: target.api_key_env: no API key: set the environment variable " \
                   "LOADTEST_API_KEY or pass --api-key\n"
 
@@ -163,13 +147,13 @@ def test_the_proxy_template_has_one_source() -> None:
 
 
 @pytest.mark.parametrize("flags", [(), ("--mock",)])
-def test_an_existing_file_is_never_overwritten(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                               tmp_path: Path, flags: tuple[str, ...]) -> None:
+def test_an_existing_file_is_never_overwritten(tmp_path: Path, flags: tuple[str, ...]) -> None:
     file = tmp_path / "mine.yaml"
     file.write_text("name: mine\n", encoding="utf-8")
     before = file.stat()
-    assert _main(monkeypatch, "new", str(file), *flags) == 2
-    out, err = capsys.readouterr()
+    result = run_main("new", str(file), *flags)
+    assert result.code == 2, result.err
+    out, err = result.out, result.err
     assert out == ""
     assert err == f"error: {file}: already exists; loadtest new never overwrites a file " \
                   "(give another name, or remove it first)\n"
@@ -178,34 +162,33 @@ def test_an_existing_file_is_never_overwritten(monkeypatch: pytest.MonkeyPatch, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.yaml"]  # no temporary file left
 
 
-def test_a_dangling_symlink_is_not_replaced(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                            tmp_path: Path) -> None:
+def test_a_dangling_symlink_is_not_replaced(tmp_path: Path) -> None:
     link = tmp_path / "link.yaml"
     link.symlink_to(tmp_path / "nowhere.yaml")
-    assert _main(monkeypatch, "new", str(link)) == 2
-    assert "already exists" in capsys.readouterr().err
+    result = run_main("new", str(link))
+    assert result.code == 2, result.err
+    assert "already exists" in result.err
     assert link.is_symlink() and not (tmp_path / "nowhere.yaml").exists()
 
 
-def test_a_directory_is_refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                tmp_path: Path) -> None:
-    assert _main(monkeypatch, "new", str(tmp_path)) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path}: is a directory; give a file name for the scenario\n"
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    result = run_main("new", str(tmp_path))
+    assert result.code == 2, result.err
+    assert result.err == f"error: {tmp_path}: is a directory; give a file name for the scenario\n"
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_path_under_a_file_is_refused(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                        tmp_path: Path) -> None:
+def test_a_path_under_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("x", encoding="utf-8")
     target = tmp_path / "plain" / "sc.yaml"
-    assert _main(monkeypatch, "new", str(target), "--mock") == 2
-    err = capsys.readouterr().err
+    result = run_main("new", str(target), "--mock")
+    assert result.code == 2, result.err
+    err = result.err
     assert err == f"error: {target}: cannot write the scenario there, {tmp_path / 'plain'} is not a directory\n"
     assert (tmp_path / "plain").read_text(encoding="utf-8") == "x"
 
 
-def test_an_unwritable_place_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_an_unwritable_place_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The output probe (rundir.outdir) says no: as when the directory is read-only (a test run as
     root cannot make one, so the probe's temporary file is refused here)."""
     import tempfile
@@ -215,18 +198,19 @@ def test_an_unwritable_place_is_refused_in_one_line(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(tempfile, "mkstemp", refused)
     file = tmp_path / "sc.yaml"
-    assert _main(monkeypatch, "new", str(file)) == 2
-    out, err = capsys.readouterr()
+    result = run_main("new", str(file))
+    assert result.code == 2, result.err
+    out, err = result.out, result.err
     assert out == ""
     assert err == f"error: {file}: cannot write the scenario there (Permission denied)\n"
     assert not file.exists()
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-def test_a_place_the_system_refuses_is_exit_2(monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert _main(monkeypatch, "new", "/proc/loadtest-starter.yaml") == 2
-    err = capsys.readouterr().err
+def test_a_place_the_system_refuses_is_exit_2() -> None:
+    result = run_main("new", "/proc/loadtest-starter.yaml")
+    assert result.code == 2, result.err
+    err = result.err
     assert err.startswith("error: /proc/loadtest-starter.yaml: cannot write the scenario there (")
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from support.inprocess import run_main
 
 import loadtest
 from loadtest.cli import main as cli
@@ -21,21 +20,6 @@ from loadtest.cli import main as cli
 #: the console script pip installed next to this interpreter (what a user's shell runs)
 SCRIPT = Path(sys.executable).with_name("loadtest.exe" if os.name == "nt" else "loadtest")
 
-
-@pytest.fixture(autouse=True)
-def _restore_signals() -> Iterator[None]:
-    """``cli.main`` ignores SIGINT/SIGTERM as it exits (as a process would): not for pytest."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
-def _main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["loadtest", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    return int(info.value.code or 0)
 
 
 def _python_line() -> str:
@@ -45,10 +29,10 @@ def _python_line() -> str:
 # --------------------------------------------------------------------------- --version
 
 
-def test_version_prints_loadtest_and_what_shapes_its_figures(monkeypatch: pytest.MonkeyPatch,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    assert _main(monkeypatch, "--version") == 0
-    out, err = capsys.readouterr()
+def test_version_prints_loadtest_and_what_shapes_its_figures() -> None:
+    result = run_main("--version")
+    assert result.code == 0, result.err
+    out, err = result.out, result.err
     assert out.splitlines() == [
         f"loadtest {loadtest.__version__}",
         f"aiohttp {metadata.version('aiohttp')}",
@@ -59,15 +43,14 @@ def test_version_prints_loadtest_and_what_shapes_its_figures(monkeypatch: pytest
     assert err == ""
 
 
-def test_version_is_eager_and_runs_no_command(monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert _main(monkeypatch, "--version", "new", str(tmp_path / "x.yaml")) == 0
-    assert capsys.readouterr().out.splitlines()[0] == f"loadtest {loadtest.__version__}"
+def test_version_is_eager_and_runs_no_command(tmp_path: Path) -> None:
+    result = run_main("--version", "new", str(tmp_path / "x.yaml"))
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[0] == f"loadtest {loadtest.__version__}"
     assert not (tmp_path / "x.yaml").exists()
 
 
-def test_version_without_uvloop_names_the_standard_loop(monkeypatch: pytest.MonkeyPatch,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_version_without_uvloop_names_the_standard_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     real = metadata.version
 
     def version(name: str) -> str:
@@ -76,8 +59,9 @@ def test_version_without_uvloop_names_the_standard_loop(monkeypatch: pytest.Monk
         return real(name)
 
     monkeypatch.setattr(metadata, "version", version)
-    assert _main(monkeypatch, "--version") == 0
-    lines = capsys.readouterr().out.splitlines()
+    result = run_main("--version")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
     assert lines[2] == "uvloop not installed: the standard asyncio loop"
     assert lines[1] == f"aiohttp {real('aiohttp')}" and lines[3] == f"hdrhistogram {real('hdrhistogram')}"
     assert len(lines) == 5

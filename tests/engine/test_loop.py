@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.helpers import ROOT, run_cli
+from support.helpers import env_without, run_cli
 
 from loadtest.engine.loop import FALLBACK_NOTE, loop_factory, loop_name, run_loop
 
@@ -44,14 +44,11 @@ def test_without_uvloop_the_standard_loop_runs_and_says_so(monkeypatch: pytest.M
 
 @pytest.mark.realtime
 def test_a_run_without_uvloop_measures_and_names_its_loop(tmp_path: Path) -> None:
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "uvloop.py").write_text('raise ImportError("no uvloop on this platform (simulated)")\n')
     scenario = tmp_path / "s.yaml"
     scenario.write_text(SCENARIO, encoding="utf-8")
     run_dir = tmp_path / "run"
     proc = run_cli("run", str(scenario), "--out", str(run_dir), "-q", timeout=60,
-                   env={"PYTHONPATH": f"{shim}:{ROOT}"})
+                   env=env_without("uvloop", tmp_path))
     assert proc.returncode == 0, proc.stderr + proc.stdout
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert summary["requests"]["completed"] > 10 and summary["requests"]["failed"] == 0

@@ -8,7 +8,7 @@ import itertools
 from pathlib import Path
 
 import pytest
-from support.helpers import ROOT, run_cli
+from support.helpers import ROOT, env_without, run_cli
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from loadtest.metrics.record import RequestRecord
@@ -59,22 +59,20 @@ def test_not_a_tokenizer_is_refused() -> None:
 def test_without_the_tokens_extra_a_tokenizer_is_exit_2_naming_it(tmp_path: Path) -> None:
     """tokenizers is the `tokens` extra: a run given a tokenizer where it is not installed is
     refused before anything connects, saying what to install."""
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "tokenizers.py").write_text('raise ImportError("not installed (simulated)")\n', encoding="utf-8")
+    no_tokenizers = env_without("tokenizers", tmp_path)
     tok = tmp_path / "tokenizer.json"
     tok.write_text(word_tokenizer(), encoding="utf-8")
     sc = tmp_path / "sc.yaml"
     sc.write_text("target: {url: 'ws://127.0.0.1:9/v2/chat', api_key_env: NOPE}\n"
                   "load: {duration: 1s, warmup: 0s}\n", encoding="utf-8")
     r = run_cli("run", str(sc), "--tokenizer", str(tok), "--api-key", "k", "--out", str(tmp_path / "out"),
-                env={"PYTHONPATH": f"{shim}:{ROOT}"})
+                env=no_tokenizers)
     assert r.returncode == 2, r.stdout + r.stderr
     assert f"tokenizer {tok}: counting tokens needs the tokenizers package" in r.stderr
     assert "pip install 'loadtest[tokens]'" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out" / "summary.json").exists()
     # without a tokenizer the same install runs (the import is the tokenizer's, not the run's)
-    ok = run_cli("validate", str(ROOT / "scenarios" / "smoke.yaml"), env={"PYTHONPATH": f"{shim}:{ROOT}"})
+    ok = run_cli("validate", str(ROOT / "scenarios" / "smoke.yaml"), env=no_tokenizers)
     assert ok.returncode == 0, ok.stderr
 
 

@@ -38,3 +38,13 @@ def run_concurrently(jobs: Mapping[K, Callable[[], T]], *, max_workers: int | No
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
     """Every row of a CSV file of the run directory, as dicts (the file read whole, then closed)."""
     return list(csv.DictReader(path.read_text(encoding="utf-8").splitlines()))
+
+
+def env_without(module: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for :func:`run_cli` in which ``import module`` raises ImportError, as on a
+    machine where it is not installed (a shim module first on PYTHONPATH)."""
+    shim = tmp_path / f"without-{module}"
+    shim.mkdir(exist_ok=True)
+    (shim / f"{module}.py").write_text(f'raise ImportError("{module} is not installed (simulated)")\n',
+                                       encoding="utf-8")
+    return {"PYTHONPATH": f"{shim}{os.pathsep}{ROOT}"}
